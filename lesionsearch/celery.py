@@ -1,0 +1,25 @@
+"""The Celery application.
+
+Tasks are thin: they receive ids (JSON only), load rows and call services. Model work goes
+to the ``inference`` queue through :func:`ml_task`, which sets ``acks_late`` and
+``reject_on_worker_lost`` so that a task whose worker dies is redelivered rather than lost;
+every such task must therefore be safe to run twice (claims are conditional updates).
+"""
+from __future__ import annotations
+
+import os
+from functools import partial
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lesionsearch.settings")
+
+app = Celery("lesionsearch")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+#: Decorator for model tasks (inference, index builds, training).
+ml_task = partial(app.task, acks_late=True, reject_on_worker_lost=True, queue="inference")
+#: Decorator for everything else.
+light_task = partial(app.task, queue="light")

@@ -1,0 +1,76 @@
+"""The seven HAM10000 diagnostic classes: stored codes (never change), labels and colours.
+
+Colours follow the thesis's scheme (green benign, orange pre-malignant, red malignant), with
+a distinct shade per class so that seven class buttons and frames stay distinguishable.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BENIGN = "benign"
+PREMALIGNANT = "pre-malignant"
+MALIGNANT = "malignant"
+
+
+@dataclass(frozen=True)
+class DiagnosticClass:
+    code: str
+    label: str
+    group: str
+    colour: str
+    definition: str
+
+
+CLASSES: tuple[DiagnosticClass, ...] = (
+    DiagnosticClass(
+        "akiec", "Actinic keratosis / Bowen's disease", PREMALIGNANT, "#e67e00",
+        "Actinic keratoses and intraepithelial carcinoma (Bowen's disease): scaly, often pink "
+        "or red lesions on sun-damaged skin; usually benign but may progress to squamous cell carcinoma.",
+    ),
+    DiagnosticClass(
+        "bcc", "Basal cell carcinoma", MALIGNANT, "#b0124f",
+        "The most common skin cancer; rarely metastasises but grows destructively. Dermoscopy: "
+        "arborising vessels, blue-grey ovoid nests, leaf-like areas, ulceration.",
+    ),
+    DiagnosticClass(
+        "bkl", "Benign keratosis", BENIGN, "#6d8f1f",
+        "Seborrhoeic keratoses, solar lentigines and lichen-planus-like keratoses: sharply "
+        "demarcated, 'stuck-on', with milia-like cysts, comedo-like openings and fissures.",
+    ),
+    DiagnosticClass(
+        "df", "Dermatofibroma", BENIGN, "#00897b",
+        "A benign fibrous skin lesion: a delicate peripheral pigment network around a central white scar-like patch.",
+    ),
+    DiagnosticClass(
+        "mel", "Melanoma", MALIGNANT, "#d32f2f",
+        "Malignant neoplasm of melanocytes. Dermoscopy: asymmetry, irregular borders, several "
+        "colours, atypical network, irregular dots and globules, blue-white veil, regression.",
+    ),
+    DiagnosticClass(
+        "nv", "Melanocytic nevus", BENIGN, "#2e7d32",
+        "Benign neoplasm of melanocytes (moles): symmetric, regular network or globules, one or two colours.",
+    ),
+    DiagnosticClass(
+        "vasc", "Vascular lesion", BENIGN, "#1b8a5a",
+        "Cherry angiomas, angiokeratomas, pyogenic granulomas and haemorrhage: red-purple lacunae.",
+    ),
+)
+
+CODES: tuple[str, ...] = tuple(c.code for c in CLASSES)
+BY_CODE: dict[str, DiagnosticClass] = {c.code: c for c in CLASSES}
+DX_CHOICES = [(c.code, c.label) for c in CLASSES]
+
+#: How the diagnosis was established (HAM10000 ``dx_type``).
+DX_TYPE_CHOICES = [
+    ("histo", "Histopathology"),
+    ("follow_up", "Follow-up examination"),
+    ("consensus", "Expert consensus"),
+    ("confocal", "In-vivo confocal microscopy"),
+]
+DX_TYPES = tuple(code for code, _ in DX_TYPE_CHOICES)
+
+SEX_CHOICES = [("male", "Male"), ("female", "Female"), ("unknown", "Unknown")]
+SEXES = tuple(code for code, _ in SEX_CHOICES)
+
+TRAIN, VAL, TEST, NO_SPLIT = "train", "val", "test", "none"
+SPLIT_CHOICES = [(TRAIN, "Training"), (VAL, "Validation"), (TEST, "Test"), (NO_SPLIT, "Not assigned")]

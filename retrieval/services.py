@@ -1,0 +1,237 @@
+"""Writes to the case library. Views, commands and tasks call these; they hold no logic."""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from retrieval import splits
+from retrieval.ham10000 import ImageFolder, MetadataRow, RowError, read_metadata
+from retrieval.images import ImageRejected, inspect_image
+from retrieval.models import Case, LibraryCheck
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]
+
+
+def _store_content(prefix: str, sha256: str, extension: str, data: bytes) -> tuple[str, bool]:
+    """Store bytes under a content-addressed name; return (name, whether we wrote it)."""
+    name = f"{prefix}/{sha256[:2]}/{sha256}.{extension}"
+    if default_storage.exists(name):
+        return name, False
+    saved = default_storage.save(name, ContentFile(data))
+    if saved != name:  # a concurrent writer stored the same content first
+        default_storage.delete(saved)
+    return name, True
+
+
+@transaction.atomic
+def case_create(*, collection: str, row: MetadataRow, image_data: bytes, mask_data: bytes | None = None) -> Case:
+    """Store one diagnosed image and its row, all or nothing.
+
+    Raises :class:`ImageRejected` for bad image or mask bytes and :class:`IntegrityError`
+    when the image id (in this collection) or the image content is already in the library.
+    Files written for a row that is not created are removed again.
+    """
+    info = inspect_image(image_data)
+    written: list[str] = []
+    try:
+        image_name, wrote = _store_content("cases", info.sha256, info.extension, image_data)
+        written += [image_name] if wrote else []
+        mask_name = ""
+        if mask_data is not None:
+            mask_info = inspect_image(mask_data)
+            if (mask_info.width, mask_info.height) != (info.width, info.height):
+                raise ImageRejected(
+                    f"mask is {mask_info.width}x{mask_info.height} but the image is {info.width}x{info.height}"
+                )
+            mask_name, wrote = _store_content("masks", mask_info.sha256, mask_info.extension, mask_data)
+            written += [mask_name] if wrote else []
+        with transaction.atomic():  # a savepoint, so a failed insert leaves the outer transaction usable
+            case = Case.objects.create(
+                collection=collection, image=image_name, mask=mask_name, sha256=info.sha256,
+                width=info.width, height=info.height, image_id=row.image_id, lesion_id=row.lesion_id,
+                dx=row.dx, dx_type=row.dx_type, age=row.age, sex=row.sex, localization=row.localization,
+                source_dataset=row.dataset,
+            )
+    except BaseException:
+        for name in written:
+            default_storage.delete(name)
+        raise
+    return case
+
+
+@dataclass
+class ImportReport:
+    total_rows: int = 0
+    imported: int = 0
+    already_present: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.errors)
+
+
+def _duplicate_reason(collection: str, row: MetadataRow, image_data: bytes) -> str:
+    sha = hashlib.sha256(image_data).hexdigest()
+    other = Case.objects.filter(sha256=sha).values_list("collection", "image_id").first()
+    if other:
+        return f"same image content as {other[1]} in collection {other[0]!r}"
+    return "image_id already imported"
+
+
+def library_import(
+    *, directory: Path, metadata: Path, collection: str, masks: Path | None = None, progress: Progress | None = None
+) -> ImportReport:
+    """Import a folder in the HAM10000 layout into ``collection``, streaming row by row.
+
+    Every row is validated; bad rows are reported with their line numbers and skipped, the
+    others are imported each in its own transaction. Rows whose image id the collection
+    already holds are counted as already present without reading their image, so a second
+    run is quick and adds nothing. Raises ``MetadataError`` (nothing imported) when the CSV
+    or folder as a whole is unusable.
+    """
+    folder = ImageFolder(directory, masks)
+    present = set(Case.objects.filter(collection=collection).values_list("image_id", flat=True))
+    report = ImportReport()
+    for parsed in read_metadata(metadata):
+        report.total_rows += 1
+        if progress:
+            progress(1)
+        if isinstance(parsed, RowError):
+            report.errors.append(parsed)
+            continue
+        if parsed.image_id in present:
+            report.already_present += 1
+            continue
+        image_path = folder.image_for(parsed.image_id)
+        if image_path is None:
+            report.errors.append(RowError(parsed.row, parsed.image_id, f"image file {parsed.image_id}.jpg not found"))
+            continue
+        mask_path = folder.mask_for(parsed.image_id)
+        try:
+            image_data = image_path.read_bytes()
+            mask_data = mask_path.read_bytes() if mask_path else None
+            case_create(collection=collection, row=parsed, image_data=image_data, mask_data=mask_data)
+        except OSError as exc:
+            report.errors.append(RowError(parsed.row, parsed.image_id, f"cannot read image: {exc.strerror or exc}"))
+        except ImageRejected as exc:
+            report.errors.append(RowError(parsed.row, parsed.image_id, f"unreadable image: {exc}"))
+        except IntegrityError:
+            report.errors.append(RowError(parsed.row, parsed.image_id, _duplicate_reason(collection, parsed, image_data)))
+        else:
+            present.add(parsed.image_id)
+            report.imported += 1
+    return report
+
+
+@dataclass
+class SplitReport:
+    counts: dict[str, dict[str, int]]
+    changed: int
+    lesions_in_two_splits: int
+
+
+@transaction.atomic
+def library_split(*, collection: str, seed: int, train: float, val: float, test: float) -> SplitReport:
+    """Assign every case of ``collection`` to train/val/test, grouped by lesion, stratified by class."""
+    fractions = splits.validate_fractions(train, val, test)
+    rows = list(Case.objects.filter(collection=collection).values_list("id", "lesion_id", "dx", "split"))
+    if not rows:
+        raise ValueError(f"collection {collection!r} has no cases")
+    items = [splits.Item(pk, lesion_id, dx) for pk, lesion_id, dx, _ in rows]
+    assignment = splits.grouped_stratified_split(items, fractions, seed)
+    changed = 0
+    for split in splits.SPLITS:
+        ids = [pk for pk, _, _, old in rows if assignment[pk] == split and old != split]
+        changed += len(ids)
+        for start in range(0, len(ids), 500):
+            Case.objects.filter(id__in=ids[start:start + 500]).update(split=split)
+    summary = splits.split_summary(items, assignment)
+    lesion_splits: dict[str, set[str]] = {}
+    for pk, lesion_id, _, _ in rows:
+        lesion_splits.setdefault(lesion_id, set()).add(assignment[pk])
+    return SplitReport(
+        counts={split: dict(counter) for split, counter in summary.items()},
+        changed=changed,
+        lesions_in_two_splits=sum(len(s) > 1 for s in lesion_splits.values()),
+    )
+
+
+def library_check_request(*, collection: str, user=None) -> LibraryCheck:
+    """Create a pending integrity check and enqueue it once the row is committed."""
+    from retrieval.tasks import library_check_run_task
+
+    check = LibraryCheck.objects.create(
+        collection=collection, requested_by=user if user and user.is_authenticated else None,
+        total=Case.objects.filter(collection=collection).count(),
+    )
+    transaction.on_commit(lambda: library_check_run_task.delay(check.id))
+    return check
+
+
+PROGRESS_EVERY = 50
+
+
+def library_check_run(*, check_id: int, worker: str) -> bool:
+    """Run a pending check: every case's file present, unchanged (sha256) and decodable.
+
+    Claims the row with a conditional update, so a redelivered task does nothing; returns
+    whether this call ran the check.
+    """
+    claimed = LibraryCheck.objects.filter(id=check_id, status=LibraryCheck.Status.PENDING).update(
+        status=LibraryCheck.Status.RUNNING, started_at=timezone.now(), worker=worker[:255]
+    )
+    if claimed != 1:
+        logger.info("library check %s already claimed or gone; nothing to do", check_id)
+        return False
+    check = LibraryCheck.objects.get(id=check_id)
+    problems: list[dict] = []
+    checked = 0
+    try:
+        cases = Case.objects.filter(collection=check.collection).only("id", "image_id", "image", "sha256")
+        check.total = cases.count()
+        for case in cases.iterator(chunk_size=500):
+            problem = _case_problem(case)
+            if problem:
+                problems.append({"case": case.id, "image_id": case.image_id, "problem": problem})
+            checked += 1
+            if checked % PROGRESS_EVERY == 0:
+                LibraryCheck.objects.filter(id=check_id).update(checked=checked, total=check.total)
+    except Exception as exc:
+        LibraryCheck.objects.filter(id=check_id).update(
+            status=LibraryCheck.Status.FAILED, finished_at=timezone.now(), checked=checked,
+            problems=problems, message=f"The check stopped: {exc}",
+        )
+        raise
+    LibraryCheck.objects.filter(id=check_id).update(
+        status=LibraryCheck.Status.DONE, finished_at=timezone.now(), checked=checked, total=check.total,
+        problems=problems,
+        message=f"{checked} images checked, {len(problems)} problem(s).",
+    )
+    return True
+
+
+def _case_problem(case: Case) -> str:
+    try:
+        with case.image.open("rb") as handle:
+            data = handle.read()
+    except (FileNotFoundError, OSError):
+        return "image file missing"
+    if hashlib.sha256(data).hexdigest() != case.sha256:
+        return "image file changed since import (sha256 differs)"
+    try:
+        inspect_image(data)
+    except ImageRejected as exc:
+        return f"image unreadable: {exc}"
+    return ""
+

@@ -1,0 +1,135 @@
+"""Shared fixtures: named actors, a private media folder, HAM10000-layout folders, a real worker."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group
+from PIL import Image
+
+from lesionsearch.roles import CLINICIAN, READER, STUDY_ADMIN
+
+REPO = Path(__file__).resolve().parent.parent
+REAL_METADATA = REPO.parent / "shared" / "data" / "HAM10000_metadata.csv"
+SHIPPED_METADATA = REPO / "retrieval" / "data" / "HAM10000_metadata.csv"
+
+
+@pytest.fixture
+def media_root(settings, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    return Path(settings.MEDIA_ROOT)
+
+
+def _user(django_user_model, name: str, role: str | None = None, **extra):
+    user = django_user_model.objects.create_user(username=name, password="pw-" + name, **extra)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def clinician(db, django_user_model):
+    return _user(django_user_model, "dr_clinician", CLINICIAN)
+
+
+@pytest.fixture
+def reader(db, django_user_model):
+    return _user(django_user_model, "a_reader", READER)
+
+
+@pytest.fixture
+def study_admin(db, django_user_model):
+    return _user(django_user_model, "study_admin", STUDY_ADMIN, is_staff=True)
+
+
+@pytest.fixture
+def stranger(db, django_user_model):
+    """Signed in, but in no role."""
+    return _user(django_user_model, "stranger")
+
+
+def jpeg_bytes(seed: int, size=(60, 45)) -> bytes:
+    """A small, unique, valid JPEG."""
+    image = Image.new("RGB", size, ((seed * 37) % 256, (seed * 91) % 256, (seed * 53) % 256))
+    image.putpixel((seed % size[0], 0), (255 - (seed % 256), 0, 0))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def real_metadata_rows(limit: int | None = None) -> list[dict[str, str]]:
+    path = REAL_METADATA if REAL_METADATA.exists() else SHIPPED_METADATA
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return rows[:limit] if limit else rows
+
+
+def write_ham_folder(folder: Path, rows: list[dict[str, str]], *, extra_lines: list[str] = ()) -> Path:
+    """A folder in the real HAM10000 layout: CSV + JPEGs split over two part folders."""
+    parts = [folder / "HAM10000_images_part_1", folder / "HAM10000_images_part_2"]
+    for part in parts:
+        part.mkdir(parents=True, exist_ok=True)
+    columns = list(rows[0].keys()) if rows else ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"]
+    metadata = folder / "HAM10000_metadata.csv"
+    with open(metadata, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for i, row in enumerate(rows):
+            writer.writerow(row)
+            (parts[i % 2] / f"{row['image_id']}.jpg").write_bytes(jpeg_bytes(i))
+        for line in extra_lines:
+            handle.write(line + "\n")
+    return metadata
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, media_root):
+    """A real Celery worker process on the test database, media folder and broker.
+
+    Tasks reach it through the configured broker (the filesystem broker on the embedded
+    default, Redis in the services run); it sees committed rows only, hence transactional_db.
+    """
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        url = f"sqlite:///{db['NAME']}"
+    else:
+        url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    env = {**os.environ, "DATABASE_URL": url, "MEDIA_ROOT": str(media_root),
+           "DJANGO_SETTINGS_MODULE": "lesionsearch.settings", "LOG_LEVEL": "info"}
+    log = media_root.parent / "worker.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "lesionsearch", "worker", "-Q", "inference,light",
+             "--concurrency", "1", "--without-gossip", "--without-mingle", "--hostname", f"test-{os.getpid()}@%h"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while b"ready." not in log.read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"worker did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def wait_for(predicate, timeout: float = 60, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
