@@ -19,7 +19,18 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-#: Decorator for model tasks (inference, index builds, training).
-ml_task = partial(app.task, acks_late=True, reject_on_worker_lost=True, queue="inference")
-#: Decorator for everything else.
-light_task = partial(app.task, queue="light")
+def route_task(name, args, kwargs, options, task=None, **kw):
+    """Model tasks go to the inference queue, everything else to the light queue."""
+    from django.conf import settings
+
+    inference = getattr(task, "inference", False)
+    return {"queue": settings.CELERY_QUEUE_INFERENCE if inference else settings.CELERY_QUEUE_LIGHT}
+
+
+app.conf.task_routes = (route_task,)
+
+#: Decorator for model tasks (inference, index builds, training): routed to the inference
+#: queue, acknowledged only when done, and redelivered if the worker process dies.
+ml_task = partial(app.task, acks_late=True, reject_on_worker_lost=True, inference=True)
+#: Decorator for everything else (routed to the light queue).
+light_task = partial(app.task, inference=False)

@@ -101,9 +101,9 @@ def parse_database_url(url: str, *, name: str = "DATABASE_URL") -> dict:
         }
     if scheme == "sqlite":
         # sqlite:///relative.db, sqlite:////absolute/path.db, sqlite://:memory:
-        if parts.netloc == ":memory:" or parts.path in {"/:memory:", ""}:
+        if parts.netloc == ":memory:" or parts.path == "/:memory:":
             return {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
-        if parts.netloc:
+        if parts.netloc or len(parts.path) < 2:
             raise ImproperlyConfigured(f"{name}={url!r}: use three slashes, sqlite:///path/to/file.db.")
         path = unquote(parts.path[1:])
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(Path(path).expanduser().resolve())}

@@ -108,7 +108,7 @@ def celery_worker_process(transactional_db, media_root):
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "lesionsearch", "worker", "-Q", "inference,light",
-             "--concurrency", "1", "--without-gossip", "--without-mingle", "--hostname", f"test-{os.getpid()}@%h"],
+             "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"test-{os.getpid()}@%h"],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 60
