@@ -72,3 +72,37 @@ class LibraryCheck(models.Model):
 
     def __str__(self) -> str:
         return f"check of {self.collection} ({self.status})"
+
+
+class ModelVersion(models.Model):
+    """A trained classifier checkpoint (3-channel, or 4-channel built from a 3-channel parent)."""
+
+    class Stage(models.TextChoices):
+        RGB = "3ch", "3-channel (RGB)"
+        RGB_SALIENCY = "4ch", "4-channel (RGB + saliency)"
+
+    config = models.CharField(max_length=64, help_text="model configuration name, e.g. secbir-lite0")
+    stage = models.CharField(max_length=4, choices=Stage.choices)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children",
+                               help_text="the 3-channel model a 4-channel model was widened from")
+    collection = models.CharField(max_length=64, help_text="the case collection it was trained on")
+    checkpoint = models.FileField(upload_to="models/", max_length=255)
+    checkpoint_sha256 = models.CharField(max_length=64)
+    data_fingerprint = models.CharField(max_length=64, help_text="sha256 of the train/val images and labels")
+    metrics = models.JSONField(default=dict, help_text="validation metrics of the kept epoch, and the history")
+    weights_source = models.CharField(max_length=255, blank=True)
+    seed = models.IntegerField(default=0)
+    epochs = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(stage="3ch", parent__isnull=True) | models.Q(stage="4ch", parent__isnull=False),
+                name="modelversion_4ch_has_parent",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.config} {self.stage} #{self.pk}"

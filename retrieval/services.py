@@ -15,7 +15,7 @@ from django.utils import timezone
 from retrieval import splits
 from retrieval.ham10000 import ImageFolder, MetadataRow, RowError, read_metadata
 from retrieval.images import ImageRejected, inspect_image
-from retrieval.models import Case, LibraryCheck
+from retrieval.models import Case, LibraryCheck, ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -235,3 +235,65 @@ def _case_problem(case: Case) -> str:
         return f"image unreadable: {exc}"
     return ""
 
+
+
+def training_items(*, collection: str) -> tuple[list, list]:
+    """The collection's train and validation images as ml.train Items (label = class index)."""
+    from retrieval.classes import CODES
+    from retrieval.ml.train import Item
+
+    splits_items: dict[str, list] = {"train": [], "val": []}
+    rows = Case.objects.filter(collection=collection, split__in=list(splits_items)).order_by("id")
+    for case in rows.only("id", "image", "dx", "split", "sha256"):
+        splits_items[case.split].append(Item(case.image.path, CODES.index(case.dx), case.sha256))
+    if not splits_items["train"] or not splits_items["val"]:
+        raise ValueError(f"collection {collection!r} has no train/val split; run split_library first")
+    return splits_items["train"], splits_items["val"]
+
+
+def _register_model(*, config: str, stage: str, collection: str, result, parent, options, fingerprint) -> ModelVersion:
+    from retrieval.ml.train import checkpoint_digest
+
+    digest = checkpoint_digest(result.checkpoint)
+    name, _ = _store_content_file("models", digest, "pt", result.checkpoint)
+    return ModelVersion.objects.create(
+        config=config, stage=stage, parent=parent, collection=collection, checkpoint=name, checkpoint_sha256=digest,
+        data_fingerprint=fingerprint, metrics={**result.metrics, "history": result.history},
+        weights_source=result.weights_source[:255], seed=options.seed, epochs=options.epochs,
+    )
+
+
+def _store_content_file(prefix: str, sha256: str, extension: str, path: Path) -> tuple[str, bool]:
+    with open(path, "rb") as handle:
+        return _store_content(prefix, sha256, extension, handle.read())
+
+
+def model_train(*, config_name: str, stages: list[str], collection: str, options, resume: Path | None = None,
+                parent: ModelVersion | None = None, work_dir: Path) -> list[ModelVersion]:
+    """Train the requested stages on the collection's train/val split and register each as a ModelVersion.
+
+    ``stages`` is ["3ch"], ["4ch"] (from ``parent``, a 3-channel ModelVersion) or both in order.
+    """
+    from retrieval.ml.configs import get_config
+    from retrieval.ml.train import STAGE_3CH, STAGE_4CH, data_fingerprint, train_stage
+
+    config = get_config(config_name)
+    train, val = training_items(collection=collection)
+    fingerprint = data_fingerprint(train, val)
+    created: list[ModelVersion] = []
+    if STAGE_4CH in stages and STAGE_3CH not in stages:
+        if parent is None or parent.stage != STAGE_3CH or parent.config != config_name:
+            raise ValueError(f"the 4-channel stage needs a trained {config_name} 3-channel model (--parent)")
+    for stage in stages:
+        result = train_stage(
+            stage, config, train, val, work_dir, options=options,
+            parent_checkpoint=Path(parent.checkpoint.path) if stage == STAGE_4CH else None,
+            resume=resume if resume and stage == stages[0] else None,
+        )
+        version = _register_model(config=config_name, stage=stage, collection=collection, result=result,
+                                  parent=parent if stage == STAGE_4CH else None, options=options,
+                                  fingerprint=fingerprint)
+        created.append(version)
+        if stage == STAGE_3CH:
+            parent = version
+    return created

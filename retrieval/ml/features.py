@@ -47,6 +47,7 @@ class Encoded:
     saliency: np.ndarray  # (N, H, W) float32 in [0, 1]
     predicted: np.ndarray  # (N,) int64: the 3-channel model's predicted class
     probabilities: np.ndarray  # (N, C) float32: the 3-channel model's softmax
+    probabilities4: np.ndarray  # (N, C) float32: the 4-channel model's softmax
 
 
 class SECBIREncoder:
@@ -65,24 +66,35 @@ class SECBIREncoder:
         self.method, self.ig_steps, self.ig_baseline = method, ig_steps, ig_baseline
 
     def saliency(self, x: torch.Tensor, target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Saliency maps (N, H, W) and the 3-channel model's logits."""
         if self.method == VANILLA:
-            return vanilla_gradient(self.model3, x, target)
-        return integrated_gradients(self.model3, x, target, steps=self.ig_steps, baseline=self.ig_baseline,
-                                    mean=self.config.mean, std=self.config.std)
+            saliency, _, logits = vanilla_gradient(self.model3, x, target, return_logits=True)
+            return saliency, logits
+        saliency, _ = integrated_gradients(self.model3, x, target, steps=self.ig_steps, baseline=self.ig_baseline,
+                                           mean=self.config.mean, std=self.config.std)
+        with torch.no_grad():
+            return saliency, self.model3(x)
 
     def encode(self, images: np.ndarray, labels: np.ndarray | None = None) -> Encoded:
-        """Encode resized uint8 images (N, S, S, 3); ``labels`` are ground-truth class indices or None."""
+        """Encode resized uint8 images (N, S, S, 3); ``labels`` are ground-truth class indices or None.
+
+        Cost: one forward + backward pass of the 3-channel model and one forward pass of the
+        4-channel model.
+        """
         x = normalise(images, self.config).to(self.device)
         target = None if labels is None else torch.as_tensor(labels, dtype=torch.long, device=self.device)
-        saliency, _ = self.saliency(x, target)
+        saliency, logits = self.saliency(x, target)
+        probabilities = logits.softmax(dim=1)
         with torch.no_grad():
-            probabilities = self.model3(x).softmax(dim=1)
-            features = self.model4.features(with_saliency(x, saliency))
+            pooled = self.model4.pooled(with_saliency(x, saliency))
+            features = torch.nn.functional.normalize(pooled.float(), dim=1)
+            probabilities4 = self.model4.head(pooled).softmax(dim=1)
         return Encoded(
             features=features.cpu().numpy().astype(np.float32),
             saliency=saliency.cpu().numpy().astype(np.float32),
             predicted=probabilities.argmax(dim=1).cpu().numpy(),
             probabilities=probabilities.cpu().numpy().astype(np.float32),
+            probabilities4=probabilities4.cpu().numpy().astype(np.float32),
         )
 
     def baseline_features(self, images: np.ndarray) -> np.ndarray:

@@ -46,25 +46,32 @@ def _normalise(raw: torch.Tensor) -> torch.Tensor:
     return ((reduced - low[:, None, None]) / (high - low + _EPS)[:, None, None]).clamp(0, 1)
 
 
-def _input_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _input_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """d S_target / d x and the logits, from one forward and one backward pass.
+
+    ``target`` None takes the predicted class of that same forward pass.
+    """
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = model(x)
+        if target is None:
+            target = logits.detach().argmax(dim=1)
         score = logits.gather(1, target[:, None]).sum()  # samples are independent: one backward pass
         (grad,) = torch.autograd.grad(score, x)
     return grad, logits.detach()
 
 
-def vanilla_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def vanilla_gradient(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None,
+                     *, return_logits: bool = False):
     """Saliency maps (N, H, W) in [0, 1] and the predicted classes (N,) for normalised inputs x.
 
-    ``target`` None means: explain the predicted class.
+    ``target`` None means: explain the predicted class. With ``return_logits`` the logits of
+    the same forward pass come third, so callers need no extra forward pass for probabilities.
     """
     with frozen(model):
-        if target is None:
-            with torch.no_grad():
-                target = model(x).argmax(dim=1)
         grad, logits = _input_gradient(model, x, target)
+    if return_logits:
+        return _normalise(grad), logits.argmax(dim=1), logits
     return _normalise(grad), logits.argmax(dim=1)
 
 

@@ -1,0 +1,327 @@
+"""Training the two SE-CBIR classifiers (thesis section 3.3). Plain PyTorch, no Django.
+
+Stage "3ch": the RGB classifier from ImageNet weights; strong augmentation; adaptive learning
+rate (head x200 from 5e-5). Stage "4ch": the 3-channel model widened to RGB + saliency;
+saliency maps of the training images computed once with the 3-channel model (ground-truth
+class) and cached, validation maps with the predicted class (as queries get them); rotations
+and flips applied identically to image and map; stem and head x100 from 1e-5. Both: focal
+loss (alpha 0.25, gamma 2), batch 32, 5 ramp-up epochs to 6x then x0.8 per epoch. The best
+epoch by validation macro sensitivity is kept. Checkpoints hold weights, config, class list,
+metrics and a data fingerprint; training resumes from the last epoch's checkpoint.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from retrieval.ml import augment
+from retrieval.ml.configs import ModelConfig, get_config
+from retrieval.ml.features import normalise, with_saliency
+from retrieval.ml.losses import FocalLoss
+from retrieval.ml.metrics import classification_scores
+from retrieval.ml.network import NUM_CLASSES, SECBIRNet, build_model, stem_parameter_names, widen_to_saliency
+from retrieval.ml.saliency import saliency_batch_size, vanilla_gradient
+from retrieval.ml.schedule import BATCH_SIZE, EPOCHS, FOUR_CHANNEL_LR, THREE_CHANNEL_LR, make_scheduler, param_groups
+
+logger = logging.getLogger(__name__)
+
+STAGE_3CH, STAGE_4CH = "3ch", "4ch"
+STAGES = (STAGE_3CH, STAGE_4CH)
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Item:
+    """One training image: where it is, its class index, and a stable id for fingerprints."""
+
+    path: str
+    label: int
+    key: str
+
+
+@dataclass
+class TrainOptions:
+    epochs: int = EPOCHS
+    batch_size: int = BATCH_SIZE
+    seed: int = 0
+    device: str = "cpu"
+    num_workers: int = 0
+    lr: float | None = None  # base learning rate; None = the thesis value of the stage
+    lr_factor: float | None = None
+    # The thesis gives learning rates (1e-2 for new layers, peaking at 6e-2) but not the
+    # optimizer; those rates suit SGD with momentum, while Adam at 6e-2 kills the head's ReLU
+    # units and the classifier collapses onto the majority class.
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    progress: bool = True
+
+
+@dataclass
+class StageResult:
+    checkpoint: Path  # the best epoch's checkpoint
+    metrics: dict  # validation metrics of the best epoch
+    history: list[dict] = field(default_factory=list)
+    weights_source: str = ""
+
+
+def data_fingerprint(train: Sequence[Item], val: Sequence[Item]) -> str:
+    digest = hashlib.sha256()
+    for split, items in (("train", train), ("val", val)):
+        for item in sorted(items, key=lambda i: i.key):
+            digest.update(f"{split}:{item.key}:{item.label}\n".encode())
+    return digest.hexdigest()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def load_resized(path: str, size: int) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.uint8)
+
+
+class RGBDataset(Dataset):
+    """Images for the 3-channel classifier; augmentation seeded by (seed, epoch, index)."""
+
+    def __init__(self, items: Sequence[Item], size: int, *, train: bool, seed: int) -> None:
+        self.items, self.size, self.train, self.seed, self.epoch = list(items), size, train, seed, 0
+        self.augment = augment.strong_rgb_augmentation(size) if train else None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        item = self.items[index]
+        if self.train:
+            with Image.open(item.path) as image:
+                array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            array = self.augment(array, np.random.default_rng([self.seed, self.epoch, index]))
+        else:
+            array = load_resized(item.path, self.size)
+        return torch.from_numpy(np.array(array, dtype=np.uint8)), item.label
+
+
+class SaliencyDataset(Dataset):
+    """Image + cached saliency pairs for the 4-channel classifier; rotations/flips only."""
+
+    def __init__(self, items: Sequence[Item], saliency: np.ndarray, size: int, *, train: bool, seed: int) -> None:
+        if len(items) != len(saliency):
+            raise ValueError("one saliency map per item is required")
+        self.items, self.saliency, self.size, self.train, self.seed, self.epoch = list(items), saliency, size, train, seed, 0
+        self.augment = augment.paired_geometric_augmentation(size) if train else None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        item = self.items[index]
+        image = load_resized(item.path, self.size)
+        saliency = np.asarray(self.saliency[index], dtype=np.float32)
+        if self.train:
+            image, saliency = self.augment(image, saliency, np.random.default_rng([self.seed, self.epoch, index]))
+        return (torch.from_numpy(np.array(image, dtype=np.uint8)), torch.from_numpy(np.array(saliency, dtype=np.float32))), item.label
+
+
+def _to_input(batch, config: ModelConfig, device: torch.device) -> torch.Tensor:
+    if isinstance(batch, (list, tuple)):
+        images, saliency = batch
+        return with_saliency(normalise(images.numpy(), config), saliency.float()).to(device)
+    return normalise(batch.numpy(), config).to(device)
+
+
+def compute_saliency_maps(model3: SECBIRNet, items: Sequence[Item], *, use_labels: bool, device: torch.device,
+                          progress: bool = True, description: str = "Saliency") -> np.ndarray:
+    """(N, S, S) float16 maps at the model's input size, batched to fit in memory."""
+    config = model3.config
+    batch = saliency_batch_size(config.saliency_mb_per_image, device)
+    out = np.empty((len(items), config.input_size, config.input_size), dtype=np.float16)
+    model3 = model3.to(device)
+    for start in tqdm(range(0, len(items), batch), desc=description, disable=not progress, unit="batch"):
+        chunk = items[start:start + batch]
+        images = np.stack([load_resized(i.path, config.input_size) for i in chunk])
+        target = torch.tensor([i.label for i in chunk], device=device) if use_labels else None
+        maps, _ = vanilla_gradient(model3, normalise(images, config).to(device), target)
+        out[start:start + len(chunk)] = maps.cpu().numpy().astype(np.float16)
+    return out
+
+
+def evaluate(model: SECBIRNet, loader: DataLoader, device: torch.device) -> dict:
+    model.eval()
+    truth, predicted = [], []
+    with torch.no_grad():
+        for batch, labels in loader:
+            logits = model(_to_input(batch, model.config, device))
+            predicted.extend(logits.argmax(dim=1).cpu().tolist())
+            truth.extend(labels.tolist())
+    scores = classification_scores(truth, predicted, classes=list(range(NUM_CLASSES)))
+    return {"accuracy": float(scores.accuracy), "macro_sensitivity": float(scores.macro_sensitivity),
+            "n": len(truth)}
+
+
+def _seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def train_stage(stage: str, config: ModelConfig, train: Sequence[Item], val: Sequence[Item], out_dir: Path, *,
+                options: TrainOptions, parent_checkpoint: Path | None = None, resume: Path | None = None,
+                on_epoch: Callable[[dict], None] | None = None) -> StageResult:
+    """Train one stage; returns the best checkpoint (by validation macro sensitivity)."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}")
+    if not train or not val:
+        raise ValueError("training needs non-empty train and validation sets")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(options.device)
+    generator = _seed_everything(options.seed)
+    fingerprint = data_fingerprint(train, val)
+
+    if stage == STAGE_3CH:
+        model = build_model(config)
+        weights_source = model.weights_source
+        new_layers = model.new_layer_names()
+        lrs = THREE_CHANNEL_LR
+        train_set = RGBDataset(train, config.input_size, train=True, seed=options.seed)
+        val_set = RGBDataset(val, config.input_size, train=False, seed=options.seed)
+    else:
+        if parent_checkpoint is None:
+            raise ValueError("the 4-channel stage starts from a trained 3-channel checkpoint")
+        model3 = load_checkpoint(parent_checkpoint)
+        weights_source = f"widened from {parent_checkpoint.name}"
+        cache = out_dir / f"saliency-{fingerprint[:16]}-{checkpoint_digest(parent_checkpoint)[:16]}.npz"
+        if cache.exists():
+            stored = np.load(cache)
+            train_maps, val_maps = stored["train"], stored["val"]
+        else:
+            train_maps = compute_saliency_maps(model3, train, use_labels=True, device=device, progress=options.progress,
+                                               description="Saliency (train)")
+            val_maps = compute_saliency_maps(model3, val, use_labels=False, device=device, progress=options.progress,
+                                             description="Saliency (val)")
+            np.savez(cache, train=train_maps, val=val_maps)
+        model = widen_to_saliency(model3)
+        new_layers = model.new_layer_names() | stem_parameter_names(model)
+        lrs = FOUR_CHANNEL_LR
+        train_set = SaliencyDataset(train, train_maps, config.input_size, train=True, seed=options.seed)
+        val_set = SaliencyDataset(val, val_maps, config.input_size, train=False, seed=options.seed)
+
+    model = model.to(device)
+    base_lr = options.lr if options.lr is not None else lrs.base_lr
+    factor = options.lr_factor if options.lr_factor is not None else lrs.factor
+    groups = param_groups(model, new_layers, base_lr, factor)
+    if options.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, momentum=options.momentum, nesterov=True)
+    elif options.optimizer == "adam":
+        optimizer = torch.optim.Adam(groups)
+    else:
+        raise ValueError(f"unknown optimizer {options.optimizer!r}; use sgd or adam")
+    scheduler = make_scheduler(optimizer)
+    criterion = FocalLoss()
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    workers = options.num_workers if device.type == "cuda" else 0
+    val_loader = DataLoader(val_set, batch_size=options.batch_size, shuffle=False, num_workers=workers)
+
+    start_epoch, best, history = 0, -1.0, []
+    last_path, best_path = out_dir / f"{stage}-last.pt", out_dir / f"{stage}-best.pt"
+    if resume is not None:
+        state = torch.load(resume, map_location="cpu", weights_only=False)
+        if state["stage"] != stage or state["config"] != config.name:
+            raise ValueError(f"{resume} is a {state['config']} {state['stage']} checkpoint, not {config.name} {stage}")
+        if state["data_fingerprint"] != fingerprint:
+            raise ValueError(f"{resume} was trained on different data (fingerprint mismatch); start a new run")
+        model.load_state_dict(state["weights"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best, history = state["epoch"] + 1, state["best_metric"], state["history"]
+        torch.set_rng_state(state["torch_rng"])
+        generator.set_state(state["loader_rng"])
+        logger.info("resuming %s %s at epoch %d", config.name, stage, start_epoch + 1)
+
+    for epoch in range(start_epoch, options.epochs):
+        train_set.epoch = epoch
+        loader = DataLoader(train_set, batch_size=options.batch_size, shuffle=True, generator=generator,
+                            num_workers=workers, drop_last=len(train_set) > options.batch_size)
+        model.train()
+        total, count = 0.0, 0
+        bar = tqdm(loader, desc=f"{stage} epoch {epoch + 1}/{options.epochs}", disable=not options.progress, unit="batch")
+        for batch, labels in bar:
+            x, y = _to_input(batch, config, device), labels.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, enabled=use_amp):
+                loss = criterion(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total, count = total + loss.item() * len(y), count + len(y)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        scheduler.step()
+        metrics = {"epoch": epoch + 1, "loss": total / max(count, 1), **evaluate(model, val_loader, device),
+                   "lr": optimizer.param_groups[0]["lr"]}
+        history.append(metrics)
+        logger.info("%s %s epoch %d: %s", config.name, stage, epoch + 1, metrics)
+        improved = metrics["macro_sensitivity"] > best
+        best = max(best, metrics["macro_sensitivity"])
+        payload = _checkpoint(model, config, stage, metrics, fingerprint, weights_source, epoch, best, history,
+                              optimizer, scheduler, generator, options)
+        torch.save(payload, last_path)
+        if improved:
+            torch.save(payload, best_path)
+        if on_epoch:
+            on_epoch(metrics)
+
+    best_state = torch.load(best_path, map_location="cpu", weights_only=False)
+    return StageResult(best_path, best_state["metrics"], history, weights_source)
+
+
+def _checkpoint(model, config, stage, metrics, fingerprint, weights_source, epoch, best, history, optimizer, scheduler,
+                generator, options) -> dict:
+    from retrieval.classes import CODES  # a plain constants module, no Django
+
+    return {
+        "format": CHECKPOINT_FORMAT, "config": config.name, "stage": stage, "classes": list(CODES),
+        "channels": model.in_chans, "weights": model.state_dict(), "metrics": metrics, "history": list(history),
+        "data_fingerprint": fingerprint, "weights_source": weights_source, "epoch": epoch, "best_metric": best,
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+        "loader_rng": generator.get_state(), "seed": options.seed, "epochs": options.epochs,
+    }
+
+
+def checkpoint_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_checkpoint(path: Path, *, device: str | torch.device = "cpu") -> SECBIRNet:
+    """A model from a checkpoint (no ImageNet weights are loaded: the checkpoint has all weights)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a LesionSearch checkpoint (format {state.get('format')!r})")
+    config = get_config(state["config"])
+    model = build_model(config, pretrained=False)
+    if state["channels"] == 4:
+        model = widen_to_saliency(model)
+    model.load_state_dict(state["weights"])
+    model.weights_source = state.get("weights_source", "")
+    return model.to(device).eval()

@@ -1,0 +1,80 @@
+"""train_model on a small synthetic library: both stages registered as ModelVersions."""
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+import torch
+from django.core.management import CommandError, call_command
+
+from retrieval.models import ModelVersion
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+
+
+@pytest.fixture
+def small_library(tmp_path, media_root):
+    call_command("make_synthetic_library", "--limit", "60", "--seed", "4", "--workers", "2",
+                 "--out", str(tmp_path / "syn"), verbosity=0)
+    call_command("split_library", "--seed", "71", verbosity=0)
+
+
+def test_train_both_stages_registers_a_3ch_and_a_4ch_version(small_library, media_root):
+    out = StringIO()
+    call_command("train_model", "--config", "tiny", "--stage", "both", "--epochs", "2", "--batch-size", "8",
+                 "--device", "cpu", "--lr", "3e-4", stdout=out, verbosity=0)
+
+    rgb, wide = ModelVersion.objects.get(stage="3ch"), ModelVersion.objects.get(stage="4ch")
+    assert wide.parent == rgb and rgb.parent is None
+    assert (rgb.config, rgb.collection, rgb.epochs) == ("tiny", "synthetic", 2)
+    assert 0 <= rgb.metrics["accuracy"] <= 1 and len(rgb.metrics["history"]) == 2
+    assert rgb.data_fingerprint == wide.data_fingerprint and len(rgb.checkpoint_sha256) == 64
+    state = torch.load(media_root / wide.checkpoint.name, weights_only=False)
+    assert state["stage"] == "4ch" and state["channels"] == 4
+    assert "tiny 3ch" in out.getvalue() and "macro sensitivity" in out.getvalue()
+
+    # the 4-channel stage alone starts from the newest 3-channel model
+    call_command("train_model", "--config", "tiny", "--stage", "4ch", "--epochs", "1", "--batch-size", "8",
+                 "--device", "cpu", verbosity=0)
+    assert ModelVersion.objects.filter(stage="4ch", parent=rgb).count() == 2
+
+
+def test_4ch_without_a_3ch_model_is_a_clear_error(small_library):
+    with pytest.raises(CommandError, match="no 3-channel tiny model"):
+        call_command("train_model", "--config", "tiny", "--stage", "4ch", "--epochs", "1", verbosity=0)
+
+
+def test_unsplit_library_is_a_clear_error(tmp_path, media_root):
+    call_command("make_synthetic_library", "--limit", "20", "--out", str(tmp_path / "s"), verbosity=0)
+    with pytest.raises(CommandError, match="no train/val split; run split_library first"):
+        call_command("train_model", "--config", "tiny", "--epochs", "1", verbosity=0)
+
+
+def test_evaluate_retrieval_scores_the_trained_models_in_table_layouts(small_library, media_root, tmp_path):
+    import json
+
+    call_command("train_model", "--config", "tiny", "--stage", "both", "--epochs", "1", "--batch-size", "8",
+                 "--device", "cpu", verbosity=0)
+    out, err = StringIO(), StringIO()
+    call_command("evaluate_retrieval", "--format", "json", "--out", str(tmp_path / "eval"), "--device", "cpu",
+                 stdout=out, stderr=err, verbosity=0)
+    document = json.loads(out.getvalue())
+    assert document["k"] == [1, 3, 6, 9] and set(document["methods"]) == {"secbir", "cnn3"}
+    from retrieval.models import Case
+
+    n_test = Case.objects.filter(split="test").count()
+    for method in document["methods"].values():
+        assert method["n_queries"] == n_test
+        assert all(0 <= value <= 1 for value in method["ap"].values())
+        assert all(0 <= value <= 1 for value in method["ap_lesion_aware"].values())
+    assert set(document["classifiers"]) == {"3-channel", "4-channel"}
+    assert sum(map(sum, document["classifiers"]["4-channel"]["confusion"])) == n_test
+    assert f"{n_test} test queries" in err.getvalue()
+    markdown = (tmp_path / "eval" / "results.md").read_text()
+    assert "| 3-channel CNN classifier |" in markdown and "secbir" in markdown
+    assert (tmp_path / "eval" / "precision_at_k.png").stat().st_size > 0
+
+
+def test_evaluate_retrieval_without_a_model_says_what_to_do(db):
+    with pytest.raises(CommandError, match="run train_model first"):
+        call_command("evaluate_retrieval", verbosity=0)
