@@ -27,8 +27,11 @@ class ModelEvaluation:
     n_queries: int
 
 
-def load_encoder(model4: ModelVersion, device: str = "cpu"):
-    """The SE-CBIR encoder of a 4-channel ModelVersion and its 3-channel parent."""
+def load_encoder(model4: ModelVersion, device: str = "cpu", **saliency_options):
+    """The SE-CBIR encoder of a 4-channel ModelVersion and its 3-channel parent.
+
+    ``saliency_options`` go to :class:`SECBIREncoder` (method, ig_steps, ig_baseline).
+    """
     from pathlib import Path
 
     from retrieval.ml.features import SECBIREncoder
@@ -38,7 +41,8 @@ def load_encoder(model4: ModelVersion, device: str = "cpu"):
         raise ValueError(f"{model4} is not a 4-channel model with a 3-channel parent")
     torch_device = resolve_device(device)
     return SECBIREncoder(load_checkpoint(Path(model4.parent.checkpoint.path), device=torch_device),
-                         load_checkpoint(Path(model4.checkpoint.path), device=torch_device), device=torch_device)
+                         load_checkpoint(Path(model4.checkpoint.path), device=torch_device), device=torch_device,
+                         **saliency_options)
 
 
 def _encode_cases(encoder, cases: list[Case], *, use_labels: bool, batch: int, progress: bool, description: str):
@@ -59,11 +63,11 @@ def _encode_cases(encoder, cases: list[Case], *, use_labels: bool, batch: int, p
 
 
 def evaluate_model(model4: ModelVersion, *, ks=(1, 3, 6, 9), device: str = "cpu", batch: int = 16,
-                   progress: bool = True) -> ModelEvaluation:
+                   progress: bool = True, **saliency_options) -> ModelEvaluation:
     from retrieval.ml.metrics import classification_scores, precision_at_k
     from retrieval.ml.search import cosine_topk
 
-    encoder = load_encoder(model4, device)
+    encoder = load_encoder(model4, device, **saliency_options)
     cases = Case.objects.filter(collection=model4.collection).order_by("id")
     library = list(cases.filter(split__in=[TRAIN, VAL]))
     queries = list(cases.filter(split=TEST))

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from retrieval.ml import augment
 from retrieval.ml.configs import ModelConfig, get_config
-from retrieval.ml.features import normalise, with_saliency
+from retrieval.ml.features import normalise, resize_rgb, with_saliency
 from retrieval.ml.losses import FocalLoss
 from retrieval.ml.metrics import classification_scores
 from retrieval.ml.network import NUM_CLASSES, SECBIRNet, build_model, stem_parameter_names, widen_to_saliency
@@ -92,7 +92,7 @@ def resolve_device(name: str) -> torch.device:
 
 def load_resized(path: str, size: int) -> np.ndarray:
     with Image.open(path) as image:
-        return np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.uint8)
+        return resize_rgb(image, size)
 
 
 class RGBDataset(Dataset):

@@ -74,6 +74,11 @@ def test_evaluate_retrieval_scores_the_trained_models_in_table_layouts(small_lib
     assert "| 3-channel CNN classifier |" in markdown and "secbir" in markdown
     assert (tmp_path / "eval" / "precision_at_k.png").stat().st_size > 0
 
+    integrated = StringIO()
+    call_command("evaluate_retrieval", "--saliency", "integrated", "--ig-steps", "2", "--ig-baseline", "grey",
+                 "--format", "csv", "--device", "cpu", stdout=integrated, stderr=StringIO(), verbosity=0)
+    assert integrated.getvalue().startswith("method,variant,class,k,value") and "secbir" in integrated.getvalue()
+
 
 def test_evaluate_retrieval_without_a_model_says_what_to_do(db):
     with pytest.raises(CommandError, match="run train_model first"):

@@ -50,6 +50,11 @@ class Command(BaseCommand):
                                                               "(default: the newest)")
         parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
                             help="where the models run (default: the TORCH_DEVICE setting)")
+        parser.add_argument("--saliency", choices=["vanilla", "integrated"], default="vanilla",
+                            help="saliency method for the 4-channel input (default: vanilla gradient, as in the thesis)")
+        parser.add_argument("--ig-steps", type=int, default=32, help="integrated gradients: number of steps")
+        parser.add_argument("--ig-baseline", choices=["black", "grey"], default="black",
+                            help="integrated gradients: baseline image")
         parser.add_argument("--format", choices=FORMATS, default=DEFAULT_FORMAT, dest="output_format",
                             help=f"table format on stdout (default {DEFAULT_FORMAT})")
         parser.add_argument("--out", type=Path,
@@ -65,10 +70,14 @@ class Command(BaseCommand):
         if runs:
             results = self.score_external_runs(runs, metadata, cutoffs)
         else:
-            results, classifiers = self.evaluate_own_model(model_version, cutoffs, device, options["verbosity"] > 0)
+            saliency = {"method": options["saliency"], "ig_steps": options["ig_steps"],
+                        "ig_baseline": options["ig_baseline"]}
+            results, classifiers = self.evaluate_own_model(model_version, cutoffs, device, options["verbosity"] > 0,
+                                                           saliency)
         self.write_results(results, output_format, out, classifiers)
 
-    def evaluate_own_model(self, version_id: int | None, cutoffs: list[int], device: str | None, progress: bool):
+    def evaluate_own_model(self, version_id: int | None, cutoffs: list[int], device: str | None, progress: bool,
+                           saliency: dict):
         """SE-CBIR and the 3-channel baseline of one 4-channel ModelVersion, and its classifiers."""
         from django.conf import settings
 
@@ -80,7 +89,8 @@ class Command(BaseCommand):
         if version is None:
             raise CommandError(f"no 4-channel ModelVersion {version_id}" if version_id else NO_MODEL)
         try:
-            evaluation = evaluate_model(version, ks=cutoffs, device=device or settings.TORCH_DEVICE, progress=progress)
+            evaluation = evaluate_model(version, ks=cutoffs, device=device or settings.TORCH_DEVICE, progress=progress,
+                                        **saliency)
         except (ValueError, RuntimeError) as exc:
             raise CommandError(str(exc)) from None
         self.stderr.write(f"{version} on {version.collection!r}: {evaluation.n_queries} test queries, "
