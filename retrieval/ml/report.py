@@ -25,6 +25,8 @@ MARKDOWN_DECIMALS = 2
 MISSING = "–"
 PLOT_SIZE_INCHES = (6.0, 4.0)
 PLOT_DPI = 120
+# A little headroom above 1.0 so that markers of perfect scores are not cut by the frame.
+PLOT_Y_MAX = 1.05
 
 
 def to_json(results: Results) -> dict:
@@ -99,7 +101,7 @@ def plot_precision_vs_k(results: Results, path: Path) -> None:
             axes.plot(cutoffs, _series(lesion_aware, cutoffs), marker="o", linestyle="--",
                       color=line.get_color(), label=f"{name} (lesion-aware)")
     axes.set_xticks(cutoffs)
-    axes.set_ylim(0.0, 1.0)
+    axes.set_ylim(0.0, PLOT_Y_MAX)
     axes.set_xlabel("k (neighbours)")
     axes.set_ylabel("AP@k (macro mean of per-class P@k)")
     axes.grid(True, alpha=0.3)
