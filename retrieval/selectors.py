@@ -13,6 +13,16 @@ def collections_list() -> list[str]:
     return list(Case.objects.order_by("collection").values_list("collection", flat=True).distinct())
 
 
+def default_collection() -> str:
+    """The library's only collection; ValueError when there is none or several to choose from."""
+    collections = collections_list()
+    if len(collections) == 1:
+        return collections[0]
+    if not collections:
+        raise ValueError("the library is empty; import cases first")
+    raise ValueError(f"several collections ({', '.join(collections)}); choose one with --collection")
+
+
 def library_summary(*, collection: str) -> dict:
     """Images per class and split, lesion count and totals for one collection."""
     cases = Case.objects.filter(collection=collection)

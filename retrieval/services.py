@@ -81,7 +81,7 @@ class ImportReport:
         return len(self.errors)
 
 
-def _duplicate_reason(collection: str, row: MetadataRow, image_data: bytes) -> str:
+def _duplicate_reason(image_data: bytes) -> str:
     sha = hashlib.sha256(image_data).hexdigest()
     other = Case.objects.filter(sha256=sha).values_list("collection", "image_id").first()
     if other:
@@ -127,7 +127,7 @@ def library_import(
         except ImageRejected as exc:
             report.errors.append(RowError(parsed.row, parsed.image_id, f"unreadable image: {exc}"))
         except IntegrityError:
-            report.errors.append(RowError(parsed.row, parsed.image_id, _duplicate_reason(collection, parsed, image_data)))
+            report.errors.append(RowError(parsed.row, parsed.image_id, _duplicate_reason(image_data)))
         else:
             present.add(parsed.image_id)
             report.imported += 1

@@ -21,10 +21,10 @@ class Command(BaseCommand):
         parser.add_argument("--test", type=float, default=0.1)
 
     def handle(self, *args, collection, seed, train, val, test, **options):
-        from retrieval.selectors import collections_list
+        from retrieval.selectors import default_collection
 
-        collection = collection or _only_collection(collections_list())
         try:
+            collection = collection or default_collection()
             report = library_split(collection=collection, seed=seed, train=train, val=val, test=test)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
@@ -38,10 +38,3 @@ class Command(BaseCommand):
             f"{report.lesions_in_two_splits} lesion(s) in more than one split."
         )
 
-
-def _only_collection(collections: list[str]) -> str:
-    if len(collections) == 1:
-        return collections[0]
-    if not collections:
-        raise CommandError("the library is empty; import cases first")
-    raise CommandError(f"several collections ({', '.join(collections)}); choose one with --collection")

@@ -31,16 +31,18 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=4, help="DataLoader workers (CUDA only)")
 
     def handle(self, *args, **o):
-        from retrieval.management.commands.split_library import _only_collection
         from retrieval.ml.train import TrainOptions
-        from retrieval.selectors import collections_list
+        from retrieval.selectors import default_collection
         from retrieval.services import model_train
 
         if o["epochs"] < 1 or o["batch_size"] < 1:
             raise CommandError("--epochs and --batch-size must be at least 1")
         if o["resume"] and not o["resume"].is_file():
             raise CommandError(f"--resume {o['resume']}: no such file")
-        collection = o["collection"] or _only_collection(collections_list())
+        try:
+            collection = o["collection"] or default_collection()
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         stages = ["3ch", "4ch"] if o["stage"] == "both" else [o["stage"]]
         parent = None
         if stages == ["4ch"]:
