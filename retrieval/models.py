@@ -106,3 +106,106 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.config} {self.stage} #{self.pk}"
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    RUNNING = "running", "running"
+    DONE = "done", "done"
+    FAILED = "failed", "failed"
+
+
+class IndexVersion(models.Model):
+    """The library's retrieval vectors, extracted with one 4-channel ModelVersion.
+
+    A query is always encoded with the model of the index it is searched in, so feature sizes
+    match by construction. Vectors live under ``MEDIA_ROOT/<directory>/`` (``features.npy``,
+    ``case_ids.npy``, ``saliency.npy``); ``active`` marks the version that serves queries of its
+    collection (at most one), switched in one transaction once a build is complete.
+    """
+    Status = JobStatus
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="indexes")
+    collection = models.CharField(max_length=64, db_index=True)
+    base = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="extensions",
+                             help_text="the index whose vectors this one reuses (incremental update)")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING, db_index=True)
+    active = models.BooleanField(default=False)
+    directory = models.CharField(max_length=255, blank=True)
+    total = models.PositiveIntegerField(default=0, help_text="cases to encode")
+    done = models.PositiveIntegerField(default=0, help_text="cases encoded so far")
+    size = models.PositiveIntegerField(default=0, help_text="vectors in the finished index")
+    dimension = models.PositiveIntegerField(default=0)
+    calibration = models.JSONField(default=dict, blank=True,
+                                   help_text="best-similarity distribution of validation images (OOD threshold)")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=255, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["collection"], condition=models.Q(active=True),
+                                    name="indexversion_one_active_per_collection"),
+            models.CheckConstraint(condition=models.Q(active=False) | models.Q(status="done"),
+                                   name="indexversion_active_is_done"),
+        ]
+
+    def __str__(self) -> str:
+        return f"index #{self.pk} ({self.collection}, model #{self.model_version_id})"
+
+
+class Query(models.Model):
+    """A clinician's uploaded image and, once the worker is done, its nearest library cases."""
+    Status = JobStatus
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="queries")
+    image = models.FileField(upload_to="queries/", max_length=255)
+    original_name = models.CharField(max_length=255, blank=True)
+    sha256 = models.CharField(max_length=64)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    k = models.PositiveSmallIntegerField(default=6)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING, db_index=True)
+    error = models.TextField(blank=True)
+    index_version = models.ForeignKey(IndexVersion, null=True, blank=True, on_delete=models.PROTECT,
+                                      related_name="queries")
+    saliency = models.FileField(upload_to="overlays/", max_length=255, blank=True)
+    predicted = models.CharField(max_length=8, blank=True, help_text="the 3-channel model's class (saliency target)")
+    best_similarity = models.FloatField(null=True, blank=True)
+    warning = models.TextField(blank=True)
+    neighbour_vote = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=255, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "queries"
+        constraints = [
+            models.CheckConstraint(condition=models.Q(k__gte=1, k__lte=20), name="query_k_1_to_20"),
+        ]
+
+    def __str__(self) -> str:
+        return f"query #{self.pk} ({self.status})"
+
+
+class QueryNeighbour(models.Model):
+    query = models.ForeignKey(Query, on_delete=models.CASCADE, related_name="neighbours")
+    rank = models.PositiveSmallIntegerField()
+    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="+")
+    similarity = models.FloatField()
+    saliency = models.CharField(max_length=255, blank=True, help_text="overlay image under MEDIA_ROOT")
+
+    class Meta:
+        ordering = ["query", "rank"]
+        constraints = [models.UniqueConstraint(fields=["query", "rank"], name="queryneighbour_unique_rank")]
