@@ -134,10 +134,29 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
-FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024  # larger uploads spill to a temporary file
 
 # --- Machine learning ---------------------------------------------------------------------
 TORCH_DEVICE = env_choice("TORCH_DEVICE", ("auto", "cpu", "cuda"), "auto")
+
+# --- Queries and the index ----------------------------------------------------------------
+#: Largest accepted upload (a dermoscopic JPEG is a few MB; the decoded-pixel limit in
+#: retrieval.images stops decompression bombs independently).
+QUERY_MAX_UPLOAD_MB = env_int("QUERY_MAX_UPLOAD_MB", 20, minimum=1)
+QUERY_DEFAULT_K = 6
+QUERY_MAX_K = 20
+#: A claimed query or index build whose heartbeat is older than this is considered lost (its
+#: worker died) and is retried, up to JOB_MAX_ATTEMPTS runs, then failed with a message.
+JOB_STALE_SECONDS = env_int("JOB_STALE_SECONDS", 300, minimum=10)
+#: A pending query nobody claimed for this long is enqueued again (a lost broker message).
+QUERY_PENDING_RESEND_SECONDS = env_int("QUERY_PENDING_RESEND_SECONDS", 60, minimum=5)
+JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
+#: Search backend: "auto" = exact below SEARCH_FAISS_MIN_VECTORS vectors, FAISS HNSW above.
+SEARCH_BACKEND = env_choice("SEARCH_BACKEND", ("auto", "exact", "faiss-hnsw", "faiss-ivf"), "auto")
+SEARCH_FAISS_MIN_VECTORS = env_int("SEARCH_FAISS_MIN_VECTORS", 100_000, minimum=1)
+#: Index builds encode this many cases per task run, then continue in a new task, so a build
+#: never approaches the task time limit and a killed worker loses at most one chunk.
+INDEX_CHUNK_SIZE = env_int("INDEX_CHUNK_SIZE", 64, minimum=1)
 
 # --- Celery -------------------------------------------------------------------------------
 # Two queues: "inference" for model work (GPU/CPU inference, index builds, training), run by
