@@ -11,6 +11,7 @@ import os
 from functools import partial
 
 from celery import Celery
+from celery.signals import worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lesionsearch.settings")
 
@@ -34,3 +35,19 @@ app.conf.task_routes = (route_task,)
 ml_task = partial(app.task, acks_late=True, reject_on_worker_lost=True, inference=True)
 #: Decorator for everything else (routed to the light queue).
 light_task = partial(app.task, inference=False)
+
+
+@worker_ready.connect
+def _sweep_unfinished_jobs(**kwargs) -> None:
+    """A worker that starts picks up what a stopped one left: stale queries and index builds."""
+    import logging
+
+    from retrieval.services.queries import jobs_sweep
+
+    try:
+        count = jobs_sweep()
+    except Exception:  # never keep the worker from starting; the next read of a job refreshes it
+        logging.getLogger(__name__).exception("sweeping unfinished jobs failed")
+        return
+    if count:
+        logging.getLogger(__name__).info("looked at %s unfinished job(s) at start-up", count)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 
 from retrieval import services
-from retrieval.models import Case, LibraryCheck
+from retrieval.models import Case, IndexVersion, LibraryCheck, ModelVersion, Query, QueryNeighbour
 
 
 @admin.register(Case)
@@ -26,3 +26,95 @@ class LibraryCheckAdmin(admin.ModelAdmin):
     list_display = ("id", "collection", "status", "checked", "total", "created_at", "finished_at", "message")
     list_filter = ("status", "collection")
     readonly_fields = [f.name for f in LibraryCheck._meta.fields] + ["problems"]
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ("id", "config", "stage", "parent", "collection", "epochs", "accuracy", "created_at")
+    list_filter = ("config", "stage", "collection")
+    readonly_fields = [f.name for f in ModelVersion._meta.fields]
+    actions = ["build_index"]
+
+    @admin.display(description="val. accuracy")
+    def accuracy(self, obj):
+        value = (obj.metrics or {}).get("accuracy")
+        return f"{value:.3f}" if isinstance(value, float) else "-"
+
+    @admin.action(description="Build a retrieval index with the selected 4-channel model (background)")
+    def build_index(self, request, queryset):
+        from retrieval.services.index import index_build_request
+
+        for model in queryset:
+            try:
+                index = index_build_request(user=request.user, model_version=model)
+            except ValueError as exc:
+                self.message_user(request, f"{model}: {exc}", messages.ERROR)
+                continue
+            self.message_user(request, f"Index build #{index.id} with {model} is {index.status}; the current index "
+                                       "serves queries until it is complete.", messages.SUCCESS)
+
+
+@admin.register(IndexVersion)
+class IndexVersionAdmin(admin.ModelAdmin):
+    list_display = ("id", "collection", "model_version", "status", "active", "progress", "size", "created_at",
+                    "activated_at", "message")
+    list_filter = ("collection", "status", "active")
+    readonly_fields = [f.name for f in IndexVersion._meta.fields]
+    actions = ["rebuild", "add_new_cases", "activate"]
+
+    @admin.display(description="progress")
+    def progress(self, obj):
+        return f"{obj.done} / {obj.total}" if obj.total else "-"
+
+    def has_add_permission(self, request):
+        return False  # builds are requested through the actions, never typed in
+
+    @admin.action(description="Rebuild (full) with the same model (background)")
+    def rebuild(self, request, queryset):
+        self._request(request, queryset, incremental=False)
+
+    @admin.action(description="Add new library cases to the active index (incremental, background)")
+    def add_new_cases(self, request, queryset):
+        self._request(request, queryset, incremental=True)
+
+    def _request(self, request, queryset, *, incremental):
+        from retrieval.services.index import index_build_request
+
+        for index in queryset:
+            try:
+                new = index_build_request(user=request.user, model_version=index.model_version,
+                                          collection=index.collection, incremental=incremental)
+            except ValueError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            self.message_user(request, f"Index build #{new.id} is {new.status}.", messages.SUCCESS)
+
+    @admin.action(description="Serve queries with the selected finished version (roll back/forward)")
+    def activate(self, request, queryset):
+        from retrieval.services.index import index_activate
+
+        for index in queryset:
+            try:
+                index_activate(index=index)
+            except ValueError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            self.message_user(request, f"{index} now serves queries of {index.collection!r}.", messages.SUCCESS)
+
+
+class QueryNeighbourInline(admin.TabularInline):
+    model = QueryNeighbour
+    extra = 0
+    can_delete = False
+    readonly_fields = ("rank", "case", "similarity", "saliency")
+
+
+@admin.register(Query)
+class QueryAdmin(admin.ModelAdmin):
+    list_display = ("id", "user", "status", "k", "index_version", "best_similarity", "created_at", "finished_at")
+    list_filter = ("status",)
+    readonly_fields = [f.name for f in Query._meta.fields]
+    inlines = [QueryNeighbourInline]
+
+    def has_add_permission(self, request):
+        return False

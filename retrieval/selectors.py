@@ -1,12 +1,18 @@
-"""Reads of the case library."""
+"""Reads: the case library, queries and the index."""
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from collections.abc import Callable
 
-from django.db.models import Count
+from django.conf import settings
+from django.db.models import Count, QuerySet
 
-from retrieval.classes import CLASSES, SPLIT_CHOICES
-from retrieval.models import Case, LibraryCheck
+from retrieval.classes import BY_CODE, CLASSES, SPLIT_CHOICES
+from retrieval.models import Case, IndexVersion, LibraryCheck, Query
+# Reading a query also notices a stuck one (a write); the service is re-exported here so that
+# views have one obvious place to read from.
+from retrieval.services.queries import query_refresh  # noqa: F401
 
 
 def collections_list() -> list[str]:
@@ -54,3 +60,101 @@ def case_examples(*, collection: str, per_class: int = 4) -> dict[str, list[Case
 
 def library_check_latest(*, collection: str) -> LibraryCheck | None:
     return LibraryCheck.objects.filter(collection=collection).first()
+
+
+# --- Queries ------------------------------------------------------------------------------
+
+def query_list(*, user) -> QuerySet[Query]:
+    """The user's own queries, newest first."""
+    return Query.objects.filter(user=user).select_related("index_version").order_by("-created_at", "-id")
+
+
+def query_get(*, user, query_id: int) -> Query:
+    """The user's query; ``Query.DoesNotExist`` when there is none or it is someone else's."""
+    return query_list(user=user).get(id=query_id)
+
+
+MAX_WAIT_SECONDS = 30.0
+
+
+def query_wait(*, query: Query, timeout: float, interval: float = 0.1) -> Query:
+    """Poll until the query is done or failed, or ``timeout`` (at most 30 s) has passed."""
+    deadline = time.monotonic() + min(max(timeout, 0.0), MAX_WAIT_SECONDS)
+    query = query_refresh(query=query)
+    while query.status not in (Query.Status.DONE, Query.Status.FAILED) and time.monotonic() < deadline:
+        time.sleep(interval)
+        query = query_refresh(query=query)
+    return query
+
+
+def _media(name: str) -> str:
+    return f"{settings.MEDIA_URL}{name}" if name else ""
+
+
+def case_metadata(case: Case) -> dict:
+    return {
+        "age": case.age, "sex": case.sex, "localization": case.localization, "lesion_id": case.lesion_id,
+        "diagnosis_type": case.dx_type, "diagnosis_type_label": case.get_dx_type_display(),
+    }
+
+
+def query_payload(query: Query, *, url: Callable[[str], str] = lambda path: path) -> dict:
+    """The query as the API returns it (and the result page renders it)."""
+    index = query.index_version
+    done = query.status == Query.Status.DONE
+    neighbours = []
+    if done:
+        for row in query.neighbours.select_related("case").order_by("rank"):
+            case = row.case
+            neighbours.append({
+                "rank": row.rank, "case_id": case.id, "image_id": case.image_id, "diagnosis": case.dx,
+                "diagnosis_label": BY_CODE[case.dx].label, "similarity": round(row.similarity, 4),
+                "image_url": url(_media(case.image.name)), "saliency_url": url(_media(row.saliency)) if row.saliency else None,
+                "metadata": case_metadata(case),
+            })
+    return {
+        "id": query.id,
+        "status": query.status,
+        "error": query.error or None,
+        "created": query.created_at.isoformat(),
+        "k": query.k,
+        "model_version": index.model_version_id if index else None,
+        "index_version": index.id if index else None,
+        "query_image_url": url(_media(query.image.name)),
+        "query_saliency_url": url(_media(query.saliency.name)) if query.saliency else None,
+        "neighbour_vote": query.neighbour_vote if done else None,
+        "warning": query.warning or None,
+        "neighbours": neighbours,
+    }
+
+
+# --- Index --------------------------------------------------------------------------------
+
+def _index_summary(index: IndexVersion) -> dict:
+    return {
+        "id": index.id, "collection": index.collection, "model_version": index.model_version_id,
+        "status": index.status, "active": index.active, "done": index.done, "total": index.total,
+        "size": index.size, "dimension": index.dimension, "message": index.message,
+        "incremental_from": index.base_id, "created": index.created_at.isoformat(),
+        "finished": index.finished_at.isoformat() if index.finished_at else None,
+        "activated": index.activated_at.isoformat() if index.activated_at else None,
+        "ood_threshold": (index.calibration or {}).get("threshold"),
+    }
+
+
+def index_status(*, collection: str | None = None) -> dict:
+    """The active index and recent builds (newest first), of one collection or all."""
+    from retrieval.services.index import index_refresh
+    from retrieval.services.queries import index_for_queries
+
+    builds = IndexVersion.objects.all()
+    if collection:
+        builds = builds.filter(collection=collection)
+    recent = []
+    for index in builds.order_by("-created_at", "-id")[:10]:
+        if index.status in (IndexVersion.Status.PENDING, IndexVersion.Status.RUNNING):
+            index = index_refresh(index=index)
+        recent.append(_index_summary(index))
+    active = builds.filter(active=True).first() if collection else index_for_queries()
+    return {"collection": collection or (active.collection if active else None),
+            "active": _index_summary(active) if active else None, "builds": recent}

@@ -133,3 +133,81 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.2, what: str = 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# --- A small, real index: synthetic images, tiny random-init models trained briefly ---------
+
+LIBRARY_SIZE = 48
+
+
+@pytest.fixture(scope="session")
+def tiny_assets(tmp_path_factory):
+    """Rendered synthetic library folder + trained tiny 3-/4-channel checkpoints, made once per session."""
+    from retrieval import synthetic
+    from retrieval.classes import CODES
+    from retrieval.ml.configs import get_config
+    from retrieval.ml.train import Item, TrainOptions, train_stage
+
+    root = tmp_path_factory.mktemp("tiny-assets")
+    rows = synthetic.select_rows(synthetic.read_rows(SHIPPED_METADATA), LIBRARY_SIZE, seed=3)
+    metadata = synthetic.write_library(rows, root / "library", seed=3, workers=1)
+    folder = metadata.parent
+    items = [Item(str(next(folder.glob(f"HAM10000_images_part_*/{row['image_id']}.jpg"))), CODES.index(row["dx"]),
+                  row["image_id"]) for row in rows]
+    train, val = items[: len(items) * 3 // 4], items[len(items) * 3 // 4:]
+    options = TrainOptions(epochs=1, batch_size=8, seed=0, device="cpu", lr=3e-4, progress=False)
+    config = get_config("tiny")
+    rgb = train_stage("3ch", config, train, val, root / "train", options=options)
+    wide = train_stage("4ch", config, train, val, root / "train", options=options, parent_checkpoint=rgb.checkpoint)
+    return {"metadata": metadata, "folder": folder, "rgb": rgb, "wide": wide}
+
+
+@pytest.fixture
+def tiny_models(db, media_root, tiny_assets):
+    """The synthetic library imported and split, and the tiny models registered as ModelVersions."""
+    from django.core.management import call_command
+
+    from retrieval.ml.train import checkpoint_digest
+    from retrieval.models import ModelVersion
+    from retrieval.services.library import _store_content_file
+
+    call_command("import_ham10000", str(tiny_assets["folder"]), "--metadata", str(tiny_assets["metadata"]),
+                 "--collection", "synthetic", verbosity=0)
+    call_command("split_library", "--collection", "synthetic", "--seed", "71", verbosity=0)
+    versions = {}
+    for stage, key in (("3ch", "rgb"), ("4ch", "wide")):
+        result = tiny_assets[key]
+        digest = checkpoint_digest(result.checkpoint)
+        name, _ = _store_content_file("models", digest, "pt", result.checkpoint)
+        versions[stage] = ModelVersion.objects.create(
+            config="tiny", stage=stage, parent=versions.get("3ch") if stage == "4ch" else None,
+            collection="synthetic", checkpoint=name, checkpoint_sha256=digest, data_fingerprint="test",
+            metrics=result.metrics, epochs=1)
+    return versions
+
+
+def build_index_here(**kwargs):
+    """Request a build and run it to the end in this process (what a worker does, chunk by chunk)."""
+    from retrieval.models import IndexVersion
+    from retrieval.services.index import index_build_request, index_build_run
+
+    index = index_build_request(**kwargs)
+    for _ in range(1000):
+        index_build_run(index_id=index.id, worker="test", enqueue_next=False)
+        index.refresh_from_db()
+        if index.status in (IndexVersion.Status.DONE, IndexVersion.Status.FAILED):
+            return index
+    raise AssertionError("index build did not finish")
+
+
+@pytest.fixture
+def ready_index(tiny_models, settings):
+    """An active IndexVersion over the tiny library (built in-process, in chunks of 16)."""
+    from retrieval import runtime
+
+    settings.INDEX_CHUNK_SIZE = 16
+    runtime.forget()
+    index = build_index_here(model_version=tiny_models["4ch"])
+    assert index.status == "done" and index.active, index.message
+    yield index
+    runtime.forget()

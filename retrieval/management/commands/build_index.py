@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from retrieval.models import IndexVersion, ModelVersion
+
+
+class Command(BaseCommand):
+    help = (
+        "Build the retrieval index of a collection with a 4-channel model: queue the build for the worker "
+        "(inference queue), optionally follow its progress. The active index keeps serving queries until the "
+        "new one is complete. --incremental encodes only cases the active index of the same model lacks."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--model-version", type=int, help="4-channel ModelVersion id (default: the newest)")
+        parser.add_argument("--collection", help="case collection (default: the model's, or the only one)")
+        parser.add_argument("--incremental", action="store_true", help="add new cases to the active index")
+        parser.add_argument("--wait", action="store_true", help="follow the build's progress until it ends")
+        parser.add_argument("--here", action="store_true",
+                            help="run the build in this process instead of a worker (setup scripts, no worker)")
+
+    def handle(self, *args, model_version, collection, incremental, wait, here, **options):
+        from retrieval.services.index import index_build_request, index_build_run, index_refresh
+
+        model = None
+        if model_version is not None:
+            model = ModelVersion.objects.filter(id=model_version).first()
+            if model is None:
+                raise CommandError(f"no ModelVersion #{model_version}")
+        try:
+            index = index_build_request(model_version=model, collection=collection, incremental=incremental)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"Index build #{index.id} of {index.collection!r} with {index.model_version} "
+                          f"({'incremental' if index.base_id else 'full'}) is {index.status}.")
+        if not (wait or here):
+            self.stdout.write("A worker runs it; follow it with --wait, in the admin or at /api/v1/index/.")
+            return
+        bar = tqdm(desc="Indexing", unit="img", disable=options["verbosity"] == 0, dynamic_ncols=True)
+        while True:
+            if not here or not index_build_run(index_id=index.id, worker="build_index command", enqueue_next=False):
+                time.sleep(1.0)  # a worker holds it (or --here was not asked): follow its progress
+            index = IndexVersion.objects.get(id=index.id)
+            if not here:
+                index = index_refresh(index=index)
+            bar.total = index.total
+            bar.n = index.done
+            bar.refresh()
+            if index.status in (IndexVersion.Status.DONE, IndexVersion.Status.FAILED):
+                break
+        bar.close()
+        if index.status == IndexVersion.Status.FAILED:
+            raise CommandError(f"index build #{index.id} failed: {index.message}")
+        self.stdout.write(f"Index #{index.id} is active: {index.message}")

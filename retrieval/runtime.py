@@ -1,0 +1,96 @@
+"""What a worker process keeps loaded between tasks: encoders and finished indexes.
+
+Loading a model or an index costs far more than one query, so both are cached per process,
+keyed by their database ids (rows are immutable once done, so a cached entry never goes
+stale). Only the worker calls this; the web process never loads a model.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+
+from retrieval.models import IndexVersion, ModelVersion
+
+FEATURES_FILE = "features.npy"
+CASE_IDS_FILE = "case_ids.npy"
+SALIENCY_FILE = "saliency.npy"
+BACKEND_DIR = "backend"
+
+_lock = threading.Lock()
+_encoders: OrderedDict[int, object] = OrderedDict()
+_indexes: OrderedDict[int, LoadedIndex] = OrderedDict()
+_KEEP = 2  # an old and a new version side by side while an index is swapped
+
+
+def _remember(cache: OrderedDict, key: int, value) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > _KEEP:
+        cache.popitem(last=False)
+
+
+def encoder_for(model4: ModelVersion):
+    """The SE-CBIR encoder of a 4-channel ModelVersion on the configured device (cached)."""
+    from retrieval.evaluation import load_encoder
+
+    with _lock:
+        encoder = _encoders.get(model4.id)
+        if encoder is None:
+            encoder = load_encoder(model4, settings.TORCH_DEVICE)
+            _remember(_encoders, model4.id, encoder)
+        return encoder
+
+
+def index_path(index: IndexVersion) -> Path:
+    return Path(settings.MEDIA_ROOT) / index.directory
+
+
+@dataclass
+class LoadedIndex:
+    index_id: int
+    case_ids: np.ndarray  # (N,) int64, row -> Case id
+    features: np.ndarray  # (N, D) float32 unit rows
+    saliency: np.ndarray  # (N, S, S) uint8, memory-mapped
+    backend: object  # retrieval.ml.index search backend
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(case ids (n, k), cosine similarities (n, k)), best first."""
+        rows, scores = self.backend.search(queries, min(k, len(self.case_ids)))
+        return self.case_ids[rows], scores
+
+    def row_of(self, case_id: int) -> int:
+        rows = np.flatnonzero(self.case_ids == case_id)
+        if not len(rows):
+            raise KeyError(f"case {case_id} is not in index #{self.index_id}")
+        return int(rows[0])
+
+
+def loaded_index(index: IndexVersion) -> LoadedIndex:
+    """A finished index's vectors, saliency maps and search backend (cached)."""
+    from retrieval.ml.index import load_backend
+
+    if index.status != IndexVersion.Status.DONE:
+        raise ValueError(f"{index} is not finished (status {index.status})")
+    with _lock:
+        loaded = _indexes.get(index.id)
+        if loaded is None:
+            folder = index_path(index)
+            features = np.load(folder / FEATURES_FILE)
+            backend = load_backend(folder / BACKEND_DIR, features, kind=settings.SEARCH_BACKEND,
+                                   faiss_min_vectors=settings.SEARCH_FAISS_MIN_VECTORS)
+            loaded = LoadedIndex(index.id, np.load(folder / CASE_IDS_FILE), features,
+                                 np.load(folder / SALIENCY_FILE, mmap_mode="r"), backend)
+            _remember(_indexes, index.id, loaded)
+        return loaded
+
+
+def forget() -> None:
+    """Drop every cached encoder and index (tests; a worker never needs it)."""
+    with _lock:
+        _encoders.clear()
+        _indexes.clear()

@@ -1,0 +1,360 @@
+"""Building, extending and activating the retrieval index.
+
+A build is a sequence of short task runs. The first run fixes the plan (which cases, in which
+order) in ``plan.npy``; every run claims the build with a conditional update, encodes one chunk
+of the plan (saliency for the case's true class, then 4-channel features), writes it to its own
+``chunk-NNNNN.npz`` atomically, records progress and enqueues the next run. Chunks already on
+disk are never recomputed, so a build resumes where a killed worker left it and running a task
+twice duplicates nothing. The last run assembles the matrices, calibrates the
+out-of-distribution threshold and activates the version in one transaction; until then the
+previous version keeps serving queries.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from retrieval import runtime
+from retrieval.classes import CODES, TEST, VAL
+from retrieval.models import Case, IndexVersion, ModelVersion
+
+logger = logging.getLogger(__name__)
+
+Status = IndexVersion.Status
+PLAN_FILE = "plan.npy"
+#: Queries are warned about when their best similarity is below this quantile of what
+#: validation images (encoded exactly like queries, their own lesion excluded) get.
+OOD_QUANTILE = 0.01
+CALIBRATION_SAMPLE = 300
+
+
+class IndexBuildError(Exception):
+    """A build cannot go on; the message is stored on the IndexVersion for administrators."""
+
+
+def _latest_model(collection: str) -> ModelVersion | None:
+    return (ModelVersion.objects.filter(stage=ModelVersion.Stage.RGB_SALIENCY, collection=collection)
+            .select_related("parent").order_by("-created_at", "-id").first())
+
+
+def index_build_request(*, user=None, model_version: ModelVersion | None = None, collection: str | None = None,
+                        incremental: bool = False) -> IndexVersion:
+    """Create a pending build (or return the one already under way) and enqueue it on commit.
+
+    ``model_version`` defaults to the newest 4-channel model of ``collection``; ``collection``
+    to the model's (or the library's only one). ``incremental`` reuses the vectors of the active
+    index of the same model and encodes only cases it does not hold yet.
+    """
+    from retrieval.selectors import default_collection
+
+    if model_version is not None:
+        if model_version.stage != ModelVersion.Stage.RGB_SALIENCY:
+            raise ValueError(f"{model_version} is a 3-channel model; an index needs a 4-channel (SE-CBIR) model")
+        collection = collection or model_version.collection
+    collection = collection or default_collection()
+    model_version = model_version or _latest_model(collection)
+    if model_version is None:
+        raise ValueError(f"no trained 4-channel model for collection {collection!r}; run train_model first")
+    if not Case.objects.filter(collection=collection).exclude(split=TEST).exists():
+        raise ValueError(f"collection {collection!r} has no library cases to index")
+    base = None
+    if incremental:
+        base = IndexVersion.objects.filter(collection=collection, active=True, model_version=model_version).first()
+        if base is None:
+            raise ValueError(f"there is no active index of {model_version} for {collection!r} to extend; "
+                             "run a full build")
+    with transaction.atomic():
+        under_way = (IndexVersion.objects.select_for_update()
+                     .filter(collection=collection, model_version=model_version, status__in=[Status.PENDING,
+                                                                                             Status.RUNNING])
+                     .first())
+        if under_way is not None:
+            return under_way
+        index = IndexVersion.objects.create(model_version=model_version, collection=collection, base=base,
+                                            requested_by=user if user and user.is_authenticated else None)
+        index.directory = f"indexes/{index.id}"
+        index.save(update_fields=["directory"])
+        transaction.on_commit(lambda: _enqueue(index.id))
+    return index
+
+
+def _enqueue(index_id: int) -> None:
+    from retrieval.tasks import index_build_task
+
+    IndexVersion.objects.filter(id=index_id).update(enqueued_at=timezone.now())
+    try:
+        index_build_task.delay(index_id)
+    except Exception:  # the broker is down: the sweeper re-sends (index_refresh)
+        logger.exception("could not enqueue index build %s; it will be re-sent", index_id)
+
+
+def _claim(index_id: int, worker: str) -> IndexVersion | None:
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
+    free = Q(status=Status.PENDING) | Q(status=Status.RUNNING, heartbeat_at__isnull=True)
+    taken_over = Q(status=Status.RUNNING, heartbeat_at__lt=stale)
+    rows = IndexVersion.objects.filter(id=index_id)
+    if rows.filter(free).update(status=Status.RUNNING, heartbeat_at=now, worker=worker[:255],
+                                started_at=Coalesce("started_at", now)):
+        return rows.get()
+    # The previous holder stopped sending heartbeats: its worker died mid-chunk.
+    from django.db.models import F
+
+    if rows.filter(taken_over).update(heartbeat_at=now, worker=worker[:255], attempts=F("attempts") + 1):
+        index = rows.get()
+        if index.attempts >= settings.JOB_MAX_ATTEMPTS:
+            _fail(index, f"The build was interrupted {index.attempts} times (its worker stopped); giving up.")
+            return None
+        logger.warning("index build %s: took over from a worker that stopped", index_id)
+        return index
+    return None
+
+
+def _fail(index: IndexVersion, message: str) -> None:
+    IndexVersion.objects.filter(id=index.id).exclude(status=Status.DONE).update(
+        status=Status.FAILED, finished_at=timezone.now(), heartbeat_at=None, message=message)
+    logger.error("index build %s failed: %s", index.id, message)
+
+
+def index_build_run(*, index_id: int, worker: str, enqueue_next: bool = True) -> bool:
+    """One run of a build: claim it, encode the next chunk, then continue or finish.
+
+    The next chunk is enqueued as a new task unless ``enqueue_next`` is false (a caller that
+    drives the build itself, e.g. ``build_index --here``). Returns whether this call did any
+    work (False: finished, failed or held by a live worker).
+    """
+    index = _claim(index_id, worker)
+    if index is None:
+        logger.info("index build %s: nothing to do (finished or held by another worker)", index_id)
+        return False
+    try:
+        finished = _run_chunk(index)
+        if finished:
+            _finish(index)
+        else:
+            IndexVersion.objects.filter(id=index.id, status=Status.RUNNING).update(heartbeat_at=None)
+            if enqueue_next:
+                _enqueue(index.id)
+    except IndexBuildError as exc:
+        _fail(index, str(exc))
+    except Exception as exc:
+        _fail(index, f"The build stopped because of an internal error: {exc.__class__.__name__}: {exc}")
+        raise
+    return True
+
+
+def _plan(index: IndexVersion, folder: Path) -> np.ndarray:
+    path = folder / PLAN_FILE
+    if path.exists():
+        return np.load(path)
+    cases = Case.objects.filter(collection=index.collection).exclude(split=TEST).order_by("id")
+    ids = np.array(list(cases.values_list("id", flat=True)), dtype=np.int64)
+    if index.base_id:
+        base_ids = np.load(runtime.index_path(index.base) / runtime.CASE_IDS_FILE)
+        ids = np.setdiff1d(ids, base_ids)
+    if not len(ids) and not index.base_id:
+        raise IndexBuildError(f"collection {index.collection!r} has no library cases to index")
+    folder.mkdir(parents=True, exist_ok=True)
+    _save_atomic(path, ids)
+    IndexVersion.objects.filter(id=index.id).update(total=len(ids))
+    return ids
+
+
+def _save_atomic(path: Path, array: np.ndarray | None = None, **arrays) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        if arrays:
+            np.savez(handle, **arrays)
+        else:
+            np.save(handle, array)
+    os.replace(tmp, path)
+
+
+def _chunk_path(folder: Path, number: int) -> Path:
+    return folder / f"chunk-{number:05d}.npz"
+
+
+def _run_chunk(index: IndexVersion) -> bool:
+    """Encode the first chunk of the plan not on disk yet; True when the whole plan is encoded."""
+    folder = runtime.index_path(index)
+    plan = _plan(index, folder)
+    size = settings.INDEX_CHUNK_SIZE
+    chunks = (len(plan) + size - 1) // size
+    todo = [n for n in range(chunks) if not _chunk_path(folder, n).exists()]
+    if not todo:
+        return True
+    number = todo[0]
+    ids = plan[number * size:(number + 1) * size]
+    features, saliency, kept, skipped = _encode_cases(index.model_version, [int(i) for i in ids])
+    _save_atomic(_chunk_path(folder, number), features=features, saliency=saliency, case_ids=kept,
+                 skipped=np.array(skipped, dtype=np.int64))
+    done = min(len(plan), (chunks - len(todo) + 1) * size)
+    IndexVersion.objects.filter(id=index.id).update(done=done, heartbeat_at=timezone.now())
+    return len(todo) == 1
+
+
+def _encode_cases(model4: ModelVersion, ids: list[int]):
+    """Features (n, D), uint8 saliency (n, S, S) and ids of the cases that could be read; skipped ids."""
+    from retrieval.ml.overlay import to_uint8
+    from retrieval.ml.saliency import saliency_batch_size
+    from retrieval.ml.train import load_resized
+
+    encoder = runtime.encoder_for(model4)
+    size = encoder.config.input_size
+    cases = Case.objects.in_bulk(ids)
+    images, labels, kept, skipped = [], [], [], []
+    for case_id in ids:
+        case = cases.get(case_id)
+        if case is None:  # deleted since the plan was made
+            skipped.append(case_id)
+            continue
+        try:
+            images.append(load_resized(case.image.path, size))
+        except (OSError, ValueError) as exc:
+            logger.warning("index: case %s (%s) skipped, image unreadable: %s", case_id, case.image_id, exc)
+            skipped.append(case_id)
+            continue
+        labels.append(CODES.index(case.dx))
+        kept.append(case_id)
+    if not images:
+        return (np.zeros((0, encoder.config.feature_dim), np.float32), np.zeros((0, size, size), np.uint8),
+                np.array(kept, np.int64), skipped)
+    batch = saliency_batch_size(encoder.config.saliency_mb_per_image, encoder.device)
+    features, saliency = [], []
+    for start in range(0, len(images), batch):
+        encoded = encoder.encode(np.stack(images[start:start + batch]), np.array(labels[start:start + batch]))
+        features.append(encoded.features)
+        saliency.append(to_uint8(encoded.saliency))
+    return np.concatenate(features), np.concatenate(saliency), np.array(kept, np.int64), skipped
+
+
+def _assemble(index: IndexVersion, folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    parts = [np.load(path) for path in sorted(folder.glob("chunk-*.npz"))]
+    features = [p["features"] for p in parts if len(p["case_ids"])]
+    saliency = [p["saliency"] for p in parts if len(p["case_ids"])]
+    case_ids = [p["case_ids"] for p in parts if len(p["case_ids"])]
+    skipped = [int(i) for p in parts for i in p["skipped"]]
+    if index.base_id:
+        base = runtime.index_path(index.base)
+        base_ids = np.load(base / runtime.CASE_IDS_FILE)
+        alive = np.isin(base_ids, np.array(list(Case.objects.filter(id__in=base_ids.tolist())
+                                                .values_list("id", flat=True)), dtype=np.int64))
+        features.insert(0, np.load(base / runtime.FEATURES_FILE)[alive])
+        saliency.insert(0, np.load(base / runtime.SALIENCY_FILE, mmap_mode="r")[alive])
+        case_ids.insert(0, base_ids[alive])
+    if not case_ids:
+        raise IndexBuildError("no library image could be read; see the worker log")
+    return np.concatenate(features), np.concatenate(saliency), np.concatenate(case_ids), skipped
+
+
+def _finish(index: IndexVersion) -> None:
+    from retrieval.ml.index import build_backend
+
+    folder = runtime.index_path(index)
+    features, saliency, case_ids, skipped = _assemble(index, folder)
+    _save_atomic(folder / runtime.FEATURES_FILE, features)
+    _save_atomic(folder / runtime.SALIENCY_FILE, saliency)
+    _save_atomic(folder / runtime.CASE_IDS_FILE, case_ids)
+    backend = build_backend(features, settings.SEARCH_BACKEND, faiss_min_vectors=settings.SEARCH_FAISS_MIN_VECTORS)
+    if backend.kind != "exact":
+        shutil.rmtree(folder / runtime.BACKEND_DIR, ignore_errors=True)
+        backend.save(folder / runtime.BACKEND_DIR)
+    calibration = _calibrate(index, features, case_ids, backend)
+    now = timezone.now()
+    with transaction.atomic():
+        list(IndexVersion.objects.select_for_update().filter(collection=index.collection).values_list("id"))
+        current = IndexVersion.objects.get(id=index.id)
+        if current.status != Status.RUNNING:
+            logger.info("index build %s finished elsewhere meanwhile (%s)", index.id, current.status)
+            return
+        IndexVersion.objects.filter(collection=index.collection, active=True).update(active=False)
+        IndexVersion.objects.filter(id=index.id).update(
+            status=Status.DONE, active=True, size=len(case_ids), dimension=features.shape[1], done=current.total,
+            calibration=calibration, skipped=skipped, finished_at=now, activated_at=now, heartbeat_at=None,
+            message=f"{len(case_ids)} cases indexed" + (f", {len(skipped)} skipped (unreadable or deleted)"
+                                                         if skipped else "") + ".",
+        )
+    for path in folder.glob("chunk-*.npz"):
+        path.unlink(missing_ok=True)
+    logger.info("index %s active: %s cases, dimension %s", index.id, len(case_ids), features.shape[1])
+
+
+def _calibrate(index: IndexVersion, features: np.ndarray, case_ids: np.ndarray, backend) -> dict:
+    """The best-similarity distribution of held-out images, for the out-of-distribution warning.
+
+    Validation images are encoded exactly as queries are (saliency for the predicted class) and
+    searched with their own lesion excluded, like a new patient's image. Without a validation
+    split, indexed images are used leave-one-lesion-out (flagged in ``source``).
+    """
+    from retrieval.ml.train import load_resized
+
+    lesion_of = dict(Case.objects.filter(id__in=case_ids.tolist()).values_list("id", "lesion_id"))
+    row_lesions = np.array([lesion_of.get(int(i), "") for i in case_ids])
+    val = list(Case.objects.filter(collection=index.collection, split=VAL).order_by("id")
+               .only("id", "image", "lesion_id"))
+    if len(val) > CALIBRATION_SAMPLE:
+        val = [val[i] for i in np.linspace(0, len(val) - 1, CALIBRATION_SAMPLE).round().astype(int)]
+    if val:
+        encoder = runtime.encoder_for(index.model_version)
+        size = encoder.config.input_size
+        queries, lesions = [], []
+        for start in range(0, len(val), 16):
+            chunk = val[start:start + 16]
+            queries.append(encoder.encode(np.stack([load_resized(c.image.path, size) for c in chunk])).features)
+            lesions += [c.lesion_id for c in chunk]
+        queries = np.concatenate(queries)
+        source = "validation images encoded as queries, own lesion excluded"
+    else:
+        rows = np.linspace(0, len(case_ids) - 1, min(CALIBRATION_SAMPLE, len(case_ids))).round().astype(int)
+        queries, lesions = features[rows], list(row_lesions[rows])
+        source = "indexed images, own lesion excluded (no validation split)"
+    depth = min(len(case_ids), 64)
+    rows, scores = backend.search(queries, depth)
+    best = []
+    for lesion, row_ids, row_scores in zip(lesions, rows, scores):
+        other = [s for r, s in zip(row_ids, row_scores) if row_lesions[r] != lesion]
+        if other:
+            best.append(float(other[0]))
+    if not best:
+        return {"source": source, "n": 0, "threshold": None}
+    best = np.array(best)
+    return {
+        "source": source, "n": int(len(best)), "quantile": OOD_QUANTILE,
+        "threshold": float(np.quantile(best, OOD_QUANTILE)),
+        "percentiles": {str(p): float(np.percentile(best, p)) for p in (1, 5, 25, 50, 75)},
+    }
+
+
+def index_refresh(*, index: IndexVersion) -> IndexVersion:
+    """Re-send a build whose task was lost or whose worker died; fail it after too many tries."""
+    now = timezone.now()
+    resend = now - timedelta(seconds=settings.QUERY_PENDING_RESEND_SECONDS)
+    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
+    waiting = Q(status=Status.PENDING) | Q(status=Status.RUNNING, heartbeat_at__isnull=True)
+    lost_message = IndexVersion.objects.filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=resend), waiting,
+                                               id=index.id)
+    dead_worker = IndexVersion.objects.filter(id=index.id, status=Status.RUNNING, heartbeat_at__lt=stale)
+    if lost_message.update(enqueued_at=now) or dead_worker.exists():
+        logger.warning("index build %s looks stuck; sending it again", index.id)
+        _enqueue(index.id)
+    return IndexVersion.objects.get(id=index.id)
+
+
+def index_activate(*, index: IndexVersion) -> None:
+    """Make a finished version the one that serves queries (e.g. roll back to an older one)."""
+    if index.status != Status.DONE:
+        raise ValueError(f"{index} is not finished; only a complete index can serve queries")
+    with transaction.atomic():
+        list(IndexVersion.objects.select_for_update().filter(collection=index.collection).values_list("id"))
+        IndexVersion.objects.filter(collection=index.collection, active=True).update(active=False)
+        IndexVersion.objects.filter(id=index.id).update(active=True, activated_at=timezone.now())

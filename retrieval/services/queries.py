@@ -1,0 +1,281 @@
+"""A clinician's query: upload -> PENDING -> worker -> DONE (six neighbours) or FAILED (a message).
+
+``query_submit`` stores the image and the row in one transaction and enqueues the task on
+commit. ``query_run`` (the worker) claims the row with a conditional update, so a redelivered
+task does nothing, and finishes with another conditional update, so a run that lost its claim
+(its heartbeat went stale and another worker took over, or the user deleted the query) writes
+nothing. ``query_refresh`` notices queries whose message or worker was lost and re-sends or
+fails them, so no query waits silently forever.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+from datetime import timedelta
+from fractions import Fraction
+
+import numpy as np
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from PIL import Image, ImageOps
+
+from retrieval import runtime
+from retrieval.classes import CODES
+from retrieval.images import ImageRejected, inspect_image
+from retrieval.models import Case, IndexVersion, Query, QueryNeighbour
+
+logger = logging.getLogger(__name__)
+
+Status = Query.Status
+FINAL = (Status.DONE, Status.FAILED)
+#: Extra neighbours searched so that cases deleted since the index was built can be skipped.
+SEARCH_MARGIN = 8
+
+OOD_WARNING = (
+    "This image is unlike the images in the case library (its closest match is less similar than "
+    "{share} of validation images' closest matches). It may not be a dermoscopic image of a skin "
+    "lesion, or it may be of unusual quality. The similar cases below may not be meaningful."
+)
+INTERNAL_ERROR = (
+    "The image could not be analysed because of an internal error (reference: query #{id}). "
+    "Please try again; if it happens again, contact support."
+)
+
+
+class QueryRejected(ValueError):
+    """The upload cannot become a query; the message is written for a clinician."""
+
+    def __init__(self, message: str, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def index_for_queries() -> IndexVersion | None:
+    """The active index queries go to: the configured collection's, else the most recently activated."""
+    active = IndexVersion.objects.filter(active=True).select_related("model_version__parent")
+    collection = getattr(settings, "QUERY_COLLECTION", "")
+    if collection:
+        active = active.filter(collection=collection)
+    return active.order_by("-activated_at", "-id").first()
+
+
+def _normalised_upload(data: bytes, fmt: str) -> tuple[bytes, str, int, int]:
+    """Bytes to store, their extension and size: EXIF orientation applied, browser-displayable.
+
+    JPEG and PNG without a rotation are kept byte for byte; everything else (TIFF, WebP, BMP,
+    rotated photos) is stored as a lossless PNG of the upright image.
+    """
+    with Image.open(io.BytesIO(data)) as image:
+        orientation = image.getexif().get(0x0112, 1)
+        if fmt in ("JPEG", "PNG") and orientation in (1, None):
+            return data, "jpg" if fmt == "JPEG" else "png", image.width, image.height
+        upright = ImageOps.exif_transpose(image)
+        if upright.mode not in ("RGB", "RGBA", "L"):
+            upright = upright.convert("RGB")
+        buffer = io.BytesIO()
+        upright.save(buffer, "PNG")
+        return buffer.getvalue(), "png", upright.width, upright.height
+
+
+def query_submit(*, user, image_data: bytes, filename: str = "", k: int | None = None) -> Query:
+    """Store an uploaded image as a PENDING query and enqueue it once committed."""
+    k = settings.QUERY_DEFAULT_K if k is None else k
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= settings.QUERY_MAX_K:
+        raise QueryRejected(f"The number of similar cases must be a whole number from 1 to {settings.QUERY_MAX_K}.")
+    limit_mb = settings.QUERY_MAX_UPLOAD_MB
+    if len(image_data) > limit_mb * 1024 * 1024:
+        raise QueryRejected(f"The image is larger than {limit_mb} MB. Please upload a smaller file.", 413)
+    try:
+        info = inspect_image(image_data, max_bytes=limit_mb * 1024 * 1024)
+    except ImageRejected as exc:
+        raise QueryRejected(f"This file cannot be used: {exc}.") from None
+    index = index_for_queries()
+    if index is None:
+        raise QueryRejected("No case library index is ready yet, so similar cases cannot be searched. "
+                            "Please try again later or ask an administrator to build the index.", 503)
+    stored, extension, width, height = _normalised_upload(image_data, info.format)
+    name = default_storage.save(f"queries/{user.id}/{uuid.uuid4().hex}.{extension}", ContentFile(stored))
+    try:
+        with transaction.atomic():
+            query = Query.objects.create(user=user, image=name, original_name=(filename or "")[:255],
+                                         sha256=info.sha256, width=width, height=height, k=k, index_version=index)
+            transaction.on_commit(lambda: _enqueue(query.id))
+    except BaseException:
+        default_storage.delete(name)
+        raise
+    return query
+
+
+def _enqueue(query_id: int) -> None:
+    from retrieval.tasks import query_run_task
+
+    Query.objects.filter(id=query_id).update(enqueued_at=timezone.now())
+    try:
+        query_run_task.delay(query_id)
+    except Exception:  # broker unreachable: query_refresh re-sends it
+        logger.exception("could not enqueue query %s; it will be re-sent", query_id)
+
+
+def _claim(query_id: int, worker: str) -> bool:
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
+    claimable = Q(status=Status.PENDING) | Q(status=Status.RUNNING, heartbeat_at__lt=stale)
+    return bool(Query.objects.filter(claimable, id=query_id, attempts__lt=settings.JOB_MAX_ATTEMPTS).update(
+        status=Status.RUNNING, started_at=now, heartbeat_at=now, worker=worker[:255], attempts=F("attempts") + 1))
+
+
+def query_run(*, query_id: int, worker: str) -> bool:
+    """The worker's part: search the library for the query image. Returns whether this call ran it."""
+    if not _claim(query_id, worker):
+        logger.info("query %s already claimed, finished or deleted; nothing to do", query_id)
+        return False
+    query = Query.objects.select_related("index_version__model_version__parent").get(id=query_id)
+    try:
+        _analyse(query, worker)
+    except Exception as exc:
+        logger.exception("query %s failed", query_id)
+        message = str(exc) if isinstance(exc, (ImageRejected, QueryRejected)) else INTERNAL_ERROR.format(id=query_id)
+        Query.objects.filter(id=query_id, status=Status.RUNNING, worker=worker[:255]).update(
+            status=Status.FAILED, error=message, finished_at=timezone.now())
+    return True
+
+
+def neighbour_vote(labels: list[str]) -> dict:
+    """The neighbours' rank-weighted vote (weights 1/rank, shares summing to 1). Not a diagnosis."""
+    from retrieval.ml.metrics import neighbour_vote as majority
+
+    weights: dict[str, Fraction] = {}
+    counts: dict[str, int] = {}
+    for rank, label in enumerate(labels, start=1):
+        weights[label] = weights.get(label, Fraction(0)) + Fraction(1, rank)
+        counts[label] = counts.get(label, 0) + 1
+    total = sum(weights.values())
+    return {
+        "label": "neighbour vote",
+        "top": majority(labels),
+        "scores": {code: round(float(weights[code] / total), 4) for code in CODES if code in weights},
+        "counts": {code: counts[code] for code in CODES if code in counts},
+        "note": "The share of the similar cases per class, weighted by rank. It is not a diagnosis.",
+    }
+
+
+def _heartbeat(query_id: int, worker: str) -> None:
+    Query.objects.filter(id=query_id, status=Status.RUNNING, worker=worker[:255]).update(heartbeat_at=timezone.now())
+
+
+def _analyse(query: Query, worker: str) -> None:
+    from retrieval.ml.features import resize_rgb
+    from retrieval.ml.overlay import render_overlay
+
+    index = query.index_version
+    if index is None or index.status != IndexVersion.Status.DONE:
+        raise QueryRejected("The case library index this query was sent to is not available any more. "
+                            "Please upload the image again.")
+    encoder = runtime.encoder_for(index.model_version)
+    loaded = runtime.loaded_index(index)
+    with query.image.open("rb") as handle, Image.open(handle) as image:
+        pixels = resize_rgb(image, encoder.config.input_size)
+    encoded = encoder.encode(pixels[None])
+    _heartbeat(query.id, worker)
+    case_ids, scores = loaded.search(encoded.features, query.k + SEARCH_MARGIN)
+    cases = Case.objects.in_bulk(case_ids[0].tolist())
+    found = [(cases[int(c)], float(s)) for c, s in zip(case_ids[0], scores[0]) if int(c) in cases][:query.k]
+    if not found:
+        raise QueryRejected("The case library is empty, so no similar cases can be shown.")
+    overlay_name = query.image.name.rsplit(".", 1)[0] + "-saliency.png"
+    default_storage.delete(overlay_name)  # a run taken over from a dead worker may have left one
+    overlay_name = default_storage.save(overlay_name, ContentFile(render_overlay(encoded.saliency[0],
+                                                                                  (query.width, query.height))))
+    neighbours = [
+        QueryNeighbour(query_id=query.id, rank=rank, case=case, similarity=similarity,
+                       saliency=_case_overlay(index, loaded, case))
+        for rank, (case, similarity) in enumerate(found, start=1)
+    ]
+    best = found[0][1]
+    threshold = (index.calibration or {}).get("threshold")
+    warning = ""
+    if threshold is not None and best < threshold:
+        warning = OOD_WARNING.format(share=f"{1 - index.calibration.get('quantile', 0.01):.0%}")
+    with transaction.atomic():
+        mine = Query.objects.select_for_update().filter(id=query.id, status=Status.RUNNING, worker=worker[:255])
+        if not mine.exists():  # deleted by the user, or taken over after a stale heartbeat
+            default_storage.delete(overlay_name)
+            return
+        QueryNeighbour.objects.filter(query_id=query.id).delete()
+        QueryNeighbour.objects.bulk_create(neighbours)
+        mine.update(status=Status.DONE, finished_at=timezone.now(), saliency=overlay_name,
+                    predicted=CODES[int(encoded.predicted[0])], best_similarity=best, warning=warning,
+                    neighbour_vote=neighbour_vote([case.dx for case, _ in found]), error="")
+
+
+def _case_overlay(index: IndexVersion, loaded, case: Case) -> str:
+    """The library case's saliency overlay, rendered once per index version and cached as a file."""
+    from retrieval.ml.overlay import render_overlay
+
+    name = f"overlays/index-{index.id}/{case.id}.png"
+    if not default_storage.exists(name):
+        data = render_overlay(np.asarray(loaded.saliency[loaded.row_of(case.id)]), (case.width, case.height))
+        saved = default_storage.save(name, ContentFile(data))
+        if saved != name:  # another process rendered it at the same time
+            default_storage.delete(saved)
+    return name
+
+
+def query_refresh(*, query: Query) -> Query:
+    """Re-read a query; re-send it when its message was lost, fail it when it cannot be run.
+
+    * PENDING and not claimed for QUERY_PENDING_RESEND_SECONDS: sent again (harmless if the
+      first message is merely slow: the claim is conditional); unclaimed for
+      QUERY_PENDING_FAIL_SECONDS: failed (no worker is running).
+    * RUNNING with a heartbeat older than JOB_STALE_SECONDS (its worker died): sent again, or
+      failed after JOB_MAX_ATTEMPTS runs.
+    """
+    if query.status in FINAL:
+        return query
+    now = timezone.now()
+    rows = Query.objects.filter(id=query.id)
+    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
+    if rows.filter(status=Status.PENDING, created_at__lt=now - timedelta(seconds=settings.QUERY_PENDING_FAIL_SECONDS)
+                   ).update(status=Status.FAILED, finished_at=now,
+                            error="The analysis service did not pick up this image; it may be stopped. "
+                                  "Please try again later or contact support."):
+        logger.error("query %s was never picked up; failed", query.id)
+    elif rows.filter(status=Status.RUNNING, heartbeat_at__lt=stale, attempts__gte=settings.JOB_MAX_ATTEMPTS).update(
+            status=Status.FAILED, finished_at=now,
+            error="The analysis was interrupted several times and has been stopped. Please upload the image "
+                  "again; if it happens again, contact support."):
+        logger.error("query %s failed after %s interrupted runs", query.id, settings.JOB_MAX_ATTEMPTS)
+    else:
+        resend = now - timedelta(seconds=settings.QUERY_PENDING_RESEND_SECONDS)
+        lost = (Q(status=Status.PENDING) & (Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=resend))) | Q(
+            status=Status.RUNNING, heartbeat_at__lt=stale, enqueued_at__lt=stale)
+        if rows.filter(lost).update(enqueued_at=now):
+            logger.warning("query %s looks stuck (%s); sending it again", query.id, query.status)
+            _enqueue(query.id)
+    return rows.select_related("index_version").get()
+
+
+def jobs_sweep() -> int:
+    """Refresh every unfinished query and index build (at worker start-up). Returns how many were looked at."""
+    from retrieval.services.index import index_refresh
+
+    queries = list(Query.objects.exclude(status__in=FINAL))
+    for query in queries:
+        query_refresh(query=query)
+    builds = list(IndexVersion.objects.filter(status__in=[IndexVersion.Status.PENDING, IndexVersion.Status.RUNNING]))
+    for index in builds:
+        index_refresh(index=index)
+    return len(queries) + len(builds)
+
+
+def query_delete(*, query: Query) -> None:
+    """Remove a query, its neighbours and its own files (cached library overlays are shared and kept)."""
+    names = [name for name in (query.image.name, query.saliency.name) if name]
+    with transaction.atomic():
+        Query.objects.filter(id=query.id).delete()
+        transaction.on_commit(lambda: [default_storage.delete(name) for name in names])
