@@ -16,6 +16,17 @@ from PIL import Image
 from lesionsearch.roles import CLINICIAN, READER, STUDY_ADMIN
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove this run's private var folder (database, broker, media), unless a test failed."""
+    import shutil
+
+    from django.conf import settings
+
+    folder = Path(settings.VAR_DIR)
+    if exitstatus == 0 and folder.name.startswith("run-") and folder.parent == REPO / "var" / "test":
+        shutil.rmtree(folder, ignore_errors=True)
 REAL_METADATA = REPO.parent / "shared" / "data" / "HAM10000_metadata.csv"
 SHIPPED_METADATA = REPO / "retrieval" / "data" / "HAM10000_metadata.csv"
 
@@ -88,13 +99,8 @@ def write_ham_folder(folder: Path, rows: list[dict[str, str]], *, extra_lines: l
     return metadata
 
 
-@pytest.fixture
-def celery_worker_process(transactional_db, media_root):
-    """A real Celery worker process on the test database, media folder and broker.
-
-    Tasks reach it through the configured broker (the filesystem broker on the embedded
-    default, Redis in the services run); it sees committed rows only, hence transactional_db.
-    """
+def start_worker(media_root: Path, *, log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start a real Celery worker process on the test database, media folder and broker; wait until ready."""
     from django.db import connection
 
     db = connection.settings_dict
@@ -103,26 +109,42 @@ def celery_worker_process(transactional_db, media_root):
     else:
         url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     env = {**os.environ, "DATABASE_URL": url, "MEDIA_ROOT": str(media_root),
-           "DJANGO_SETTINGS_MODULE": "lesionsearch.settings", "LOG_LEVEL": "info"}
-    log = media_root.parent / "worker.log"
-    with open(log, "wb") as out:
+           "DJANGO_SETTINGS_MODULE": "lesionsearch.settings", "LOG_LEVEL": "info", **(extra_env or {})}
+    start = log.stat().st_size if log.exists() else 0
+    with open(log, "ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "lesionsearch", "worker", "-Q", "inference,light",
              "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"test-{os.getpid()}@%h"],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 60
-    while b"ready." not in log.read_bytes():
+    while b"ready." not in log.read_bytes()[start:]:
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             pytest.fail(f"worker did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
-    yield process
+    return process
+
+
+def stop_worker(process: subprocess.Popen) -> None:
     process.terminate()
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, media_root):
+    """A real Celery worker process on the test database, media folder and broker.
+
+    Tasks reach it through the configured broker (the filesystem broker on the embedded
+    default, Redis in the services run); it sees committed rows only, hence transactional_db.
+    """
+    process = start_worker(media_root, log=media_root.parent / "worker.log")
+    yield process
+    stop_worker(process)
 
 
 def wait_for(predicate, timeout: float = 60, interval: float = 0.2, what: str = "condition"):
