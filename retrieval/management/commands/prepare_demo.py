@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from retrieval.classes import NO_SPLIT
+from retrieval.models import Case, IndexVersion, ModelVersion
+
+COLLECTION = "synthetic"
+SPLIT_SEED = 71
+
+
+class Command(BaseCommand):
+    help = (
+        "Prepare the demo end to end, idempotently: render and import the synthetic library, split it, train "
+        "the demo SE-CBIR model (training profile 'demo') and build and activate its index. Each step is "
+        "skipped when its result is already there; a re-run finishes in seconds."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--size", type=int, default=int(os.environ.get("DEMO_LIBRARY_SIZE", 1500)),
+                            help="about this many synthetic images (default: $DEMO_LIBRARY_SIZE or 1500)")
+        parser.add_argument("--profile", default="demo", help="training profile (default: demo)")
+        parser.add_argument("--device", default=settings.TORCH_DEVICE, choices=["auto", "cpu", "cuda"])
+        parser.add_argument("--seed", type=int, default=0, help="training seed")
+
+    def _step(self, number: int, text: str) -> None:
+        self.stdout.write(self.style.MIGRATE_HEADING(f"[{number}/4] {text}"))
+
+    def handle(self, *args, size, profile, device, seed, **options):
+        from retrieval.ml.profiles import get_profile
+
+        try:
+            training = get_profile(profile)
+        except KeyError as exc:
+            raise CommandError(str(exc.args[0])) from None
+        verbosity = options["verbosity"]
+        started = time.monotonic()
+
+        self._step(1, f"Synthetic case library (~{size} images)")
+        call_command("make_synthetic_library", "--limit", str(size), "--collection", COLLECTION, verbosity=verbosity,
+                     stdout=self.stdout, stderr=self.stderr)
+
+        model4 = self._newest_model(training.config)
+        self._step(2, "Train/validation/test split")
+        if Case.objects.filter(collection=COLLECTION, split=NO_SPLIT).exists() and model4 is None:
+            call_command("split_library", "--collection", COLLECTION, "--seed", str(SPLIT_SEED), verbosity=verbosity,
+                         stdout=self.stdout)
+        else:
+            self.stdout.write("  already split" + (" (new cases stay unsplit: they are library cases, "
+                                                   "never test queries)" if model4 else ""))
+
+        self._step(3, f"Demo model ({training.config}, profile {training.name!r})")
+        if model4 is None:
+            model4 = self._train(training, device, seed, verbosity)
+        else:
+            self.stdout.write(f"  using {model4}: validation accuracy {model4.metrics.get('accuracy', 0):.3f}")
+
+        self._step(4, "Retrieval index")
+        active = IndexVersion.objects.filter(collection=COLLECTION, active=True, model_version=model4).first()
+        if active is None:
+            call_command("build_index", "--model-version", str(model4.id), "--here", verbosity=verbosity,
+                         stdout=self.stdout, stderr=self.stderr)
+        else:
+            indexed = active.size + len(active.skipped)
+            library = Case.objects.filter(collection=COLLECTION).exclude(split="test").count()
+            if library > indexed:
+                call_command("build_index", "--model-version", str(model4.id), "--incremental", "--here",
+                             verbosity=verbosity, stdout=self.stdout, stderr=self.stderr)
+            else:
+                self.stdout.write(f"  index #{active.id} is active ({active.size} cases)")
+        self.stdout.write(self.style.SUCCESS(f"Demo ready in {time.monotonic() - started:.0f} s."))
+
+    @staticmethod
+    def _newest_model(config: str) -> ModelVersion | None:
+        return (ModelVersion.objects.filter(collection=COLLECTION, config=config, stage=ModelVersion.Stage.RGB_SALIENCY)
+                .order_by("-created_at", "-id").first())
+
+    def _train(self, training, device: str, seed: int, verbosity: int) -> ModelVersion:
+        from retrieval.services import model_train
+
+        parent = (ModelVersion.objects.filter(collection=COLLECTION, config=training.config, stage="3ch")
+                  .order_by("-created_at", "-id").first())
+        stages = ["4ch"] if parent else ["3ch", "4ch"]
+        epochs = " + ".join(f"{training.epochs[s]} {s}" for s in stages)
+        self.stdout.write(f"  training {epochs} epochs on the CPU takes a few minutes; progress bars follow")
+        options = training.stage_options(stages, seed=seed, device=device, progress=verbosity > 0)
+        work_dir = Path(settings.MEDIA_ROOT) / "training" / f"demo-{training.config}-seed{seed}"
+        try:
+            versions = model_train(config_name=training.config, stages=stages, collection=COLLECTION,
+                                   options=options, parent=parent, work_dir=work_dir)
+        except (ValueError, RuntimeError) as exc:
+            raise CommandError(str(exc)) from None
+        for version in versions:
+            self.stdout.write(f"  {version}: validation accuracy {version.metrics['accuracy']:.3f}, "
+                              f"macro sensitivity {version.metrics['macro_sensitivity']:.3f}")
+        return versions[-1]
