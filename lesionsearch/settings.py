@@ -46,6 +46,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI / Redoc files served from /static/ (no CDN)
     "retrieval",
     "readerstudy",
 ]
@@ -219,6 +221,43 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_VERSIONING_CLASS": "rest_framework.versioning.NamespaceVersioning",
+    "ALLOWED_VERSIONS": ["v1"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    # One error body shape for the whole API: {"error": {"status", "code", "message", "fields"?}}.
+    "EXCEPTION_HANDLER": "retrieval.api.exceptions.api_exception_handler",
+    # Only query creation is throttled (retrieval.api.views.QuerySubmitThrottle), per user.
+    "DEFAULT_THROTTLE_RATES": {"query_submit": "60/min"},
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "LesionSearch API",
+    "VERSION": "1.0.0",
+    "DESCRIPTION": (
+        "Content-based retrieval of dermoscopic images (SE-CBIR). Submit a dermoscopic image and "
+        "receive the most similar previously diagnosed library cases, each with its diagnosis, "
+        "similarity and saliency overlay.\n\n"
+        "**Decision support only.** Similar cases are evidence for the clinician. The *neighbour "
+        "vote* summarises the retrieved cases' diagnoses; it is not a diagnosis.\n\n"
+        "Authentication: `Authorization: Token <key>` (an administrator creates keys with "
+        "`python manage.py drf_create_token <username>`) or a signed-in session. Every error has "
+        "the body `{\"error\": {\"status\", \"code\", \"message\", \"fields\"}}` "
+        "(`fields` only for validation errors)."
+    ),
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "DiagnosisEnum": "retrieval.classes.DX_CHOICES",
+        "JobStatusEnum": "retrieval.models.JobStatus",
+    },
+    # Swagger UI and Redoc from the drf-spectacular-sidecar package: the docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # validatorUrl None: Swagger UI would otherwise send the schema to validator.swagger.io.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
 # --- Security (production) ----------------------------------------------------------------

@@ -5,10 +5,13 @@ import mimetypes
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.db import connection
+from django.db.models import Q
 from django.http import FileResponse, Http404, JsonResponse
 from django.views.decorators.http import require_GET
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
 
 from lesionsearch.celery import app as celery_app
 
@@ -33,19 +36,58 @@ def healthz(request):
     return JsonResponse({"status": "ok" if healthy else "unavailable", **checks}, status=200 if healthy else 503)
 
 
-@login_required
+#: Media folders whose files belong to one user's query (uploads and their saliency overlays).
+PRIVATE_QUERY_PREFIXES = ("queries/",)
+
+
+def _media_user(request):
+    """The session user, else the user of an ``Authorization: Token`` header (API integrators).
+
+    Returns None when neither is given; raises AuthenticationFailed for a bad or inactive token.
+    """
+    if request.user.is_authenticated:
+        return request.user
+    credentials = TokenAuthentication().authenticate(request)
+    return credentials[0] if credentials else None
+
+
+def _query_file_owner(name: str) -> int | None:
+    """The id of the user whose query stored this file, or None when no query holds it."""
+    from retrieval.models import Query
+
+    return (Query.objects.filter(Q(image=name) | Q(saliency=name))
+            .values_list("user_id", flat=True).first())
+
+
 @require_GET
 def protected_media(request, path: str):
     """Serve media to signed-in users only; patient images are never public URLs.
 
-    Finer rules (a reader must not fetch a study case's files outside the study) are enforced
-    by the views that hand out these URLs; this view stops anonymous access and traversal.
+    A session or an ``Authorization: Token`` header (as for the API) signs the user in. Files
+    of a query (``queries/``: the upload and its overlay) are its owner's and staff's only;
+    anyone else gets 404, as if the file did not exist. Finer rules for library images (a reader
+    must not fetch a study case's files outside the study) are enforced by the views that hand
+    out their URLs; this view stops anonymous access, other users' queries and traversal.
     """
+    try:
+        user = _media_user(request)
+    except AuthenticationFailed as exc:
+        response = JsonResponse({"error": {"status": 401, "code": "authentication_failed", "message": str(exc.detail)}},
+                                status=401)
+        response["WWW-Authenticate"] = TokenAuthentication().authenticate_header(request)
+        return response
+    if user is None:
+        return redirect_to_login(request.get_full_path())
     root = Path(settings.MEDIA_ROOT).resolve()
     target = (root / path).resolve()
     if not target.is_relative_to(root) or not target.is_file():
         raise Http404("no such file")
+    name = target.relative_to(root).as_posix()
+    if name.startswith(PRIVATE_QUERY_PREFIXES) and not user.is_staff and _query_file_owner(name) != user.id:
+        raise Http404("no such file")
     content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
     response = FileResponse(open(target, "rb"), content_type=content_type)
     response["Cache-Control"] = "private, max-age=3600"
+    # The same URL answers differently per user and credentials: shared caches must not reuse it.
+    response["Vary"] = "Cookie, Authorization"
     return response

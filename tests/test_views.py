@@ -94,3 +94,63 @@ def test_setup_demo_creates_one_user_per_role_and_is_idempotent(django_user_mode
     assert has_role(users["clinician"], CLINICIAN) and not has_role(users["clinician"], READER)
     assert has_role(users["studyadmin"], STUDY_ADMIN) and users["studyadmin"].is_staff
     assert users["admin"].is_superuser and django_user_model.objects.count() == 4
+
+
+def test_media_accepts_an_api_token_and_refuses_a_bad_one(client, clinician, library):
+    from rest_framework.authtoken.models import Token
+
+    from retrieval.models import Case
+
+    url = f"/media/{Case.objects.first().image.name}"
+    key = Token.objects.create(user=clinician).key
+    response = client.get(url, HTTP_AUTHORIZATION=f"Token {key}")
+    assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
+    assert "Authorization" in response["Vary"]
+    bad = client.get(url, HTTP_AUTHORIZATION="Token wrong-key")
+    assert bad.status_code == 401 and bad["WWW-Authenticate"] == "Token"
+    assert bad.json()["error"]["code"] == "authentication_failed"
+    clinician.is_active = False
+    clinician.save()
+    assert client.get(url, HTTP_AUTHORIZATION=f"Token {key}").status_code == 401
+
+
+def test_query_files_are_served_only_to_their_owner_and_staff(client, django_user_model, clinician, reader,
+                                                             study_admin, media_root):
+    from django.contrib.auth.models import Group
+    from rest_framework.authtoken.models import Token
+
+    from lesionsearch.roles import CLINICIAN
+    from retrieval.models import Query
+
+    colleague = django_user_model.objects.create_user(username="dr_colleague", password="pw")
+    colleague.groups.add(Group.objects.get(name=CLINICIAN))
+    folder = media_root / "queries" / str(clinician.id)
+    folder.mkdir(parents=True)
+    (folder / "upload.jpg").write_bytes(b"the upload")
+    (folder / "upload-saliency.png").write_bytes(b"its overlay")
+    (folder / "orphan.jpg").write_bytes(b"no query holds this")
+    Query.objects.create(user=clinician, image=f"queries/{clinician.id}/upload.jpg",
+                         saliency=f"queries/{clinician.id}/upload-saliency.png", sha256="0" * 64, width=1, height=1)
+    files = [f"/media/queries/{clinician.id}/upload.jpg", f"/media/queries/{clinician.id}/upload-saliency.png"]
+
+    def fetch(url, user=None, token=False):
+        client.logout()
+        if user is not None and token:
+            return client.get(url, HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+        if user is not None:
+            client.force_login(user)
+        return client.get(url)
+
+    for url in files:
+        assert fetch(url).status_code == 302  # anonymous: sign in first
+        assert fetch(url, clinician).status_code == 200
+        assert fetch(url, clinician, token=True).status_code == 200
+        assert fetch(url, study_admin).status_code == 200  # staff
+        for other in (colleague, reader):
+            assert fetch(url, other).status_code == 404
+            assert fetch(url, other, token=True).status_code == 404
+    # A path that reaches the file another way is still the same file.
+    detour = f"/media/cases/../queries/{clinician.id}/upload.jpg"
+    assert fetch(detour, clinician).status_code == 200 and fetch(detour, colleague).status_code == 404
+    orphan = f"/media/queries/{clinician.id}/orphan.jpg"
+    assert fetch(orphan, clinician).status_code == 404 and fetch(orphan, study_admin).status_code == 200

@@ -1,0 +1,199 @@
+"""Input and output serializers of the API. They validate and describe; they hold no logic.
+
+The query result body is built by ``retrieval.selectors.query_payload`` (one body for the
+pages and the API); ``QueryResultSerializer`` only documents it in the schema, and a test
+checks that both agree.
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers
+from rest_framework.reverse import reverse
+
+from retrieval import selectors
+from retrieval.classes import DX_CHOICES, SPLIT_CHOICES
+from retrieval.models import Case, IndexVersion, ModelVersion, Query
+
+#: Longest long-poll a client may ask for with ``?wait=``; longer asks are rejected (400).
+MAX_WAIT_SECONDS = 30
+
+
+# --- Queries -----------------------------------------------------------------------------
+class QueryCreateInputSerializer(serializers.Serializer):
+    image = serializers.FileField(
+        allow_empty_file=False,
+        help_text=f"the dermoscopic image: JPEG, PNG, TIFF, WebP or BMP, at most {settings.QUERY_MAX_UPLOAD_MB} MB",
+    )
+    k = serializers.IntegerField(
+        required=False, min_value=1, max_value=settings.QUERY_MAX_K,
+        help_text=f"how many similar cases to return (default {settings.QUERY_DEFAULT_K})",
+    )
+
+
+class QueryCreatedSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Query.Status.choices)
+    url = serializers.URLField(help_text="where to read the result (GET, optionally with ?wait=SECONDS)")
+
+
+class QueryWaitInputSerializer(serializers.Serializer):
+    wait = serializers.FloatField(
+        required=False, default=0, min_value=0, max_value=MAX_WAIT_SECONDS,
+        help_text=f"long-poll: wait up to this many seconds (at most {MAX_WAIT_SECONDS}) for the query "
+                  "to finish before answering; larger values are rejected with 400",
+    )
+
+
+class QuerySummarySerializer(serializers.Serializer):
+    """One row of the user's query list (open ``url`` for the result)."""
+
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Query.Status.choices)
+    k = serializers.IntegerField()
+    original_name = serializers.CharField(help_text="the uploaded file's name")
+    created = serializers.DateTimeField(source="created_at")
+    finished = serializers.DateTimeField(source="finished_at", allow_null=True)
+    url = serializers.SerializerMethodField()
+
+    def get_url(self, query: Query) -> str:
+        return reverse("query-detail", kwargs={"query_id": query.pk}, request=self.context["request"])
+
+
+class NeighbourMetadataSerializer(serializers.Serializer):
+    age = serializers.IntegerField(allow_null=True)
+    sex = serializers.CharField()
+    localization = serializers.CharField()
+    diagnosis_type = serializers.CharField(help_text="how the diagnosis was established (code)")
+    diagnosis_type_label = serializers.CharField()
+    lesion_id = serializers.CharField()
+
+
+class NeighbourSerializer(serializers.Serializer):
+    rank = serializers.IntegerField(help_text="1 = most similar")
+    case_id = serializers.IntegerField()
+    image_id = serializers.CharField()
+    diagnosis = serializers.ChoiceField(choices=DX_CHOICES)
+    diagnosis_label = serializers.CharField()
+    similarity = serializers.FloatField(help_text="cosine similarity of the retrieval features")
+    image_url = serializers.URLField()
+    saliency_url = serializers.URLField(allow_null=True, help_text="the case's saliency overlay")
+    metadata = NeighbourMetadataSerializer()
+
+
+class NeighbourVoteSerializer(serializers.Serializer):
+    label = serializers.CharField(help_text='always "neighbour vote": it is not a diagnosis')
+    top = serializers.ChoiceField(choices=DX_CHOICES, help_text="the class most of the neighbours have")
+    scores = serializers.DictField(child=serializers.FloatField(),
+                                   help_text="class code -> share of the neighbours weighted by 1/rank (sums to 1)")
+    counts = serializers.DictField(child=serializers.IntegerField(), help_text="class code -> neighbours of that class")
+    note = serializers.CharField()
+
+
+class QueryResultSerializer(serializers.Serializer):
+    """A query and, once done, its most similar library cases. Similar cases are evidence, not a diagnosis."""
+
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Query.Status.choices)
+    error = serializers.CharField(allow_null=True, help_text="why the query failed; null unless failed")
+    created = serializers.DateTimeField()
+    k = serializers.IntegerField(help_text="how many similar cases were asked for")
+    model_version = serializers.IntegerField(allow_null=True)
+    index_version = serializers.IntegerField(allow_null=True)
+    query_image_url = serializers.URLField()
+    query_saliency_url = serializers.URLField(allow_null=True)
+    neighbour_vote = NeighbourVoteSerializer(
+        allow_null=True, help_text="a summary of the neighbours' diagnoses, NOT a diagnosis; null until done",
+    )
+    warning = serializers.CharField(
+        allow_null=True,
+        help_text="set when the image looks unlike the library (low best similarity) or similar caveats"
+    )
+    neighbours = NeighbourSerializer(many=True)
+
+
+# --- Cases -------------------------------------------------------------------------------
+class CaseFilterSerializer(serializers.Serializer):
+    diagnosis = serializers.ChoiceField(choices=DX_CHOICES, required=False, help_text="class code, e.g. mel")
+    split = serializers.ChoiceField(choices=SPLIT_CHOICES, required=False)
+    collection = serializers.CharField(required=False, max_length=64)
+
+
+class CaseSerializer(serializers.ModelSerializer):
+    diagnosis = serializers.CharField(source="dx")
+    diagnosis_label = serializers.CharField(source="get_dx_display")
+    diagnosis_type = serializers.CharField(source="dx_type")
+    image_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Case
+        fields = ["id", "image_id", "lesion_id", "collection", "diagnosis", "diagnosis_label", "diagnosis_type",
+                  "age", "sex", "localization", "split", "width", "height", "image_url"]
+        read_only_fields = fields
+
+    def get_image_url(self, case: Case) -> str:
+        return self.context["request"].build_absolute_uri(case.image.url)
+
+
+# --- Index -------------------------------------------------------------------------------
+class IndexSummarySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    collection = serializers.CharField()
+    model_version = serializers.IntegerField(help_text="the 4-channel model version whose features it holds")
+    status = serializers.ChoiceField(choices=IndexVersion.Status.choices)
+    active = serializers.BooleanField(help_text="whether it serves queries of its collection")
+    done = serializers.IntegerField(help_text="cases encoded so far")
+    total = serializers.IntegerField(help_text="cases to encode")
+    size = serializers.IntegerField(help_text="library images in the finished index")
+    dimension = serializers.IntegerField(help_text="length of a retrieval feature vector")
+    message = serializers.CharField(help_text="why a build failed, or notes about it")
+    incremental_from = serializers.IntegerField(allow_null=True, help_text="the index whose vectors it reuses")
+    created = serializers.DateTimeField()
+    finished = serializers.DateTimeField(allow_null=True)
+    activated = serializers.DateTimeField(allow_null=True)
+    ood_threshold = serializers.FloatField(
+        allow_null=True, help_text="queries whose best similarity is below this get a warning (unlike the library)"
+    )
+
+
+class IndexStatusSerializer(serializers.Serializer):
+    collection = serializers.CharField(allow_null=True)
+    active = IndexSummarySerializer(allow_null=True, help_text="the index that serves queries; null when none is ready")
+    builds = IndexSummarySerializer(many=True, help_text="recent builds, newest first, with their progress")
+
+
+class IndexStatusInputSerializer(serializers.Serializer):
+    collection = serializers.CharField(required=False, max_length=64,
+                                       help_text="the case collection (default: the library's only one)")
+
+
+class IndexRebuildInputSerializer(serializers.Serializer):
+    model_version = serializers.PrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.filter(stage=ModelVersion.Stage.RGB_SALIENCY), required=False, allow_null=True,
+        help_text="a trained 4-channel model version (default: the newest)",
+    )
+    incremental = serializers.BooleanField(
+        required=False, default=False,
+        help_text="reuse the active index's vectors and encode only cases added since",
+    )
+    collection = serializers.CharField(required=False, max_length=64,
+                                       help_text="the case collection (default: the model's or the library's)")
+
+    def validate_collection(self, value: str) -> str:
+        if value not in selectors.collections_list():
+            raise serializers.ValidationError(f"There is no case collection {value!r}.")
+        return value
+
+
+class IndexBuildSerializer(serializers.ModelSerializer):
+    incremental_from = serializers.PrimaryKeyRelatedField(source="base", read_only=True, allow_null=True)
+    created = serializers.DateTimeField(source="created_at")
+    url = serializers.SerializerMethodField(help_text="the index status endpoint, to follow the build's progress")
+
+    class Meta:
+        model = IndexVersion
+        fields = ["id", "status", "collection", "model_version", "incremental_from", "done", "total", "message",
+                  "created", "url"]
+        read_only_fields = fields
+
+    def get_url(self, index: IndexVersion) -> str:
+        return reverse("index-status", request=self.context["request"])

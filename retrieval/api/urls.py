@@ -1,0 +1,15 @@
+"""Endpoints of the retrieval API; included under /api/v1/ with the namespace "v1"."""
+from __future__ import annotations
+
+from django.urls import path
+
+from retrieval.api import views
+
+urlpatterns = [
+    path("queries/", views.QueryListCreateView.as_view(), name="query-list"),
+    path("queries/<int:query_id>/", views.QueryDetailView.as_view(), name="query-detail"),
+    path("cases/", views.CaseListView.as_view(), name="case-list"),
+    path("cases/<int:case_id>/", views.CaseDetailView.as_view(), name="case-detail"),
+    path("index/", views.IndexStatusView.as_view(), name="index-status"),
+    path("index/rebuild/", views.IndexRebuildView.as_view(), name="index-rebuild"),
+]

@@ -1,0 +1,199 @@
+"""API views: validate input, call one service or selector, serialize. No business logic here."""
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.views import SpectacularRedocView
+from rest_framework import status
+from rest_framework.exceptions import NotFound
+from rest_framework.generics import GenericAPIView
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.throttling import UserRateThrottle
+from rest_framework.views import APIView
+
+from retrieval import selectors
+from retrieval.api import serializers as s
+from retrieval.api.exceptions import Conflict, ErrorSerializer, PayloadTooLarge
+from retrieval.api.permissions import HasAnyRole, IsClinicianOrStaff, IsStaff, MayBrowseCases
+from retrieval.models import Case, Query
+from retrieval.services.index import index_build_request
+from retrieval.services.queries import query_delete, query_submit
+
+#: Room for the multipart envelope and the other form fields around the image.
+_MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+_ERROR_TEXT = {
+    400: "invalid input (the message says which)",
+    401: "not signed in: send `Authorization: Token <key>` or a session cookie",
+    403: "signed in, but the user's role does not allow this",
+    404: "no such object, or it is not the user's",
+    409: "the current state does not allow this",
+    413: f"the upload is larger than {settings.QUERY_MAX_UPLOAD_MB} MB",
+    429: "too many requests; see the Retry-After header",
+    503: "no case index is ready to search yet",
+}
+
+
+def errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """Schema entries for error responses, all with the one error body."""
+    return {code: OpenApiResponse(ErrorSerializer, description=_ERROR_TEXT[code]) for code in (401, 403, *codes)}
+
+
+class QuerySubmitThrottle(UserRateThrottle):
+    """Query creation per user (the rate is REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["query_submit"])."""
+
+    scope = "query_submit"
+
+
+class _QueryView(GenericAPIView):
+    permission_classes = [IsAuthenticated, IsClinicianOrStaff]
+
+    def get_queryset(self):
+        return selectors.query_list(user=self.request.user)
+
+    def _own_query(self, query_id: int) -> Query:
+        try:
+            return selectors.query_get(user=self.request.user, query_id=query_id)
+        except Query.DoesNotExist:
+            raise NotFound(f"You have no query with id {query_id}.") from None
+
+
+class QueryListCreateView(_QueryView):
+    serializer_class = s.QuerySummarySerializer
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_throttles(self):
+        return [QuerySubmitThrottle()] if self.request.method == "POST" else super().get_throttles()
+
+    @extend_schema(
+        operation_id="queries_list", summary="Your queries, newest first",
+        responses={200: s.QuerySummarySerializer(many=True), **errors()},
+    )
+    def get(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        page = [selectors.query_refresh(query=query) for query in page]  # finished ones are returned as they are
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="queries_create", summary="Submit a dermoscopic image",
+        description="Stores the image and queues the search; answers at once with 202 and the query's URL. "
+                    "Read the result there (`?wait=` long-polls).",
+        request={"multipart/form-data": s.QueryCreateInputSerializer},
+        responses={202: s.QueryCreatedSerializer, **errors(400, 413, 429, 503)},
+    )
+    def post(self, request):
+        limit = settings.QUERY_MAX_UPLOAD_MB * 1024 * 1024
+        # Refuse an oversize body from its header, before it is read and spooled to disk.
+        if int(request.META.get("CONTENT_LENGTH") or 0) > limit + _MULTIPART_OVERHEAD_BYTES:
+            raise PayloadTooLarge(f"The upload is larger than {settings.QUERY_MAX_UPLOAD_MB} MB.")
+        data = s.QueryCreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["image"]
+        query = query_submit(user=request.user, image_data=upload.read(), filename=upload.name or "",
+                             k=data.validated_data.get("k"))
+        url = reverse("query-detail", kwargs={"query_id": query.pk}, request=request)
+        body = s.QueryCreatedSerializer({"id": query.pk, "status": query.status, "url": url}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": url})
+
+
+class QueryDetailView(_QueryView):
+    @extend_schema(
+        operation_id="queries_retrieve", summary="A query's status and, once done, its similar cases",
+        parameters=[s.QueryWaitInputSerializer],
+        responses={200: s.QueryResultSerializer, **errors(400, 404)},
+    )
+    def get(self, request, query_id: int):
+        params = s.QueryWaitInputSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        query = self._own_query(query_id)
+        wait = params.validated_data["wait"]
+        # Both notice a query whose worker or message was lost (and re-send or fail it).
+        query = selectors.query_wait(query=query, timeout=wait) if wait else selectors.query_refresh(query=query)
+        return Response(selectors.query_payload(query, url=request.build_absolute_uri))
+
+    @extend_schema(operation_id="queries_destroy", summary="Delete a query with its image and overlays",
+                   responses={204: None, **errors(404)})
+    def delete(self, request, query_id: int):
+        query_delete(query=self._own_query(query_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class CaseListView(GenericAPIView):
+    permission_classes = [IsAuthenticated, MayBrowseCases]
+    serializer_class = s.CaseSerializer
+
+    def get_queryset(self):
+        params = s.CaseFilterSerializer(data=self.request.query_params)
+        params.is_valid(raise_exception=True)
+        filters = params.validated_data
+        cases = Case.objects.order_by("collection", "image_id", "pk")
+        if "diagnosis" in filters:
+            cases = cases.filter(dx=filters["diagnosis"])
+        if "split" in filters:
+            cases = cases.filter(split=filters["split"])
+        if "collection" in filters:
+            cases = cases.filter(collection=filters["collection"])
+        return cases
+
+    @extend_schema(operation_id="cases_list", summary="The case library",
+                   parameters=[s.CaseFilterSerializer],
+                   responses={200: s.CaseSerializer(many=True), **errors(400)})
+    def get(self, request):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+
+class CaseDetailView(GenericAPIView):
+    permission_classes = [IsAuthenticated, MayBrowseCases]
+    serializer_class = s.CaseSerializer
+
+    @extend_schema(operation_id="cases_retrieve", summary="One library case",
+                   responses={200: s.CaseSerializer, **errors(404)})
+    def get(self, request, case_id: int):
+        case = Case.objects.filter(pk=case_id).first()
+        if case is None:
+            raise NotFound(f"There is no case with id {case_id}.")
+        return Response(self.get_serializer(case).data)
+
+
+class IndexStatusView(APIView):
+    permission_classes = [IsAuthenticated, HasAnyRole]
+
+    @extend_schema(operation_id="index_status", summary="The active index and the progress of builds",
+                   parameters=[s.IndexStatusInputSerializer],
+                   responses={200: s.IndexStatusSerializer, **errors(400)})
+    def get(self, request):
+        params = s.IndexStatusInputSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        return Response(selectors.index_status(collection=params.validated_data.get("collection")))
+
+
+class IndexRebuildView(APIView):
+    permission_classes = [IsAuthenticated, IsStaff]
+
+    @extend_schema(
+        operation_id="index_rebuild", summary="Start building a new index (staff only)",
+        description="Queues a build; the new index becomes active for its collection once complete. "
+                    "Follow its progress at the index status endpoint.",
+        request=s.IndexRebuildInputSerializer,
+        responses={202: s.IndexBuildSerializer, **errors(400, 409)},
+    )
+    def post(self, request):
+        data = s.IndexRebuildInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            index = index_build_request(user=request.user, **data.validated_data)
+        except ValueError as exc:  # the service's readable refusal, e.g. no trained 4-channel model
+            raise Conflict(str(exc)) from exc
+        body = s.IndexBuildSerializer(index, context={"request": request}).data
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+class OfflineRedocView(SpectacularRedocView):
+    """Redoc from the bundled sidecar files, without the web fonts drf-spectacular's template loads."""
+
+    template_name = "api/redoc.html"
+
