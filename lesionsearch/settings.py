@@ -152,12 +152,15 @@ QUERY_MAX_K = 20
 JOB_STALE_SECONDS = env_int("JOB_STALE_SECONDS", 300, minimum=10)
 #: A pending query nobody claimed for this long is enqueued again (a lost broker message).
 QUERY_PENDING_RESEND_SECONDS = env_int("QUERY_PENDING_RESEND_SECONDS", 60, minimum=5)
+#: A query still unclaimed after this long is failed with a message (no worker is running).
+QUERY_PENDING_FAIL_SECONDS = env_int("QUERY_PENDING_FAIL_SECONDS", 1800, minimum=10)
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 #: Search backend: "auto" = exact below SEARCH_FAISS_MIN_VECTORS vectors, FAISS HNSW above.
 SEARCH_BACKEND = env_choice("SEARCH_BACKEND", ("auto", "exact", "faiss-hnsw", "faiss-ivf"), "auto")
 SEARCH_FAISS_MIN_VECTORS = env_int("SEARCH_FAISS_MIN_VECTORS", 100_000, minimum=1)
-#: Index builds encode this many cases per task run, then continue in a new task, so a build
-#: never approaches the task time limit and a killed worker loses at most one chunk.
+#: Index builds encode this many cases per task run, then continue in a new task: a build never
+#: approaches the task time limit, queries queued meanwhile are served between chunks, and a
+#: killed worker loses at most one chunk.
 INDEX_CHUNK_SIZE = env_int("INDEX_CHUNK_SIZE", 64, minimum=1)
 
 # --- Celery -------------------------------------------------------------------------------
@@ -176,6 +179,8 @@ if _broker_url is None:
         "data_folder_out": str(BROKER_DIR / "queue"),
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
+        # The transport polls its folder; the default 1 s would dominate a ~0.1 s query.
+        "polling_interval": 0.05,
     }
     for _folder in ("queue", "control"):  # the transport expects them to exist
         (BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
