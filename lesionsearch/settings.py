@@ -146,6 +146,8 @@ TORCH_DEVICE = env_choice("TORCH_DEVICE", ("auto", "cpu", "cuda"), "auto")
 #: retrieval.images stops decompression bombs independently).
 QUERY_MAX_UPLOAD_MB = env_int("QUERY_MAX_UPLOAD_MB", 20, minimum=1)
 QUERY_DEFAULT_K = 6
+#: The collection whose active index answers queries; empty = the most recently activated index.
+QUERY_COLLECTION = env_str("QUERY_COLLECTION", "")
 QUERY_MAX_K = 20
 #: A claimed query or index build whose heartbeat is older than this is considered lost (its
 #: worker died) and is retried, up to JOB_MAX_ATTEMPTS runs, then failed with a message.

@@ -58,9 +58,8 @@ class QueryRejected(ValueError):
 def index_for_queries() -> IndexVersion | None:
     """The active index queries go to: the configured collection's, else the most recently activated."""
     active = IndexVersion.objects.filter(active=True).select_related("model_version__parent")
-    collection = getattr(settings, "QUERY_COLLECTION", "")
-    if collection:
-        active = active.filter(collection=collection)
+    if settings.QUERY_COLLECTION:
+        active = active.filter(collection=settings.QUERY_COLLECTION)
     return active.order_by("-activated_at", "-id").first()
 
 
