@@ -1,12 +1,50 @@
 from __future__ import annotations
 
+from functools import wraps
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
 
+from lesionsearch.roles import CLINICIAN, has_role
 from retrieval import selectors
-from retrieval.classes import CLASSES
+from retrieval.classes import BY_CODE, CLASSES
+from retrieval.models import Query
+from retrieval.services import queries as query_services
+
+#: Image types the upload accepts (what retrieval.images reads); the browser's file picker
+#: and the drop zone offer the same list.
+UPLOAD_ACCEPT = ".jpg,.jpeg,.png,.tif,.tiff,.webp,.bmp,image/jpeg,image/png,image/tiff,image/webp,image/bmp"
+HISTORY_PAGE_SIZE = 12
+#: Seconds one API poll of the result page waits for the query to finish. The API answers at
+#: once when it finishes, but only then: a short wait keeps the queued -> running step visible.
+POLL_WAIT_SECONDS = 4
+FINAL_STATUSES = (Query.Status.DONE, Query.Status.FAILED)
+#: What the result page says for each status (query.js shows the same texts while polling).
+STATUS_TEXTS = {
+    Query.Status.PENDING: "Queued: waiting for a worker to start the search.",
+    Query.Status.RUNNING: "Searching: computing the saliency map and comparing your image with the case library.",
+    Query.Status.DONE: "Done.",
+    Query.Status.FAILED: "The search failed.",
+}
+VOTE_NOTE = "Neighbour vote — the share of similar cases per class, weighted by rank. It is not a diagnosis."
+
+
+def clinician_required(view):
+    """Signed-in clinicians and staff only; anyone else signed in gets 403."""
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if not (request.user.is_staff or has_role(request.user, CLINICIAN)):
+            raise PermissionDenied("Searching the case library is for clinicians.")
+        return view(request, *args, **kwargs)
+    return login_required(wrapped)
 
 
 @login_required
@@ -34,3 +72,114 @@ def library(request):
         "examples": [(cls, examples[cls.code]) for cls in CLASSES],
         "check": selectors.library_check_latest(collection=collection),
     })
+
+
+class QueryUploadForm(forms.Form):
+    """Parses the no-JS upload; the image itself is validated by ``services.query_submit``."""
+
+    image = forms.FileField(error_messages={"required": "Choose a dermoscopic image to upload."})
+    k = forms.IntegerField(required=False, error_messages={
+        "invalid": f"The number of similar cases must be a whole number from 1 to {settings.QUERY_MAX_K}.",
+    })
+
+
+@clinician_required
+@require_http_methods(["GET", "POST"])
+def search(request):
+    """Upload form (a plain form POST works without JavaScript) and the user's query history."""
+    error, status = "", 200
+    if request.method == "POST":
+        form = QueryUploadForm(request.POST, request.FILES)
+        if form.is_valid():
+            upload = form.cleaned_data["image"]
+            # One byte past the limit is enough for the service to refuse an oversize file,
+            # without holding all of it in memory.
+            limit = settings.QUERY_MAX_UPLOAD_MB * 1024 * 1024
+            try:
+                query = query_services.query_submit(user=request.user, image_data=upload.read(limit + 1),
+                                                    filename=upload.name, k=form.cleaned_data["k"])
+            except query_services.QueryRejected as exc:
+                error, status = str(exc), exc.status_code
+            else:
+                return redirect("query_detail", pk=query.pk)
+        else:
+            error, status = " ".join(msg for errors in form.errors.values() for msg in errors), 400
+    page = Paginator(selectors.query_list(user=request.user), HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "retrieval/search.html", {
+        "error": error,
+        "k_value": request.POST.get("k") or settings.QUERY_DEFAULT_K,
+        "page": page,
+        "history": [_history_row(query) for query in page.object_list],
+        "index": selectors.index_status(),
+        "accept": UPLOAD_ACCEPT,
+        "max_upload_mb": settings.QUERY_MAX_UPLOAD_MB,
+        "max_k": settings.QUERY_MAX_K,
+        "api_queries_url": reverse("v1:query-list"),
+    }, status=status)
+
+
+@clinician_required
+@require_GET
+def query_detail(request, pk: int):
+    """The result page. A finished query renders completely on the server; a running one is
+    shown with its status, and query.js polls the API and renders the result when it is done."""
+    query = _own_query(request, pk)
+    payload = selectors.query_payload(query)
+    neighbours = [{**n, "cls": BY_CODE[n["diagnosis"]]} for n in payload["neighbours"]]
+    return render(request, "retrieval/query_detail.html", {
+        "query": query,
+        "payload": payload,
+        "neighbours": neighbours,
+        "vote": _vote_rows(payload["neighbour_vote"]),
+        "vote_note": VOTE_NOTE,
+        "status_text": STATUS_TEXTS[query.status],
+        "status_texts": {str(status): text for status, text in STATUS_TEXTS.items()},
+        "classes": CLASSES,
+        "classes_json": {c.code: {"label": c.label, "colour": c.colour} for c in CLASSES},
+        "final": query.status in FINAL_STATUSES,
+        "api_url": reverse("v1:query-detail", kwargs={"query_id": query.pk}),
+        "poll_wait": POLL_WAIT_SECONDS,
+    })
+
+
+@clinician_required
+@require_http_methods(["GET", "POST"])
+def query_delete(request, pk: int):
+    """GET asks for confirmation (the page without JavaScript); POST deletes."""
+    query = _own_query(request, pk)
+    if request.method == "POST":
+        label = f"Query #{query.pk}" + (f" ({query.original_name})" if query.original_name else "")
+        query_services.query_delete(query=query)
+        messages.success(request, f"{label} was deleted with its image and results.")
+        return redirect("search")
+    return render(request, "retrieval/query_confirm_delete.html", {"query": query})
+
+
+def _own_query(request, pk: int) -> Query:
+    """The signed-in user's query (404 for anyone else's), refreshed when not final."""
+    try:
+        query = selectors.query_get(user=request.user, query_id=pk)
+    except Query.DoesNotExist:
+        raise Http404("no such query") from None
+    if query.status not in FINAL_STATUSES:
+        query = selectors.query_refresh(query=query)
+    return query
+
+
+def _history_row(query: Query) -> dict:
+    if query.status not in FINAL_STATUSES:
+        query = selectors.query_refresh(query=query)
+    top = (query.neighbour_vote or {}).get("top") if query.status == Query.Status.DONE else None
+    return {"query": query, "top": BY_CODE[top] if top else None}
+
+
+def _vote_rows(vote: dict | None) -> list[dict]:
+    """The vote's classes with a non-zero weight, largest share first, as shares of the total."""
+    if not vote:
+        return []
+    scores = {code: float(weight) for code, weight in vote["scores"].items() if float(weight) > 0}
+    total = sum(scores.values())
+    rows = [{"cls": BY_CODE[code], "share": weight / total, "percent": round(100 * weight / total)}
+            for code, weight in scores.items()]
+    order = {c.code: i for i, c in enumerate(CLASSES)}
+    return sorted(rows, key=lambda row: (-row["share"], order[row["cls"].code]))

@@ -1,0 +1,285 @@
+"""The clinician's pages without a browser: upload (the no-JS form), result, history, delete."""
+from __future__ import annotations
+
+import html
+import json
+import re
+
+import pytest
+from django.contrib.auth.models import Group
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from lesionsearch.roles import CLINICIAN
+from retrieval import selectors
+from retrieval.classes import BY_CODE
+from retrieval.models import Query
+from retrieval.services.queries import neighbour_vote, query_run
+from retrieval.views import VOTE_NOTE
+from tests.conftest import jpeg_bytes
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def other_clinician(django_user_model):
+    user = django_user_model.objects.create_user(username="dr_other", password="pw-dr_other")
+    user.groups.add(Group.objects.get(name=CLINICIAN))
+    return user
+
+
+def stored_query(user, seed: int, **fields) -> Query:
+    """A query row with its image on disk, as query_submit leaves it (no worker involved)."""
+    name = default_storage.save(f"queries/{user.id}/q{seed}.jpg", ContentFile(jpeg_bytes(seed)))
+    return Query.objects.create(user=user, image=name, original_name=f"lesion-{seed}.jpg", sha256=f"{seed:064x}",
+                                width=60, height=45, **fields)
+
+
+def upload(name: str, data: bytes, content_type: str = "image/jpeg") -> SimpleUploadedFile:
+    return SimpleUploadedFile(name, data, content_type=content_type)
+
+
+def section(page: str, element_id: str) -> str:
+    """The HTML of the <section> with this id (sections on these pages do not nest)."""
+    match = re.search(rf'<section[^>]*\bid="{element_id}".*?</section>', page, re.S)
+    assert match, f"no section #{element_id}"
+    return match.group(0)
+
+
+def text_of(fragment: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", fragment)).split())
+
+
+def neighbour_items(page: str) -> list[str]:
+    """The server-rendered neighbour cards (the <template> copy for the script is not one of them)."""
+    listing = re.search(r'<ol class="neighbours" id="neighbours"[^>]*>(.*?)</ol>', page, re.S).group(1)
+    return re.findall(r'<li class="neighbour".*?</li>', listing, re.S)
+
+
+# --- Who may use the pages --------------------------------------------------------------
+
+def test_anonymous_users_are_sent_to_sign_in(client, clinician, media_root):
+    query = stored_query(clinician, 1)
+    for url in ("/search/", f"/queries/{query.pk}/", f"/queries/{query.pk}/delete/"):
+        response = client.get(url)
+        assert response.status_code == 302 and response["Location"].startswith("/accounts/login/"), url
+    assert client.post(f"/queries/{query.pk}/delete/").status_code == 302
+    assert Query.objects.filter(pk=query.pk).exists()
+
+
+@pytest.mark.parametrize("actor", ["reader", "stranger"])
+def test_users_without_the_clinician_role_are_refused(client, request, clinician, actor, media_root):
+    query = stored_query(clinician, 1)
+    client.force_login(request.getfixturevalue(actor))
+    assert client.get("/search/").status_code == 403
+    assert client.post("/search/", {"image": upload("a.jpg", jpeg_bytes(1))}).status_code == 403
+    assert client.get(f"/queries/{query.pk}/").status_code == 403
+    assert client.post(f"/queries/{query.pk}/delete/").status_code == 403
+    assert Query.objects.filter(pk=query.pk).exists() and Query.objects.count() == 1
+    library_page = client.get("/library/", follow=True).content.decode()
+    assert 'href="/search/"' not in library_page  # no Search link in the navigation either
+
+
+def test_staff_and_clinicians_get_the_search_page_with_its_limits(client, clinician, study_admin, settings):
+    settings.QUERY_MAX_UPLOAD_MB = 7
+    for user in (clinician, study_admin):  # the study admin is staff, without the clinician role
+        client.force_login(user)
+        response = client.get("/search/")
+        page = response.content.decode()
+        assert response.status_code == 200
+        assert 'href="/search/" aria-current="page">Search</a>' in page
+        assert 'enctype="multipart/form-data"' in page and 'name="image"' in page
+        assert 'data-max-mb="7"' in page and "up to 7 MB" in page
+        assert 'accept=".jpg,.jpeg,.png,.tif,.tiff,.webp,.bmp,' in page
+        assert 'data-api-url="/api/v1/queries/"' in page
+        assert "The case index is not ready yet" in page  # no index has been built
+        assert "You have not searched yet." in page
+
+
+# --- The no-JS upload ---------------------------------------------------------------------
+
+def test_a_valid_upload_creates_a_pending_query_and_opens_its_page(client, clinician, ready_index):
+    client.force_login(clinician)
+    page = client.get("/search/").content.decode()
+    assert "The case index is not ready yet" not in page
+
+    response = client.post("/search/", {"image": upload("lesion.jpg", jpeg_bytes(5)), "k": "4"})
+
+    query = Query.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/queries/{query.pk}/"
+    assert (query.user, query.original_name, query.k, query.status) == (clinician, "lesion.jpg", 4, "pending")
+    assert default_storage.open(query.image.name).read() == jpeg_bytes(5)
+    result = client.get(response["Location"]).content.decode()
+    assert "Queued: waiting for a worker" in result
+    assert '<meta http-equiv="refresh" content="5">' in result  # no-JS pages reload until done
+    assert neighbour_items(result) == []
+
+
+@pytest.mark.parametrize(("name", "data", "status", "message"), [
+    ("notes.jpg", b"this is not an image", 400, "This file cannot be used"),
+    ("truncated.jpg", jpeg_bytes(3)[:200], 400, "This file cannot be used"),
+    ("empty.png", b"", 400, "The submitted file is empty."),
+])
+def test_an_unusable_file_re_renders_the_form_with_the_reason(client, clinician, media_root, name, data, status,
+                                                              message):
+    client.force_login(clinician)
+    response = client.post("/search/", {"image": upload(name, data)})
+    page = response.content.decode()
+    assert response.status_code == status
+    assert message in html.unescape(page)
+    assert re.search(r'<p id="upload-error" class="alert error" role="alert">[^<]+</p>', page)
+    assert Query.objects.count() == 0
+
+
+def test_missing_file_and_bad_k_are_explained(client, clinician, media_root):
+    client.force_login(clinician)
+    missing = client.post("/search/", {"k": "6"})
+    assert missing.status_code == 400 and "Choose a dermoscopic image to upload." in missing.content.decode()
+    for k in ("six", "0", "21"):
+        response = client.post("/search/", {"image": upload("a.jpg", jpeg_bytes(1)), "k": k})
+        assert response.status_code == 400, k
+        assert "The number of similar cases must be a whole number from 1 to 20." in response.content.decode()
+        assert f'value="{k}"' in response.content.decode()  # the form keeps what was typed
+    assert Query.objects.count() == 0
+
+
+def test_a_file_over_the_limit_is_refused_with_413(client, clinician, media_root, settings):
+    settings.QUERY_MAX_UPLOAD_MB = 1
+    client.force_login(clinician)
+    big = upload("big.bmp", b"BM" + bytes(1024 * 1024), "image/bmp")
+    response = client.post("/search/", {"image": big})
+    assert response.status_code == 413
+    assert "The image is larger than 1 MB." in response.content.decode()
+    assert Query.objects.count() == 0
+
+
+def test_without_an_index_a_valid_image_is_refused_with_503(client, clinician, media_root):
+    client.force_login(clinician)
+    response = client.post("/search/", {"image": upload("a.jpg", jpeg_bytes(1))})
+    assert response.status_code == 503
+    assert "No case library index is ready yet" in response.content.decode()
+    assert Query.objects.count() == 0
+
+
+# --- History and delete ---------------------------------------------------------------------
+
+def test_history_lists_only_the_users_own_queries_newest_first(client, clinician, other_clinician, media_root):
+    mine = [stored_query(clinician, i) for i in (1, 2)]
+    mine.append(stored_query(clinician, 3, status="done",
+                             neighbour_vote=neighbour_vote(["nv", "mel", "nv", "mel", "nv", "bkl"])))
+    theirs = stored_query(other_clinician, 4)
+    client.force_login(clinician)
+    page = client.get("/search/").content.decode()
+    rows = re.findall(r'<tr id="history-(\d+)"', page)
+    assert rows == [str(q.pk) for q in reversed(mine)]
+    assert f"/queries/{theirs.pk}/" not in page and "lesion-4.jpg" not in page
+    top = re.search(rf'<tr id="history-{mine[2].pk}".*?</tr>', page, re.S).group(0)
+    assert "nv" in text_of(top) and "Melanocytic nevus" in text_of(top) and "Done" in text_of(top)
+    assert "Neighbour vote (top class)" in page
+    assert client.get(f"/queries/{theirs.pk}/").status_code == 404
+
+
+def test_delete_asks_first_then_removes_the_query_and_its_files(client, clinician, media_root,
+                                                                django_capture_on_commit_callbacks):
+    query = stored_query(clinician, 1)
+    client.force_login(clinician)
+    confirm = client.get(f"/queries/{query.pk}/delete/")
+    assert confirm.status_code == 200 and "Delete query #" in confirm.content.decode()
+    assert Query.objects.filter(pk=query.pk).exists()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/queries/{query.pk}/delete/")
+
+    assert response.status_code == 302 and response["Location"] == "/search/"
+    assert not Query.objects.filter(pk=query.pk).exists()
+    assert not (media_root / query.image.name).exists()
+    page = client.get("/search/").content.decode()
+    assert f"Query #{query.pk} (lesion-1.jpg) was deleted" in page and f'id="history-{query.pk}"' not in page
+
+
+def test_nobody_deletes_another_users_query(client, clinician, other_clinician, media_root):
+    theirs = stored_query(other_clinician, 1)
+    client.force_login(clinician)
+    assert client.get(f"/queries/{theirs.pk}/delete/").status_code == 404
+    assert client.post(f"/queries/{theirs.pk}/delete/").status_code == 404
+    assert Query.objects.filter(pk=theirs.pk).exists()
+
+
+# --- The result page rendered by the server -------------------------------------------------
+
+@pytest.fixture
+def done_query(clinician, ready_index):
+    """A query run end to end by the real worker code (in this process) on the tiny index."""
+    from retrieval.services.queries import query_submit
+
+    query = query_submit(user=clinician, image_data=jpeg_bytes(11, size=(120, 90)), filename="mole.jpg")
+    assert query_run(query_id=query.pk, worker="test")
+    query.refresh_from_db()
+    assert query.status == "done", query.error
+    return query
+
+
+def test_a_done_result_renders_six_framed_neighbours_and_the_neighbour_vote(client, clinician, done_query):
+    client.force_login(clinician)
+    response = client.get(f"/queries/{done_query.pk}/")
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "Done." in page and "6 similar cases found" in page
+    assert "http-equiv=\"refresh\"" not in page
+
+    payload = selectors.query_payload(done_query)
+    cards = neighbour_items(page)
+    assert len(cards) == 6
+    for card, neighbour in zip(cards, payload["neighbours"]):
+        cls = BY_CODE[neighbour["diagnosis"]]
+        text = text_of(card)
+        assert f'data-rank="{neighbour["rank"]}"' in card and f"#{neighbour['rank']}" in text
+        assert f"--c: {cls.colour}" in card  # the frame's class colour
+        assert cls.code in text and cls.label in text
+        assert f"Similarity {neighbour['similarity']:.3f}" in text
+        assert neighbour["metadata"]["localization"] in text
+        assert neighbour["metadata"]["diagnosis_type_label"] in text
+        assert f'src="{neighbour["image_url"]}"' in card and f'src="{neighbour["saliency_url"]}"' in card
+        assert 'aria-pressed="false"' in card and "alt=\"Rank " in card
+    assert [n["rank"] for n in payload["neighbours"]] == [1, 2, 3, 4, 5, 6]
+    assert f'src="{payload["query_saliency_url"]}"' in page
+
+    vote = text_of(section(page, "vote"))
+    assert vote.startswith("Neighbour vote ")
+    assert VOTE_NOTE in vote
+    # The only mention of a diagnosis near the vote is the sentence that says it is not one.
+    assert "diagnos" not in vote.replace("It is not a diagnosis.", "").lower()
+    shares = [int(p) for p in re.findall(r"(\d+) %", vote)]
+    scores = payload["neighbour_vote"]["scores"]
+    assert len(shares) == len([w for w in scores.values() if w > 0]) and 98 <= sum(shares) <= 102
+    assert shares == sorted(shares, reverse=True)
+
+    legend = text_of(section(page, "class-legend"))
+    for cls in BY_CODE.values():
+        assert cls.label in legend and cls.definition in legend
+
+    embedded = json.loads(re.search(r'<script id="query-data" type="application/json">(.*?)</script>',
+                                    page, re.S).group(1))
+    assert embedded == json.loads(json.dumps(payload))  # the script starts from the API's own JSON
+
+
+def test_the_out_of_distribution_warning_is_shown_above_the_results(client, clinician, done_query):
+    Query.objects.filter(pk=done_query.pk).update(warning="This image is unlike the images in the case library.")
+    client.force_login(clinician)
+    page = client.get(f"/queries/{done_query.pk}/").content.decode()
+    warning = re.search(r'<div id="query-warning" class="alert warning"[^>]*>(.*?)</div>', page, re.S)
+    assert warning and "hidden" not in warning.group(0).split(">")[0]
+    assert "This image is unlike the images in the case library." in warning.group(1)
+    assert page.index('id="query-warning"') < page.index('id="neighbours"')
+
+
+def test_a_failed_query_shows_its_error(client, clinician, media_root):
+    query = stored_query(clinician, 1, status="failed", error="The image could not be analysed (reference: 1).")
+    client.force_login(clinician)
+    page = client.get(f"/queries/{query.pk}/").content.decode()
+    error = re.search(r'<div id="query-error" class="alert error" role="alert"\s*>(.*?)</div>', page, re.S)
+    assert error, "the error box is visible"
+    assert "The search failed:" in text_of(error.group(1))
+    assert "The image could not be analysed (reference: 1)." in text_of(error.group(1))
+    assert neighbour_items(page) == [] and 'id="vote" aria-labelledby="vote-heading" hidden' in page
