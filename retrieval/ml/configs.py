@@ -68,6 +68,13 @@ SECBIR_LITE0 = register(ModelConfig(
     name="secbir-lite0", backbone="tf_efficientnet_lite0", input_size=224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
     feature_dim=1280, weights=WEIGHTS_LITE0_PACKAGE, saliency_mb_per_image=90,
 ))
+#: The demo's configuration: the same backbone and weights as secbir-lite0 at 128x128, about 4x
+#: fewer pixels, so that ``make run`` can train both stages on a 2-core CPU in minutes
+#: (training profile ``demo``, retrieval/ml/profiles.py; figures in docs/retrieval.md).
+SECBIR_LITE0_FAST = register(ModelConfig(
+    name="secbir-lite0-fast", backbone="tf_efficientnet_lite0", input_size=128, mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5), feature_dim=1280, weights=WEIGHTS_LITE0_PACKAGE, saliency_mb_per_image=30,
+))
 #: A tiny random network for fast tests (timm's test_efficientnet).
 TINY = register(ModelConfig(
     name="tiny", backbone="test_efficientnet", input_size=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),

@@ -10,6 +10,10 @@
 
   i.e. a linear ramp from 1x to 6x over five epochs, then exponential decay by 0.8 per epoch.
   One multiplier for all groups keeps their ratio (``factor``) fixed throughout.
+
+  ``ramp_epochs``, ``peak`` and ``decay`` are parameters (defaults: the thesis's 5, 6 and 0.8),
+  so that a short run (the demo profile, ``retrieval/ml/profiles.py``) can reach its peak in
+  one epoch and decay faster instead of ending mid-ramp.
 """
 from __future__ import annotations
 
@@ -54,13 +58,25 @@ def lr_multiplier(epoch: int, ramp_epochs: int = RAMP_EPOCHS, peak: float = PEAK
     """Multiplier of the initial learning rate at ``epoch`` (0-based); formula in the module docstring.
 
     With the defaults: epoch 0 -> 1, 1 -> 2, 5 -> 6, 6 -> 4.8, 10 -> 6 * 0.8**5 = 1.96608.
-    ``ramp_epochs = 0`` starts at ``peak`` directly.
+    ``ramp_epochs = 0`` starts at ``peak`` directly; ``ramp_epochs = 1`` gives 1 at epoch 0,
+    ``peak`` at epoch 1, then ``peak * decay ** (epoch - 1)``.
     """
-    if epoch < 0 or ramp_epochs < 0:
-        raise ValueError(f"epoch and ramp_epochs must be >= 0, got {epoch}, {ramp_epochs}")
+    if epoch < 0:
+        raise ValueError(f"epoch must be >= 0, got {epoch}")
+    check_schedule(ramp_epochs, peak, decay)
     if epoch < ramp_epochs:
         return 1.0 + (peak - 1.0) * epoch / ramp_epochs
     return peak * decay ** (epoch - ramp_epochs)
+
+
+def check_schedule(ramp_epochs: int, peak: float, decay: float) -> None:
+    """Raise ``ValueError`` unless ramp_epochs >= 0, peak > 0 and 0 < decay <= 1."""
+    if ramp_epochs < 0:
+        raise ValueError(f"ramp_epochs must be >= 0, got {ramp_epochs}")
+    if not peak > 0:
+        raise ValueError(f"the peak multiplier must be positive, got {peak}")
+    if not 0 < decay <= 1:
+        raise ValueError(f"decay must be in (0, 1], got {decay}")
 
 
 def param_groups(model: nn.Module, new_param_names: set[str] | Callable[[str], bool], base_lr: float,
@@ -105,5 +121,9 @@ def param_groups(model: nn.Module, new_param_names: set[str] | Callable[[str], b
 
 def make_scheduler(optimizer: Optimizer, ramp_epochs: int = RAMP_EPOCHS, peak: float = PEAK_MULTIPLIER,
                    decay: float = DECAY) -> LambdaLR:
-    """A ``LambdaLR`` applying :func:`lr_multiplier` to every group; call ``step()`` once per epoch."""
+    """A ``LambdaLR`` applying :func:`lr_multiplier` to every group; call ``step()`` once per epoch.
+
+    Raises ``ValueError`` for an invalid schedule before any step is taken.
+    """
+    check_schedule(ramp_epochs, peak, decay)
     return LambdaLR(optimizer, lr_lambda=partial(lr_multiplier, ramp_epochs=ramp_epochs, peak=peak, decay=decay))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -273,11 +273,15 @@ def model_train(*, config_name: str, stages: list[str], collection: str, options
     """Train the requested stages on the collection's train/val split and register each as a ModelVersion.
 
     ``stages`` is ["3ch"], ["4ch"] (from ``parent``, a 3-channel ModelVersion) or both in order.
+    ``options`` is one ``TrainOptions`` for every stage or a ``{stage: TrainOptions}`` mapping
+    (a training profile's ``stage_options``), e.g. for different epochs per stage.
     """
     from retrieval.ml.configs import get_config
     from retrieval.ml.train import STAGE_3CH, STAGE_4CH, data_fingerprint, train_stage
 
     config = get_config(config_name)
+    if isinstance(options, Mapping) and set(stages) - set(options):
+        raise ValueError(f"no training options for stage(s) {', '.join(sorted(set(stages) - set(options)))}")
     train, val = training_items(collection=collection)
     fingerprint = data_fingerprint(train, val)
     created: list[ModelVersion] = []
@@ -285,13 +289,14 @@ def model_train(*, config_name: str, stages: list[str], collection: str, options
         if parent is None or parent.stage != STAGE_3CH or parent.config != config_name:
             raise ValueError(f"the 4-channel stage needs a trained {config_name} 3-channel model (--parent)")
     for stage in stages:
+        stage_options = options[stage] if isinstance(options, Mapping) else options
         result = train_stage(
-            stage, config, train, val, work_dir, options=options,
+            stage, config, train, val, work_dir, options=stage_options,
             parent_checkpoint=Path(parent.checkpoint.path) if stage == STAGE_4CH else None,
             resume=resume if resume and stage == stages[0] else None,
         )
         version = _register_model(config=config_name, stage=stage, collection=collection, result=result,
-                                  parent=parent if stage == STAGE_4CH else None, options=options,
+                                  parent=parent if stage == STAGE_4CH else None, options=stage_options,
                                   fingerprint=fingerprint)
         created.append(version)
         if stage == STAGE_3CH:

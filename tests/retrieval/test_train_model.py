@@ -39,6 +39,28 @@ def test_train_both_stages_registers_a_3ch_and_a_4ch_version(small_library, medi
     assert ModelVersion.objects.filter(stage="4ch", parent=rgb).count() == 2
 
 
+def test_demo_profile_trains_each_stage_with_its_own_epochs_and_schedule(small_library, media_root):
+    out = StringIO()
+    # --config tiny keeps this fast; the profile's own config is secbir-lite0-fast
+    call_command("train_model", "--profile", "demo", "--config", "tiny", "--batch-size", "8", "--device", "cpu",
+                 stdout=out, verbosity=1)
+
+    rgb, wide = ModelVersion.objects.get(stage="3ch"), ModelVersion.objects.get(stage="4ch")
+    assert (rgb.epochs, wide.epochs) == (4, 3) and wide.parent == rgb
+    assert [len(v.metrics["history"]) for v in (rgb, wide)] == [4, 3]
+    for version in (rgb, wide):
+        state = torch.load(media_root / version.checkpoint.name, weights_only=False)
+        assert state["schedule"] == {"ramp_epochs": 1, "peak": 6.0, "decay": 0.6} and state["batch_size"] == 8
+    assert "profile demo: 3ch 4 epochs, 4ch 3 epochs, batch 8" in out.getvalue()
+
+    # explicit --epochs overrides the profile; without --config the profile names its own config
+    call_command("train_model", "--profile", "demo", "--config", "tiny", "--stage", "3ch", "--epochs", "1",
+                 "--batch-size", "8", "--device", "cpu", verbosity=0)
+    assert ModelVersion.objects.filter(stage="3ch").first().epochs == 1
+    with pytest.raises(CommandError, match="no 3-channel secbir-lite0-fast model"):
+        call_command("train_model", "--profile", "demo", "--stage", "4ch", verbosity=0)
+
+
 def test_4ch_without_a_3ch_model_is_a_clear_error(small_library):
     with pytest.raises(CommandError, match="no 3-channel tiny model"):
         call_command("train_model", "--config", "tiny", "--stage", "4ch", "--epochs", "1", verbosity=0)

@@ -89,3 +89,14 @@ def test_4ch_needs_a_parent_and_resume_refuses_other_data(tiny_set, tmp_path):
     with pytest.raises(ValueError, match="fingerprint mismatch"):
         train_stage(STAGE_3CH, config, train[:-1], val, tmp_path / "other", options=options(epochs=2),
                     resume=tmp_path / "3ch-last.pt")
+
+
+def test_stage_follows_the_options_schedule_and_records_epoch_times(tiny_set, tmp_path):
+    train, val = tiny_set
+    result = train_stage(STAGE_3CH, get_config("tiny"), train, val, tmp_path,
+                         options=options(epochs=3, ramp_epochs=1, peak=3.0, decay=0.5))
+    # "lr" is the pretrained group's rate after the epoch's scheduler step, i.e. the next epoch's
+    assert [e["lr"] for e in result.history] == pytest.approx([3e-4 * 3.0, 3e-4 * 1.5, 3e-4 * 0.75])
+    assert all(e["train_seconds"] > 0 and e["val_seconds"] > 0 for e in result.history)
+    state = torch.load(tmp_path / "3ch-last.pt", weights_only=False)
+    assert state["schedule"] == {"ramp_epochs": 1, "peak": 3.0, "decay": 0.5} and state["batch_size"] == 6

@@ -12,7 +12,8 @@ from torch import nn
 from retrieval.ml.augment import paired_geometric_augmentation, resize_only, strong_rgb_augmentation
 from retrieval.ml.losses import FocalLoss
 from retrieval.ml.schedule import (
-    FOUR_CHANNEL_LR, GROUP_NEW, GROUP_PRETRAINED, THREE_CHANNEL_LR, lr_multiplier, make_scheduler, param_groups,
+    FOUR_CHANNEL_LR, GROUP_NEW, GROUP_PRETRAINED, THREE_CHANNEL_LR, check_schedule, lr_multiplier, make_scheduler,
+    param_groups,
 )
 
 SIZE = 32
@@ -144,6 +145,42 @@ def test_scheduler_keeps_the_ratio_between_groups():
     for epoch, expected in [(0, 1.0), (1, 2.0), (5, 6.0), (6, 4.8)]:
         assert lrs[epoch][GROUP_PRETRAINED] == pytest.approx(5e-5 * expected)
         assert lrs[epoch][GROUP_NEW] == pytest.approx(1e-2 * expected)
+
+
+@pytest.mark.parametrize(("epoch", "expected"), [(0, 1.0), (1, 6.0), (2, 3.6), (3, 2.16)])
+def test_one_epoch_ramp_peaks_at_epoch_one_then_decays(epoch, expected):
+    assert lr_multiplier(epoch, ramp_epochs=1, peak=6.0, decay=0.6) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(("epoch", "expected"), [(0, 4.0), (1, 2.0), (2, 1.0)])
+def test_no_ramp_starts_at_the_peak(epoch, expected):
+    assert lr_multiplier(epoch, ramp_epochs=0, peak=4.0, decay=0.5) == pytest.approx(expected, rel=1e-12)
+
+
+def test_scheduler_follows_a_short_ramp_in_every_group():
+    model = _model()
+    optimizer = torch.optim.SGD(param_groups(model, {"2"}, base_lr=1e-5, factor=100))
+    scheduler = make_scheduler(optimizer, ramp_epochs=2, peak=5.0, decay=0.5)
+    seen = []
+    for _ in range(5):
+        seen.append({group["name"]: group["lr"] for group in optimizer.param_groups})
+        optimizer.step()
+        scheduler.step()
+
+    for epoch, multiplier in enumerate([1.0, 3.0, 5.0, 2.5, 1.25]):
+        assert seen[epoch][GROUP_PRETRAINED] == pytest.approx(1e-5 * multiplier)
+        assert seen[epoch][GROUP_NEW] == pytest.approx(1e-3 * multiplier)
+
+
+@pytest.mark.parametrize(("ramp_epochs", "peak", "decay", "message"), [
+    (-1, 6.0, 0.8, "ramp_epochs"), (5, 0.0, 0.8, "peak"), (5, 6.0, 0.0, "decay"), (5, 6.0, 1.5, "decay"),
+])
+def test_invalid_schedules_are_refused_before_training(ramp_epochs, peak, decay, message):
+    with pytest.raises(ValueError, match=message):
+        check_schedule(ramp_epochs, peak, decay)
+    optimizer = torch.optim.SGD(param_groups(_model(), {"2"}, base_lr=1e-5, factor=100))
+    with pytest.raises(ValueError, match=message):
+        make_scheduler(optimizer, ramp_epochs=ramp_epochs, peak=peak, decay=decay)
 
 
 # --- augmentation -----------------------------------------------------------------------------
