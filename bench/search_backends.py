@@ -21,8 +21,8 @@ matched to 400 Lite0 SE-CBIR features of the synthetic demo library (docs/retrie
                                               [--faiss faiss-hnsw,faiss-ivf] [--only exact|faiss]
                                               [--workdir DIR]
 
-A full run (1M vectors, HNSW) builds a 5.4 GB index, which takes 15-25 minutes on 2 shared
-cores; ``--quick`` (100k vectors, HNSW and IVF) takes 2-4 minutes.
+A full run (1M vectors, HNSW) builds a 5.4 GB index; with the rest it took 21-26 minutes on 2
+shared cores; ``--quick`` (100k vectors, HNSW and IVF) took 4-8 minutes.
 """
 from __future__ import annotations
 
@@ -54,6 +54,8 @@ FAISS_P99_TARGET_MS = 10.0
 RECALL_TARGET = 0.98
 FULL_VECTORS = 1_000_000
 QUICK_VECTORS = 100_000
+MIN_VECTORS = 1_000  # the feature statistics sample 400 vectors
+MIN_QUERIES = 10
 WARMUP = 20
 SWEEP = {FAISS_HNSW: ("ef_search", (64, 128, 256, 512)), FAISS_IVF: ("nprobe", (8, 16, 32, 64))}
 
@@ -256,11 +258,13 @@ def verdict(ok: bool) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_VECTORS} vectors, HNSW and IVF")
-    parser.add_argument("--vectors", type=int, help=f"library size for FAISS (default {FULL_VECTORS}, quick {QUICK_VECTORS})")
+    parser.add_argument("--vectors", type=int,
+                        help=f"library size for FAISS (default {FULL_VECTORS}, quick {QUICK_VECTORS})")
     parser.add_argument("--queries", type=int, default=500, help="held-out queries for latency and recall")
     parser.add_argument("--faiss", help="comma-separated FAISS kinds (default faiss-hnsw; quick: both)")
     parser.add_argument("--workdir", type=Path, help="where the memory-mapped library goes (default: a temp dir)")
-    parser.add_argument("--only", choices=("exact", "faiss"), help="run one half (e.g. to re-measure on a quieter machine)")
+    parser.add_argument("--only", choices=("exact", "faiss"),
+                        help="run one half (e.g. to re-measure on a quieter machine)")
     parser.add_argument("--part", choices=("exact", *FAISS_KINDS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part == "exact":
@@ -271,6 +275,10 @@ def main() -> None:
         return
 
     size = args.vectors or (QUICK_VECTORS if args.quick else FULL_VECTORS)
+    if size < MIN_VECTORS:
+        parser.error(f"--vectors must be at least {MIN_VECTORS}")
+    if args.queries < MIN_QUERIES:
+        parser.error(f"--queries must be at least {MIN_QUERIES}")
     kinds = args.faiss.split(",") if args.faiss else ([FAISS_HNSW, FAISS_IVF] if args.quick else [FAISS_HNSW])
     unknown = set(kinds) - set(FAISS_KINDS)
     if unknown:
@@ -302,8 +310,8 @@ def main() -> None:
 
 def report(results: dict) -> None:
     print(f"\nMachine: {results['cores']} cores, load average {results['load_average_start'][0]:.1f} at start, "
-          f"{results['load_average_end'][0]:.1f} at end; FAISS {results['faiss']} ({results['faiss_threads']} threads); "
-          f"whole run {results['total_s'] / 60:.1f} min")
+          f"{results['load_average_end'][0]:.1f} at end; FAISS {results['faiss']} "
+          f"({results['faiss_threads']} threads); whole run {results['total_s'] / 60:.1f} min")
     data = results.get("data")
     if data:
         print(f"Data: {data['size']} x {DIMENSION} synthetic unit vectors in {data['clusters']} clusters, "
@@ -323,7 +331,8 @@ def report(results: dict) -> None:
         rows.append((f"{label}: recall@{K} vs exact", f"{run['recall_at_6']:.4f}", f">= {RECALL_TARGET}",
                      verdict(run["recall_at_6"] >= RECALL_TARGET)))
         rows.append((f"{label}: build", f"{run['build_s']:.0f} s", "", ""))
-        rows.append((f"{label}: index memory / file", f"{run['index_memory_mb']:.0f} / {run['file_mb']:.0f} MB", "", ""))
+        rows.append((f"{label}: index memory / file",
+                     f"{run['index_memory_mb']:.0f} / {run['file_mb']:.0f} MiB", "", ""))
         rows.append((f"{label}: save / load (+ verify)", f"{run['save_s']:.1f} / {run['load_s']:.1f} s", "same results",
                      verdict(run["loaded_identical"])))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
