@@ -44,4 +44,7 @@ CMD ["sh", "-c", "python manage.py migrate --no-input && exec gunicorn lesionsea
 
 FROM base AS worker
 # One process per worker container: a model in memory per process is expensive.
+# One BLAS thread: exact search is one small matrix-vector product per query, which a second
+# BLAS thread only slows down on a busy machine (torch keeps its own thread pool).
+ENV OPENBLAS_NUM_THREADS=1
 CMD ["sh", "-c", "exec celery -A lesionsearch worker -Q ${WORKER_QUEUES:-inference,light} --concurrency ${WORKER_CONCURRENCY:-1} --loglevel INFO --hostname worker@%h"]
