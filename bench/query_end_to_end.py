@@ -115,7 +115,7 @@ def main() -> None:
             args.port = probe.getsockname()[1]
     var = Path(tempfile.mkdtemp(prefix="lesionsearch-bench-"))
     env = {**os.environ, "LESIONSEARCH_VAR_DIR": str(var), "DJANGO_SETTINGS_MODULE": "lesionsearch.settings",
-           "OMP_NUM_THREADS": str(args.threads), "LOG_LEVEL": "warning"}
+           "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": "1", "LOG_LEVEL": "warning"}
     os.environ.update(env)
     import django
     import torch
