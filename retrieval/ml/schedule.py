@@ -12,8 +12,8 @@
   One multiplier for all groups keeps their ratio (``factor``) fixed throughout.
 
   ``ramp_epochs``, ``peak`` and ``decay`` are parameters (defaults: the thesis's 5, 6 and 0.8),
-  so that a short run (the demo profile, ``retrieval/ml/profiles.py``) can reach its peak in
-  one epoch and decay faster instead of ending mid-ramp.
+  so that a short run (the demo profile, ``retrieval/ml/profiles.py``: ``ramp_epochs = 0``)
+  can start at its peak instead of ending mid-ramp.
 """
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ def test_demo_profile_trains_each_stage_with_its_own_epochs_and_schedule(small_l
     assert [len(v.metrics["history"]) for v in (rgb, wide)] == [4, 3]
     for version in (rgb, wide):
         state = torch.load(media_root / version.checkpoint.name, weights_only=False)
-        assert state["schedule"] == {"ramp_epochs": 1, "peak": 6.0, "decay": 0.6} and state["batch_size"] == 8
+        assert state["schedule"] == {"ramp_epochs": 0, "peak": 6.0, "decay": 0.8} and state["batch_size"] == 8
     assert "profile demo: 3ch 4 epochs, 4ch 3 epochs, batch 8" in out.getvalue()
 
     # explicit --epochs overrides the profile; without --config the profile names its own config

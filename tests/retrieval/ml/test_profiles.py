@@ -27,7 +27,7 @@ def test_demo_profile_resolves_to_the_fast_config_and_short_compressed_schedule(
     assert (three.epochs, four.epochs) == (4, 3)
     for options in (three, four):
         assert options.batch_size == 32 and options.seed == 1
-        assert options.schedule == {"ramp_epochs": 1, "peak": 6.0, "decay": 0.6}
+        assert options.schedule == {"ramp_epochs": 0, "peak": 6.0, "decay": 0.8}
         assert options.lr is None  # the thesis's per-stage learning rates
 
 
@@ -42,7 +42,7 @@ def test_explicit_values_override_the_profile_and_stage_options_cover_each_stage
     options = get_profile("demo").stage_options(["3ch", "4ch"], epochs=1, device="cuda", progress=False)
     assert set(options) == {"3ch", "4ch"}
     assert all(o.epochs == 1 and o.device == "cuda" and not o.progress for o in options.values())
-    assert options["3ch"].decay == 0.6
+    assert options["3ch"].ramp_epochs == 0  # the rest stays the profile's
     assert profile_options("demo", "4ch", batch_size=8, decay=0.9).batch_size == 8
 
 
