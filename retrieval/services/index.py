@@ -196,11 +196,33 @@ def _run_chunk(index: IndexVersion) -> bool:
     number = todo[0]
     ids = plan[number * size:(number + 1) * size]
     features, saliency, kept, skipped = _encode_cases(index.model_version, [int(i) for i in ids])
+    _render_overlays(index, kept, saliency)
     _save_atomic(_chunk_path(folder, number), features=features, saliency=saliency, case_ids=kept,
                  skipped=np.array(skipped, dtype=np.int64))
     done = min(len(plan), (chunks - len(todo) + 1) * size)
     IndexVersion.objects.filter(id=index.id).update(done=done, heartbeat_at=timezone.now())
     return len(todo) == 1
+
+
+def case_overlay_name(index_id: int, case_id: int) -> str:
+    return f"overlays/index-{index_id}/{case_id}.png"
+
+
+def _render_overlays(index: IndexVersion, case_ids: np.ndarray, saliency: np.ndarray) -> None:
+    """Render the chunk's saliency overlays now, so that queries only read cached files."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from retrieval.ml.overlay import render_overlay
+
+    sizes = dict((pk, (w, h)) for pk, w, h in Case.objects.filter(id__in=case_ids.tolist())
+                 .values_list("id", "width", "height"))
+    for case_id, heat in zip(case_ids.tolist(), saliency):
+        name = case_overlay_name(index.id, case_id)
+        if not default_storage.exists(name):
+            saved = default_storage.save(name, ContentFile(render_overlay(heat, sizes[case_id])))
+            if saved != name:  # another run rendered it at the same time
+                default_storage.delete(saved)
 
 
 def _encode_cases(model4: ModelVersion, ids: list[int]):

@@ -213,10 +213,12 @@ def _analyse(query: Query, worker: str) -> None:
 
 
 def _case_overlay(index: IndexVersion, loaded, case: Case) -> str:
-    """The library case's saliency overlay, rendered once per index version and cached as a file."""
+    """The library case's saliency overlay: rendered when its chunk was indexed, or now (cases an
+    incremental build took over from an older version), once per index version."""
     from retrieval.ml.overlay import render_overlay
+    from retrieval.services.index import case_overlay_name
 
-    name = f"overlays/index-{index.id}/{case.id}.png"
+    name = case_overlay_name(index.id, case.id)
     if not default_storage.exists(name):
         data = render_overlay(np.asarray(loaded.saliency[loaded.row_of(case.id)]), (case.width, case.height))
         saved = default_storage.save(name, ContentFile(data))

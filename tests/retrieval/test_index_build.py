@@ -35,6 +35,8 @@ def test_a_finished_build_holds_every_library_case_once_and_is_active(ready_inde
     assert saliency.shape == (len(case_ids), 64, 64) and saliency.dtype == np.uint8 and saliency.max() == 255
     assert (ready_index.size, ready_index.done, ready_index.total) == (len(case_ids),) * 3
     assert not list(folder.glob("chunk-*.npz"))  # assembled, then tidied
+    overlays = media_root / "overlays" / f"index-{ready_index.id}"
+    assert sorted(int(p.stem) for p in overlays.glob("*.png")) == sorted(case_ids.tolist())  # pre-rendered
     calibration = ready_index.calibration
     assert calibration["n"] > 0 and calibration["source"].startswith("validation")
     assert -1.0 <= calibration["threshold"] <= calibration["percentiles"]["50"] <= 1.0
