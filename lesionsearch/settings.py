@@ -176,13 +176,15 @@ _broker_url = env_str("CELERY_BROKER_URL") or env_str("REDIS_URL")
 BROKER_DIR = VAR_DIR / "broker"
 if _broker_url is None:
     CELERY_BROKER_URL = "filesystem://"
+    # kombu's filesystem transport with atomic message writes (see lesionsearch/broker.py).
+    CELERY_BROKER_TRANSPORT = "lesionsearch.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
-        # The transport polls its folder; the default 1 s would dominate a ~0.1 s query.
-        "polling_interval": 0.05,
+        # The transport polls its folder (a directory listing); the default 1 s would dominate a ~0.1 s query.
+        "polling_interval": 0.01,
     }
     for _folder in ("queue", "control"):  # the transport expects them to exist
         (BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)

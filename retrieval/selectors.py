@@ -77,7 +77,7 @@ def query_get(*, user, query_id: int) -> Query:
 MAX_WAIT_SECONDS = 30.0
 
 
-def query_wait(*, query: Query, timeout: float, interval: float = 0.1) -> Query:
+def query_wait(*, query: Query, timeout: float, interval: float = 0.02) -> Query:
     """Poll until the query is done or failed, or ``timeout`` (at most 30 s) has passed."""
     deadline = time.monotonic() + min(max(timeout, 0.0), MAX_WAIT_SECONDS)
     query = query_refresh(query=query)
