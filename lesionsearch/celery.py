@@ -39,13 +39,15 @@ light_task = partial(app.task, inference=False)
 
 @worker_ready.connect
 def _sweep_unfinished_jobs(**kwargs) -> None:
-    """A worker that starts picks up what a stopped one left: stale queries and index builds."""
+    """A worker that starts picks up what a stopped one left: stale queries, index builds and
+    reader-study preparations."""
     import logging
 
+    from readerstudy.services import studies_sweep
     from retrieval.services.queries import jobs_sweep
 
     try:
-        count = jobs_sweep()
+        count = jobs_sweep() + studies_sweep()
     except Exception:  # never keep the worker from starting; the next read of a job refreshes it
         logging.getLogger(__name__).exception("sweeping unfinished jobs failed")
         return

@@ -20,6 +20,7 @@ api_v1 = [
 
 urlpatterns = [
     path("", include("retrieval.urls")),
+    path("studies/", include("readerstudy.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

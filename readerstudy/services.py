@@ -1,0 +1,450 @@
+"""Reader-study writes: create and prepare a study, assign readers, open/close, save answers.
+
+Preparation (the worker's part) freezes what readers will see: the curated query set from the
+test split and each query's neighbours in the study's index, written in one transaction with a
+conditional status change, so a redelivered or re-sent task duplicates nothing. Answers are
+saved one at a time as they are given; the database allows one answer per reader, case and
+task, and a second identical submission (a double click, a retry) returns the first.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+from django.conf import settings
+from django.core import signing
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from lesionsearch.roles import READER, has_role
+from readerstudy.models import (
+    LIKERT_MAX, LIKERT_MIN, RELEVANCE_MAX, RELEVANCE_MIN, TASK_IMAGE_ONLY, TASK_WITH_NEIGHBOURS, TASKS, Answer,
+    AssignedCase, Assignment, RelevanceRating, Study, StudyCase, StudyNeighbour,
+)
+from retrieval.classes import CODES, TEST
+from retrieval.models import Case, IndexVersion
+
+logger = logging.getLogger(__name__)
+
+Status = Study.Status
+#: Neighbours searched beyond those shown, so that cases deleted since the index was built can be skipped.
+SEARCH_MARGIN = 8
+ENCODE_BATCH = 16
+SHOWN_SALT = "readerstudy.shown"
+#: A "shown" token older than this is not trusted for the time spent on a case.
+SHOWN_MAX_AGE = timedelta(days=14)
+
+
+class StudyError(ValueError):
+    """A request the study cannot accept; ``status_code`` is what the web layer answers."""
+
+    def __init__(self, message: str, status_code: int = 400, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+
+
+# --- Creating and preparing -----------------------------------------------------------------
+
+def study_create(*, user, name: str, index_version: IndexVersion | None = None, description: str = "",
+                 cases_per_reader: int = 100, neighbours_shown: int = 6, washout: timedelta = timedelta(hours=24),
+                 task2_rotation: int = 180, allow_changes: bool = False, relevance_ratings: bool = False,
+                 reveal_results: bool = False, seed: int = 0) -> Study:
+    """Create a study frozen on ``index_version`` (default: the index queries use now) and enqueue
+    its preparation. The study is a draft once the worker has curated its query set."""
+    from retrieval.services.queries import index_for_queries
+
+    name = (name or "").strip()
+    if not name:
+        raise StudyError("Give the study a name.")
+    if Study.objects.filter(name=name).exists():
+        raise StudyError(f"A study named {name!r} exists already.", 409, "exists")
+    index = index_version or index_for_queries()
+    if index is None or index.status != IndexVersion.Status.DONE:
+        raise StudyError("There is no finished case-library index to freeze the study on; build one first.",
+                         409, "no_index")
+    if not 1 <= neighbours_shown <= 20:
+        raise StudyError("Neighbours shown must be between 1 and 20.")
+    if cases_per_reader < 1:
+        raise StudyError("Cases per reader must be at least 1.")
+    if washout < timedelta(0):
+        raise StudyError("The washout cannot be negative.")
+    if task2_rotation not in (0, 90, 180, 270):
+        raise StudyError("The Task 2 rotation must be 0, 90, 180 or 270 degrees.")
+    with transaction.atomic():
+        study = Study.objects.create(
+            name=name, description=description, collection=index.collection, index_version=index,
+            cases_per_reader=cases_per_reader, neighbours_shown=neighbours_shown, washout=washout,
+            task2_rotation=task2_rotation, allow_changes=allow_changes, relevance_ratings=relevance_ratings,
+            reveal_results=reveal_results, seed=seed, created_by=user if user and user.is_authenticated else None,
+            message="Waiting for a worker to compute the query set and its neighbours.")
+        transaction.on_commit(lambda: _enqueue(study.id))
+    return study
+
+
+def _enqueue(study_id: int) -> None:
+    from readerstudy.tasks import study_prepare_task
+
+    Study.objects.filter(id=study_id).update(enqueued_at=timezone.now())
+    try:
+        study_prepare_task.delay(study_id)
+    except Exception:  # broker unreachable: study_refresh re-sends it
+        logger.exception("could not enqueue the preparation of study %s; it will be re-sent", study_id)
+
+
+def study_refresh(*, study: Study) -> Study:
+    """Re-send a preparation whose message or worker was lost (checked on reads and at worker start)."""
+    if study.status != Status.PREPARING:
+        return study
+    stale = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
+    if study.prepare_attempts >= settings.JOB_MAX_ATTEMPTS:
+        Study.objects.filter(id=study.id, status=Status.PREPARING).update(
+            status=Status.FAILED, message="Preparing the study failed repeatedly; see the worker log.")
+    elif Study.objects.filter(id=study.id, status=Status.PREPARING, enqueued_at__lt=stale).update(
+            enqueued_at=timezone.now()):
+        logger.warning("study %s preparation looks lost; sending it again", study.id)
+        _enqueue(study.id)
+    study.refresh_from_db()
+    return study
+
+
+def studies_sweep() -> int:
+    studies = list(Study.objects.filter(status=Status.PREPARING))
+    for study in studies:
+        study_refresh(study=study)
+    return len(studies)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    case_id: int
+    lesion_id: str
+    neighbours: tuple[tuple[int, str, float], ...]  # (case id, lesion id, similarity), rank order
+
+
+def curate(candidates: list[Candidate], *, shown: int) -> tuple[list[Candidate], dict]:
+    """The thesis's query-set curation: one image per lesion (the first in the given order), then
+    drop queries whose ``shown`` neighbours hold two or more images of one lesion. Returns the kept
+    candidates and the counts at each step."""
+    seen: set[str] = set()
+    one_per_lesion = []
+    for candidate in candidates:
+        if candidate.lesion_id not in seen:
+            seen.add(candidate.lesion_id)
+            one_per_lesion.append(candidate)
+    kept = []
+    for candidate in one_per_lesion:
+        lesions = Counter(lesion for _, lesion, _ in candidate.neighbours[:shown])
+        if not lesions or max(lesions.values()) < 2:
+            kept.append(candidate)
+    counts = {"test_images": len(candidates), "one_per_lesion": len(one_per_lesion),
+              "dropped_duplicate_lesion_neighbours": len(one_per_lesion) - len(kept), "query_set": len(kept)}
+    return kept, counts
+
+
+def study_prepare(*, study_id: int, worker: str = "") -> bool:
+    """The worker's part: encode the collection's test images as queries (saliency for the
+    predicted class, as for a clinician's upload), search the frozen index, curate, and store the
+    query set with its neighbours. Returns whether this call prepared the study."""
+    if not Study.objects.filter(id=study_id, status=Status.PREPARING).update(
+            prepare_attempts=F("prepare_attempts") + 1, message=f"Computing the query set ({worker or 'worker'})."):
+        logger.info("study %s is not waiting for preparation; nothing to do", study_id)
+        return False
+    study = Study.objects.select_related("index_version__model_version").get(id=study_id)
+    try:
+        candidates = _search_test_images(study)
+        kept, counts = curate(candidates, shown=study.neighbours_shown)
+        if not kept:
+            raise StudyError(f"No test image of collection {study.collection!r} is left for the query set "
+                             f"({counts['test_images']} test images, {counts['one_per_lesion']} lesions). "
+                             "Split the library (split_library) so that it has a test split.")
+    except Exception as exc:
+        logger.exception("preparing study %s failed", study_id)
+        message = str(exc) if isinstance(exc, StudyError) else f"Preparing the study failed ({type(exc).__name__}); see the worker log."
+        Study.objects.filter(id=study_id, status=Status.PREPARING).update(status=Status.FAILED, message=message)
+        return True
+    cases = Case.objects.in_bulk([c.case_id for c in kept] + [n for c in kept for n, _, _ in c.neighbours])
+    from retrieval.ml.metrics import neighbour_vote
+
+    with transaction.atomic():
+        if not Study.objects.select_for_update().filter(id=study_id, status=Status.PREPARING).exists():
+            return False  # prepared by another run meanwhile
+        for position, candidate in enumerate(kept, start=1):
+            shown = candidate.neighbours[:study.neighbours_shown]
+            study_case = StudyCase.objects.create(
+                study_id=study_id, case_id=candidate.case_id, position=position,
+                majority_vote=neighbour_vote([cases[n].dx for n, _, _ in shown]))
+            StudyNeighbour.objects.bulk_create([
+                StudyNeighbour(study_case=study_case, rank=rank, case_id=n, similarity=similarity)
+                for rank, (n, _, similarity) in enumerate(shown, start=1)])
+        Study.objects.filter(id=study_id).update(
+            status=Status.DRAFT, curation=counts, prepared_at=timezone.now(),
+            message=(f"Query set: {counts['test_images']} test images -> {counts['one_per_lesion']} (one per lesion) "
+                     f"-> {counts['query_set']} (without queries whose neighbours repeat a lesion)."))
+    logger.info("study %s prepared: %s", study_id, counts)
+    return True
+
+
+def _search_test_images(study: Study) -> list[Candidate]:
+    from retrieval import runtime
+    from retrieval.ml.train import load_resized
+
+    index = study.index_version
+    if index.status != IndexVersion.Status.DONE:
+        raise StudyError(f"The study's index #{index.id} is not finished ({index.status}).")
+    tests = list(Case.objects.filter(collection=study.collection, split=TEST).order_by("image_id", "id")
+                 .only("id", "image", "lesion_id"))
+    if not tests:
+        return []
+    encoder = runtime.encoder_for(index.model_version)
+    loaded = runtime.loaded_index(index)
+    size = encoder.config.input_size
+    depth = study.neighbours_shown + SEARCH_MARGIN
+    readable, found_ids, found_scores = [], [], []
+    for start in range(0, len(tests), ENCODE_BATCH):
+        batch, pixels = [], []
+        for case in tests[start:start + ENCODE_BATCH]:
+            try:
+                pixels.append(load_resized(case.image.path, size))
+            except (OSError, ValueError) as exc:
+                logger.warning("study %s: test case %s left out, image unreadable: %s", study.id, case.id, exc)
+                continue
+            batch.append(case)
+        if not batch:
+            continue
+        encoded = encoder.encode(np.stack(pixels))
+        ids, scores = loaded.search(encoded.features, depth)
+        readable += batch
+        found_ids.append(ids)
+        found_scores.append(scores)
+        Study.objects.filter(id=study.id, status=Status.PREPARING).update(
+            message=f"Computing the query set: {len(readable)} of {len(tests)} test images searched.")
+    ids = np.concatenate(found_ids)
+    scores = np.concatenate(found_scores)
+    lesion_of = dict(Case.objects.filter(id__in=np.unique(ids).tolist()).values_list("id", "lesion_id"))
+    candidates = []
+    for case, row_ids, row_scores in zip(readable, ids, scores):
+        neighbours = tuple((int(i), lesion_of[int(i)], float(s)) for i, s in zip(row_ids, row_scores)
+                           if int(i) in lesion_of)
+        candidates.append(Candidate(case.id, case.lesion_id, neighbours[:study.neighbours_shown]))
+    return candidates
+
+
+# --- Readers, opening and closing --------------------------------------------------------------
+
+def _orders(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    first = rng.permutation(n)
+    second = rng.permutation(n)
+    while n > 1 and np.array_equal(first, second):
+        second = rng.permutation(n)
+    return first, second
+
+
+def reader_seed(study: Study, reader) -> int:
+    """A reader's seed: fixed by the study's seed and the reader, so a sample can be re-derived."""
+    return int(np.random.SeedSequence([study.seed, reader.id]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def study_assign(*, study: Study, readers) -> list[Assignment]:
+    """Give each reader (users in the reader group) a seeded random sample of the query set, in a
+    seeded Task 1 order and a different seeded Task 2 order. Readers already assigned are kept."""
+    if study.status not in (Status.DRAFT, Status.OPEN):
+        raise StudyError(f"Readers can be assigned to a draft or open study, not a {study.get_status_display().lower()} one.",
+                         409, "wrong_status")
+    not_readers = [r.username for r in readers if not has_role(r, READER)]
+    if not_readers:
+        raise StudyError("Only users in the reader group can be assigned: " + ", ".join(sorted(not_readers)) + ".")
+    cases = list(StudyCase.objects.filter(study=study).order_by("position").values_list("id", flat=True))
+    created = []
+    with transaction.atomic():
+        for reader in readers:
+            if Assignment.objects.filter(study=study, reader=reader).exists():
+                continue
+            seed = reader_seed(study, reader)
+            rng = np.random.default_rng(seed)
+            n = min(study.cases_per_reader, len(cases))
+            sample = sorted(rng.choice(len(cases), size=n, replace=False).tolist())
+            first, second = _orders(n, seed + 1)
+            assignment = Assignment.objects.create(study=study, reader=reader, seed=seed)
+            # first[i] is the sample member shown i-th in Task 1: invert the permutations into positions.
+            pos1 = np.empty(n, int)
+            pos1[first] = np.arange(1, n + 1)
+            pos2 = np.empty(n, int)
+            pos2[second] = np.arange(1, n + 1)
+            AssignedCase.objects.bulk_create([
+                AssignedCase(assignment=assignment, study_case_id=cases[member], task1_position=int(pos1[j]),
+                             task2_position=int(pos2[j]))
+                for j, member in enumerate(sample)])
+            created.append(assignment)
+    return created
+
+
+def study_unassign(*, study: Study, reader) -> None:
+    """Remove a reader who has not answered anything (answers are never thrown away)."""
+    assignment = Assignment.objects.filter(study=study, reader=reader).first()
+    if assignment is None:
+        raise StudyError(f"{reader.username} is not a reader of this study.", 404, "not_found")
+    if Answer.objects.filter(item__assignment=assignment).exists():
+        raise StudyError(f"{reader.username} has answered already; their answers are kept.", 409, "has_answers")
+    assignment.delete()
+
+
+def study_open(*, study: Study) -> None:
+    if not Study.objects.filter(id=study.id, status=Status.DRAFT).update(status=Status.OPEN, opened_at=timezone.now()):
+        raise StudyError("Only a prepared draft study can be opened.", 409, "wrong_status")
+    study.refresh_from_db()
+
+
+def study_close(*, study: Study) -> None:
+    """Close an open study: no more answers; its results (and, if the study says so, the readers'
+    own results with the ground truth) become available. Closing is final."""
+    if not Study.objects.filter(id=study.id, status=Status.OPEN).update(status=Status.CLOSED, closed_at=timezone.now()):
+        raise StudyError("Only an open study can be closed.", 409, "wrong_status")
+    study.refresh_from_db()
+
+
+# --- Reading ----------------------------------------------------------------------------------
+
+def task_opens_at(assignment: Assignment, task: int) -> datetime | None:
+    """When ``task`` opens for the reader: Task 1 at once, Task 2 a washout after they finished Task 1
+    (None while Task 1 is unfinished)."""
+    if task == TASK_IMAGE_ONLY:
+        return assignment.created_at
+    if assignment.task1_finished_at is None:
+        return None
+    return assignment.task1_finished_at + assignment.study.washout
+
+
+def check_task_open(assignment: Assignment, task: int, now: datetime | None = None) -> None:
+    """Raise StudyError unless the reader may read cases of ``task`` now (server-side washout)."""
+    now = now or timezone.now()
+    if task not in TASKS:
+        raise StudyError("The task must be 1 or 2.", 404, "not_found")
+    if assignment.study.status != Status.OPEN:
+        raise StudyError("This study is not open for reading.", 403, "study_not_open")
+    if task == TASK_WITH_NEIGHBOURS:
+        opens = task_opens_at(assignment, task)
+        if opens is None:
+            raise StudyError("Task 2 opens after you have finished Task 1 and the washout has passed.",
+                             403, "task2_not_open")
+        if now < opens:
+            raise StudyError(f"Task 2 opens at {timezone.localtime(opens):%Y-%m-%d %H:%M} (washout after Task 1).",
+                             403, "washout")
+
+
+def shown_token(assignment: Assignment, task: int, position: int) -> str:
+    """A signed note of when a case was served, so the server can time the answer."""
+    return signing.dumps([assignment.id, task, position, timezone.now().timestamp()], salt=SHOWN_SALT)
+
+
+def _shown_at(token: str, assignment: Assignment, task: int, position: int) -> datetime | None:
+    if not token:
+        return None
+    try:
+        a, t, p, at = signing.loads(token, salt=SHOWN_SALT, max_age=SHOWN_MAX_AGE)
+    except (signing.BadSignature, ValueError, TypeError):
+        return None
+    if (a, t, p) != (assignment.id, task, position):
+        return None
+    return datetime.fromtimestamp(at, tz=timezone.get_current_timezone())
+
+
+def _as_int(value, what: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+        if str(number) != str(value).strip():
+            raise ValueError
+    except (TypeError, ValueError):
+        raise StudyError(f"{what} must be a whole number from {low} to {high}.") from None
+    if not low <= number <= high:
+        raise StudyError(f"{what} must be from {low} to {high}.")
+    return number
+
+
+def answer_submit(*, assignment: Assignment, task: int, position, answer: str, confidence,
+                  ratings: dict | None = None, token: str = "") -> tuple[Answer, bool]:
+    """Save a reader's answer for the case at ``position`` of their ``task`` order.
+
+    Returns ``(answer, created)``. The same answer sent again returns the stored one with
+    ``created`` False (a double click or a retry stores one row, also under concurrency); a
+    different answer to a case already answered is refused unless the study allows changes.
+    In relevance mode a Task 2 answer must rate every shown neighbour 0-3 (``ratings``: rank -> rating).
+    """
+    study = assignment.study
+    check_task_open(assignment, task)
+    if answer not in CODES:
+        raise StudyError("Choose one of the seven classes.")
+    confidence = _as_int(confidence, "The confidence", LIKERT_MIN, LIKERT_MAX)
+    position = _as_int(position, "The case number", 1, assignment.items.count() or 1)
+    field = "task1_position" if task == TASK_IMAGE_ONLY else "task2_position"
+    item = AssignedCase.objects.filter(assignment=assignment, **{field: position}).first()
+    if item is None:
+        raise StudyError("There is no such case in your study.", 404, "not_found")
+    rated = _checked_ratings(study, item, task, ratings)
+    now = timezone.now()
+    shown_at = _shown_at(token, assignment, task, position)
+    seconds = max(0.0, (now - shown_at).total_seconds()) if shown_at else None
+    try:
+        with transaction.atomic():
+            stored = Answer.objects.create(item=item, task=task, answer=answer, confidence=confidence,
+                                           shown_at=shown_at, answered_at=now, seconds=seconds)
+            _save_ratings(item, rated)
+    except IntegrityError:
+        stored = Answer.objects.filter(item=item, task=task).first()
+        if stored is None:  # not the unique constraint after all
+            raise
+        same = stored.answer == answer and stored.confidence == confidence and (
+            not rated or _stored_ratings(item) == rated)
+        if same:
+            return stored, False
+        if not study.allow_changes:
+            raise StudyError("This case has been answered already; answers are final in this study.",
+                             409, "answer_final") from None
+        with transaction.atomic():
+            Answer.objects.filter(id=stored.id).update(answer=answer, confidence=confidence, answered_at=now,
+                                                       changes=F("changes") + 1)
+            _save_ratings(item, rated)
+        stored.refresh_from_db()
+        return stored, False
+    _mark_finished(assignment, task, now)
+    return stored, True
+
+
+def _checked_ratings(study: Study, item: AssignedCase, task: int, ratings: dict | None) -> dict[int, int]:
+    if not (study.relevance_ratings and task == TASK_WITH_NEIGHBOURS):
+        if ratings:
+            raise StudyError("Relevance ratings are only given in Task 2 of a study that asks for them.")
+        return {}
+    ranks = list(StudyNeighbour.objects.filter(study_case_id=item.study_case_id).values_list("rank", flat=True))
+    ratings = {str(k): v for k, v in (ratings or {}).items()}
+    missing = [r for r in ranks if str(r) not in ratings]
+    if missing:
+        raise StudyError("Rate the relevance of every similar case (missing: rank "
+                         + ", ".join(map(str, missing)) + ").")
+    unknown = sorted(set(ratings) - {str(r) for r in ranks})
+    if unknown:
+        raise StudyError("Ratings given for ranks that are not shown: " + ", ".join(unknown) + ".")
+    return {r: _as_int(ratings[str(r)], f"The relevance of rank {r}", RELEVANCE_MIN, RELEVANCE_MAX) for r in ranks}
+
+
+def _stored_ratings(item: AssignedCase) -> dict[int, int]:
+    return dict(RelevanceRating.objects.filter(item=item).values_list("rank", "rating"))
+
+
+def _save_ratings(item: AssignedCase, rated: dict[int, int]) -> None:
+    for rank, rating in rated.items():
+        RelevanceRating.objects.update_or_create(item=item, rank=rank, defaults={"rating": rating})
+
+
+def _mark_finished(assignment: Assignment, task: int, now: datetime) -> None:
+    field = "task1_finished_at" if task == TASK_IMAGE_ONLY else "task2_finished_at"
+    total = AssignedCase.objects.filter(assignment=assignment).count()
+    answered = Answer.objects.filter(item__assignment=assignment, task=task).count()
+    if total and answered >= total:
+        if Assignment.objects.filter(id=assignment.id, **{field + "__isnull": True}).update(**{field: now}):
+            setattr(assignment, field, now)

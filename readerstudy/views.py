@@ -1,0 +1,349 @@
+"""Reader-study pages: reading (readers) and administration (study administrators and staff).
+
+Reader pages address cases only by their position in the reader's own order; images are
+served by these views (re-encoded without metadata, rotated for Task 2), never by library URLs,
+so nothing on a reader's page identifies a study case or its diagnosis.
+"""
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+from functools import wraps
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from PIL import Image, ImageOps
+
+from lesionsearch.roles import READER
+from readerstudy import selectors, services
+from readerstudy.models import (
+    LIKERT_CHOICES, RELEVANCE_CHOICES, ROTATION_CHOICES, TASK_IMAGE_ONLY, TASK_WITH_NEIGHBOURS, TASKS,
+    AssignedCase, Assignment, Study, StudyNeighbour,
+)
+from retrieval.classes import BY_CODE, CLASSES
+
+#: Keyboard shortcuts of the class buttons (Likert confidence is 1-5 on the keyboard).
+CLASS_KEYS = {"akiec": "a", "bcc": "b", "bkl": "k", "df": "d", "mel": "m", "nv": "n", "vasc": "v"}
+IMAGE_MAX_SIDE = 1024
+IMAGE_QUALITY = 92
+
+
+def study_admin_required(view):
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        if not selectors.is_study_admin(request.user):
+            raise PermissionDenied("Managing reader studies is for study administrators.")
+        return view(request, *args, **kwargs)
+    return login_required(wrapped)
+
+
+def _assignment(request, study_id: int) -> Assignment:
+    try:
+        return selectors.reader_assignment(user=request.user, study_id=study_id)
+    except Assignment.DoesNotExist:
+        raise Http404("You are not a reader of this study.") from None
+
+
+def _check_task(assignment: Assignment, task: int) -> None:
+    try:
+        services.check_task_open(assignment, task)
+    except services.StudyError as exc:
+        if exc.status_code == 404:
+            raise Http404(str(exc)) from None
+        raise PermissionDenied(str(exc)) from None
+
+
+# --- Reader pages -----------------------------------------------------------------------------
+
+@login_required
+@require_GET
+def study_list(request):
+    rows = []
+    for assignment in selectors.reader_assignments(user=request.user):
+        rows.append({"assignment": assignment, "study": assignment.study,
+                     "tasks": [selectors.task_progress(assignment, task) for task in TASKS]})
+    return render(request, "readerstudy/study_list.html", {
+        "rows": rows, "is_admin": selectors.is_study_admin(request.user)})
+
+
+@login_required
+@require_GET
+def study_start(request, study_id: int):
+    assignment = _assignment(request, study_id)
+    return render(request, "readerstudy/study_start.html", {
+        "study": assignment.study, "assignment": assignment,
+        "tasks": [selectors.task_progress(assignment, task) for task in TASKS],
+        "classes": CLASSES, "likert": LIKERT_CHOICES,
+    })
+
+
+class AnswerForm(forms.Form):
+    position = forms.IntegerField(min_value=1)
+    answer = forms.ChoiceField(choices=[(c.code, c.label) for c in CLASSES],
+                               error_messages={"required": "Choose one of the seven classes."})
+    confidence = forms.TypedChoiceField(choices=LIKERT_CHOICES, coerce=int,
+                                        error_messages={"required": "Choose how confident you are (1-5)."})
+    shown = forms.CharField(required=False)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def task_case(request, study_id: int, task: int):
+    """GET: the next unanswered case of the task (or ``?position=N``); POST: save an answer and
+    go on to the next case. A fetch with ``Accept: application/json`` gets JSON instead of a redirect."""
+    assignment = _assignment(request, study_id)
+    if task not in TASKS:
+        raise Http404("no such task")
+    wants_json = "application/json" in request.headers.get("Accept", "")
+    error, status = "", 200
+    if request.method == "POST":
+        form = AnswerForm(request.POST)
+        ratings = {key.removeprefix("relevance_"): value for key, value in request.POST.items()
+                   if key.startswith("relevance_")}
+        if form.is_valid():
+            try:
+                services.answer_submit(assignment=assignment, task=task, position=form.cleaned_data["position"],
+                                       answer=form.cleaned_data["answer"], confidence=form.cleaned_data["confidence"],
+                                       ratings=ratings or None, token=form.cleaned_data["shown"])
+            except services.StudyError as exc:
+                error, status = str(exc), exc.status_code
+            else:
+                assignment.refresh_from_db()
+                next_url = reverse("readerstudy:task", args=[study_id, task])
+                if wants_json:
+                    progress = selectors.task_progress(assignment, task)
+                    return JsonResponse({"saved": True, "next": next_url, "answered": progress.answered,
+                                         "total": progress.total})
+                return redirect(next_url)
+        else:
+            error, status = " ".join(m for errors in form.errors.values() for m in errors), 400
+        if wants_json:
+            return JsonResponse({"saved": False, "error": error}, status=status)
+    progress = selectors.task_progress(assignment, task)
+    if not progress.is_open:
+        return render(request, "readerstudy/task_closed.html", {
+            "study": assignment.study, "task": task, "progress": progress}, status=403 if not error else status)
+    position = _requested_position(request, assignment, task, progress)
+    if position is None:
+        return render(request, "readerstudy/task_done.html", {
+            "study": assignment.study, "task": task, "progress": progress,
+            "task2": selectors.task_progress(assignment, TASK_WITH_NEIGHBOURS)})
+    case = selectors.reader_case(assignment, task, position)
+    if request.method == "POST":  # re-show what the reader chose, with the error
+        case["answer"] = {"answer": request.POST.get("answer"), "confidence": _int_or_none(request.POST.get("confidence"))}
+    neighbours = [{**n, "image_url": reverse("readerstudy:neighbour_image", args=[study_id, position, n["rank"]]),
+                   "rating": case["ratings"].get(str(n["rank"]))} for n in case["neighbours"]]
+    return render(request, "readerstudy/task_case.html", {
+        "study": assignment.study, "task": task, "case": case, "progress": progress, "position": position,
+        "error": error, "image_url": reverse("readerstudy:case_image", args=[study_id, task, position]),
+        "neighbours": neighbours, "classes": [(c, CLASS_KEYS[c.code]) for c in CLASSES], "help_classes": CLASSES,
+        "likert": LIKERT_CHOICES, "relevance": RELEVANCE_CHOICES,
+        "shown": services.shown_token(assignment, task, position),
+        "final": case["answer"] is not None and request.method == "GET" and not assignment.study.allow_changes,
+    }, status=status)
+
+
+def _int_or_none(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _requested_position(request, assignment: Assignment, task: int, progress) -> int | None:
+    """``?position=N`` may revisit an answered case (to see it, or change it where allowed) but not
+    skip ahead; without it, the next unanswered case."""
+    raw = request.GET.get("position") or request.POST.get("position")
+    if raw is None:
+        return progress.next_position
+    position = _int_or_none(raw)
+    if position is None or not 1 <= position <= progress.total:
+        raise Http404("no such case")
+    if progress.next_position is not None and position > progress.next_position:
+        return progress.next_position
+    return position
+
+
+def _image_response(path: str, rotation: int) -> HttpResponse:
+    """The image re-encoded without metadata (no file names, EXIF or ids reach the reader),
+    upright, rotated counter-clockwise by ``rotation`` degrees, at most IMAGE_MAX_SIDE pixels."""
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image).convert("RGB")
+        image.thumbnail((IMAGE_MAX_SIDE, IMAGE_MAX_SIDE), Image.Resampling.LANCZOS)
+        if rotation:
+            image = image.rotate(rotation, expand=True)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=IMAGE_QUALITY)
+    response = HttpResponse(buffer.getvalue(), content_type="image/jpeg")
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@login_required
+@require_GET
+def case_image(request, study_id: int, task: int, position: int):
+    assignment = _assignment(request, study_id)
+    _check_task(assignment, task)
+    try:
+        item = selectors.reader_item(assignment, task, position)
+    except AssignedCase.DoesNotExist:
+        raise Http404("no such case") from None
+    rotation = assignment.study.task2_rotation if task == TASK_WITH_NEIGHBOURS else 0
+    return _image_response(item.study_case.case.image.path, rotation)
+
+
+@login_required
+@require_GET
+def neighbour_image(request, study_id: int, position: int, rank: int):
+    assignment = _assignment(request, study_id)
+    _check_task(assignment, TASK_WITH_NEIGHBOURS)
+    try:
+        neighbour = selectors.reader_neighbour(assignment, position, rank)
+    except (AssignedCase.DoesNotExist, StudyNeighbour.DoesNotExist):
+        raise Http404("no such case") from None
+    return _image_response(neighbour.case.image.path, 0)
+
+
+@login_required
+@require_GET
+def my_results(request, study_id: int):
+    assignment = _assignment(request, study_id)
+    try:
+        rows = selectors.reader_results(assignment)
+    except services.StudyError as exc:
+        raise PermissionDenied(str(exc)) from None
+    return render(request, "readerstudy/my_results.html", {"study": assignment.study, "rows": rows})
+
+
+# --- Administration ---------------------------------------------------------------------------
+
+class StudyForm(forms.Form):
+    name = forms.CharField(max_length=120)
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    cases_per_reader = forms.IntegerField(min_value=1, initial=100)
+    neighbours_shown = forms.IntegerField(min_value=1, max_value=20, initial=6)
+    washout_hours = forms.FloatField(min_value=0, initial=24, label="Washout (hours)")
+    task2_rotation = forms.TypedChoiceField(choices=ROTATION_CHOICES, coerce=int, initial=180,
+                                            label="Task 2 rotation")
+    allow_changes = forms.BooleanField(required=False, label="Readers may change an answer")
+    relevance_ratings = forms.BooleanField(required=False, label="Readers rate each neighbour's relevance (nDCG)")
+    reveal_results = forms.BooleanField(required=False, label="Show readers their results once the study is closed")
+    seed = forms.IntegerField(initial=0)
+
+
+@study_admin_required
+@require_http_methods(["GET", "POST"])
+def manage_list(request):
+    form = StudyForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                study = services.study_create(
+                    user=request.user, name=data["name"], description=data["description"],
+                    cases_per_reader=data["cases_per_reader"], neighbours_shown=data["neighbours_shown"],
+                    washout=timedelta(hours=data["washout_hours"]), task2_rotation=data["task2_rotation"],
+                    allow_changes=data["allow_changes"], relevance_ratings=data["relevance_ratings"],
+                    reveal_results=data["reveal_results"], seed=data["seed"])
+            except services.StudyError as exc:
+                form.add_error(None, str(exc))
+                status = exc.status_code
+            else:
+                messages.success(request, f"Study {study.name!r} created; the worker is computing its query set.")
+                return redirect("readerstudy:manage", study_id=study.id)
+        else:
+            status = 400
+    return render(request, "readerstudy/manage_list.html", {"studies": selectors.study_list(), "form": form},
+                  status=status)
+
+
+@study_admin_required
+@require_GET
+def manage_study(request, study_id: int):
+    study = services.study_refresh(study=get_object_or_404(Study.objects.select_related("index_version"), id=study_id))
+    assigned = set(study.assignments.values_list("reader_id", flat=True))
+    candidates = (get_user_model().objects.filter(groups__name=READER, is_active=True)
+                  .exclude(id__in=assigned).order_by("username"))
+    report = error = None
+    if study.assignments.filter(items__answers__isnull=False).exists():
+        try:
+            report, _, _ = selectors.study_report(study)
+        except services.StudyError as exc:
+            error = str(exc)
+    return render(request, "readerstudy/manage_study.html", {
+        "study": study, "progress": selectors.study_progress(study), "candidates": candidates,
+        "report": report, "report_error": error, "readers_rows": _table_rows(report) if report else [],
+        "formats": _formats(),
+    })
+
+
+def _formats():
+    from readerstudy.analysis.writers import FORMATS
+
+    return FORMATS
+
+
+def _table_rows(report: dict) -> list[dict]:
+    """Table 4.II rows for the dashboard (percentages and confidences as shown in the thesis)."""
+    return [{"reader": r["reader"], "n": r["n_cases"], "vote": r["majority_vote_accuracy"],
+             "t1": r["task1"], "t2": r["task2"]} for r in report["readers"]]
+
+
+@study_admin_required
+@require_POST
+def manage_action(request, study_id: int, action: str):
+    study = get_object_or_404(Study, id=study_id)
+    try:
+        if action == "open":
+            services.study_open(study=study)
+            messages.success(request, "The study is open: assigned readers can start Task 1.")
+        elif action == "close":
+            services.study_close(study=study)
+            messages.success(request, "The study is closed; no more answers are accepted.")
+        elif action == "assign":
+            users = list(get_user_model().objects.filter(id__in=request.POST.getlist("readers")))
+            if not users:
+                raise services.StudyError("Choose at least one reader to assign.")
+            created = services.study_assign(study=study, readers=users)
+            messages.success(request, f"{len(created)} reader(s) assigned.")
+        elif action == "unassign":
+            user = get_object_or_404(get_user_model(), username=request.POST.get("reader", ""))
+            services.study_unassign(study=study, reader=user)
+            messages.success(request, f"{user.username} removed from the study.")
+        else:
+            raise Http404("no such action")
+    except services.StudyError as exc:
+        messages.error(request, str(exc))
+    return redirect("readerstudy:manage", study_id=study.id)
+
+
+@study_admin_required
+@require_GET
+def manage_export(request, study_id: int):
+    """The whole report in one zip (CSV, JSON, Markdown, XLSX, PNGs, MRMC long format)."""
+    from readerstudy.analysis.writers import FORMATS, report_archive
+
+    study = get_object_or_404(Study, id=study_id)
+    formats = request.GET.getlist("format") or list(FORMATS)
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        return HttpResponse("Unknown format(s): " + ", ".join(unknown) + ". Choose from " + ", ".join(FORMATS) + ".",
+                            status=400, content_type="text/plain")
+    try:
+        report, reads, ratings = selectors.study_report(study)
+    except services.StudyError as exc:
+        return HttpResponse(str(exc), status=exc.status_code, content_type="text/plain")
+    data = report_archive(report, reads, formats=formats, ratings=ratings)
+    response = HttpResponse(data, content_type="application/zip")
+    stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = f'attachment; filename="study-{study.id}-report-{stamp}.zip"'
+    return response

@@ -1,0 +1,68 @@
+"""Reader-study scenario fixtures: a study prepared on the tiny real index, readers, a signed-in client."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.conftest import _user
+
+
+@pytest.fixture
+def study_index(tiny_models, settings):
+    """The tiny library with a larger test split (every third lesion: a dozen query candidates),
+    indexed in-process. The index holds every case outside the test split, as in production."""
+    from retrieval import runtime
+    from retrieval.classes import TEST, TRAIN
+    from retrieval.models import Case
+    from tests.conftest import build_index_here
+
+    lesions = sorted(set(Case.objects.filter(collection="synthetic").values_list("lesion_id", flat=True)))
+    Case.objects.filter(collection="synthetic", split=TEST).update(split=TRAIN)
+    Case.objects.filter(collection="synthetic", lesion_id__in=lesions[::3]).update(split=TEST)
+    settings.INDEX_CHUNK_SIZE = 32
+    runtime.forget()
+    index = build_index_here(model_version=tiny_models["4ch"])
+    assert index.status == "done" and index.active, index.message
+    yield index
+    runtime.forget()
+
+
+@pytest.fixture
+def make_study(study_index, study_admin):
+    """Create and prepare (in-process, as the worker does) a study on the tiny index."""
+    from readerstudy.models import Study
+    from readerstudy.services import study_create, study_prepare
+
+    def make(name="Pilot", **options):
+        options.setdefault("cases_per_reader", 5)
+        options.setdefault("washout", timedelta(hours=24))
+        study = study_create(user=study_admin, name=name, index_version=study_index, **options)
+        assert study_prepare(study_id=study.id, worker="test")
+        study.refresh_from_db()
+        assert study.status == Study.Status.DRAFT, study.message
+        return study
+    return make
+
+
+@pytest.fixture
+def readers(db, django_user_model):
+    from lesionsearch.roles import READER
+
+    return [_user(django_user_model, f"reader_{i}", READER) for i in (1, 2, 3)]
+
+
+@pytest.fixture
+def open_study(make_study, readers):
+    """An open study of 5 cases per reader with three assigned readers."""
+    from readerstudy.services import study_assign, study_open
+
+    study = make_study()
+    study_assign(study=study, readers=readers)
+    study_open(study=study)
+    return study
+
+
+def signed_in(client, user):
+    client.force_login(user)
+    return client
