@@ -166,6 +166,8 @@ def _requested_position(request, assignment: Assignment, task: int, progress) ->
         return progress.next_position
     position = _int_or_none(raw)
     if position is None or not 1 <= position <= progress.total:
+        if request.method == "POST":  # a refused answer: show the case the reader is on
+            return progress.next_position
         raise Http404("no such case")
     if progress.next_position is not None and position > progress.next_position:
         return progress.next_position
