@@ -1,0 +1,132 @@
+"""``readerstudy_report``: a report folder from a responses CSV, and nothing at all from a bad one."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from tests.readerstudy.analysis.scenario import study_csv
+
+BAD_CSV = (
+    "reader,case,truth,task,answer,confidence\n"
+    "alice,c1,mel,1,nv,2\n"
+    "alice,c1,Mel,1,nv,6\n"
+    "bob,c2,nv,2,nv,3\n"
+)
+
+
+def run(*args: str) -> str:
+    out = io.StringIO()
+    call_command("readerstudy_report", *args, stdout=out)
+    return out.getvalue()
+
+
+@pytest.fixture
+def responses(tmp_path):
+    path = tmp_path / "responses.csv"
+    path.write_text(study_csv(), encoding="utf-8")
+    return path
+
+
+def snapshot(folder):
+    return {path.relative_to(folder): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def test_writes_every_format_and_prints_the_averages(responses, tmp_path):
+    out = tmp_path / "reports" / "pilot"
+    printed = run("--responses", str(responses), "--out", str(out), "--bootstrap", "100", "--seed", "4")
+    assert sorted(path.name for path in out.iterdir()) == sorted([
+        "report.json", "report.md", "table4.csv", "confusion_task1.csv", "confusion_task2.csv", "per_class.csv",
+        "changes.csv", "statistics.csv", "mcnemar.csv", "kappa.csv", "reads.csv", "report.xlsx",
+        "confusion_task1.png", "confusion_task2.png", "accuracy_per_reader.png", "mrmc.csv",
+    ])
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["statistics"]["accuracy_difference"]["n_bootstrap"] == 100
+    assert report["statistics"]["accuracy_difference"]["seed"] == 4
+    assert "3 readers, 5 cases, 16 reads." in printed
+    assert "Majority vote 50.0 ± 50.0 %; Task 1 44.4 ± 9.6 %, confidence 2.89 (4.00 / 2.00); " \
+           "Task 2 87.5 ± 17.7 %, confidence 4.00 (4.17 / 3.00)." in printed
+    assert sorted(path.name for path in out.parent.iterdir()) == ["pilot"]  # no staging folder left
+
+
+def test_format_option_limits_the_files(responses, tmp_path):
+    run("--responses", str(responses), "--out", str(tmp_path / "out"), "--format", "json, md", "--bootstrap", "10")
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["report.json", "report.md"]
+
+
+def test_unknown_format_lists_the_valid_ones(responses, tmp_path):
+    with pytest.raises(CommandError, match="unknown format.*'pdf'.*valid: json, md, csv, xlsx, png, mrmc"):
+        run("--responses", str(responses), "--out", str(tmp_path / "out"), "--format", "json,pdf")
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_responses_list_every_line_and_write_nothing(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text(BAD_CSV, encoding="utf-8")
+    out = tmp_path / "reports" / "pilot"
+    with pytest.raises(CommandError) as refused:
+        run("--responses", str(path), "--out", str(out))
+    message = str(refused.value)
+    assert "(5 problems); nothing was written" in message
+    for expected in (
+        "line 2: reader 'alice' has Task 1 of case 'c1' more than once (also line 3)",
+        "line 3: truth 'Mel' is not a class code",
+        "line 3: confidence 6 is not an integer from 1 to 5",
+        "line 3: reader 'alice' has Task 1 of case 'c1' more than once (also line 2)",
+        "line 4: reader 'bob' has Task 2 of case 'c2' but no Task 1 read of it",
+    ):
+        assert expected in message
+    assert not (tmp_path / "reports").exists()
+
+
+def test_malformed_responses_leave_an_existing_folder_untouched(responses, tmp_path):
+    out = tmp_path / "out"
+    run("--responses", str(responses), "--out", str(out), "--format", "json,csv", "--bootstrap", "10")
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    before = snapshot(out)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(BAD_CSV, encoding="utf-8")
+    with pytest.raises(CommandError):
+        run("--responses", str(bad), "--out", str(out))
+    assert snapshot(out) == before
+
+
+def test_an_existing_folder_gets_new_files_and_keeps_others(responses, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text("{}", encoding="utf-8")
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    run("--responses", str(responses), "--out", str(out), "--format", "json", "--bootstrap", "10")
+    assert json.loads((out / "report.json").read_text(encoding="utf-8"))["n_reads"] == 16
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out", "responses.csv"]
+
+
+def test_a_crash_while_writing_leaves_no_half_report(responses, tmp_path, monkeypatch):
+    def crash_after_one_file(report, reads, folder, **options):
+        (folder / "report.json").write_text("{", encoding="utf-8")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("readerstudy.management.commands.readerstudy_report.write_report", crash_after_one_file)
+    with pytest.raises(CommandError, match="No space left on device"):
+        run("--responses", str(responses), "--out", str(tmp_path / "out"))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["responses.csv"]
+
+
+def test_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("reader,case,truth,task,answer,confidence\nJosé,c1,mel,1,nv,2\n".encode("latin-1"))
+    with pytest.raises(CommandError, match="not UTF-8 text:\nline 2: byte 0xe9"):
+        run("--responses", str(path), "--out", str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_file_and_bad_bootstrap(tmp_path, responses):
+    with pytest.raises(CommandError, match="cannot read"):
+        run("--responses", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "out"))
+    with pytest.raises(CommandError, match="--bootstrap"):
+        run("--responses", str(responses), "--out", str(tmp_path / "out"), "--bootstrap", "0")
+    assert not (tmp_path / "out").exists()
+
