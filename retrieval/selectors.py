@@ -8,7 +8,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db.models import Count, QuerySet
 
-from retrieval.classes import BY_CODE, CLASSES, SPLIT_CHOICES
+from retrieval.classes import BY_CODE, CLASSES, SPLIT_CHOICES, TEST
 from retrieval.models import Case, IndexVersion, LibraryCheck, Query
 # Reading a query also notices a stuck one (a write); the service is re-exported here so that
 # views have one obvious place to read from.
@@ -52,8 +52,11 @@ def library_summary(*, collection: str) -> dict:
 
 
 def case_examples(*, collection: str, per_class: int = 4) -> dict[str, list[Case]]:
+    """A few library images per class, never from the test split: test images are the held-out
+    queries of reader studies, and a reader must not see one of them with its diagnosis."""
     return {
-        cls.code: list(Case.objects.filter(collection=collection, dx=cls.code).order_by("image_id")[:per_class])
+        cls.code: list(Case.objects.filter(collection=collection, dx=cls.code).exclude(split=TEST)
+                       .order_by("image_id")[:per_class])
         for cls in CLASSES
     }
 
