@@ -66,3 +66,35 @@ def open_study(make_study, readers):
 def signed_in(client, user):
     client.force_login(user)
     return client
+
+
+@pytest.fixture
+def rows_only_study(db, readers):
+    """An open study built from database rows alone (no images, no model): for tests of answer
+    bookkeeping that never touch the images, e.g. concurrency on PostgreSQL."""
+    from readerstudy.models import Study, StudyCase, StudyNeighbour
+    from readerstudy.services import study_assign
+    from retrieval.models import Case, IndexVersion, ModelVersion
+
+    def case(i, split):
+        return Case.objects.create(collection="rows", image=f"cases/rows-{i}.jpg", sha256=f"{i:064x}", width=4,
+                                   height=3, image_id=f"ROW_{i}", lesion_id=f"LES_{i}", dx="nv", dx_type="histo",
+                                   split=split)
+
+    rgb = ModelVersion.objects.create(config="tiny", stage="3ch", collection="rows", checkpoint="models/a.pt",
+                                      checkpoint_sha256="a", data_fingerprint="x")
+    wide = ModelVersion.objects.create(config="tiny", stage="4ch", parent=rgb, collection="rows",
+                                       checkpoint="models/b.pt", checkpoint_sha256="b", data_fingerprint="x")
+    index = IndexVersion.objects.create(model_version=wide, collection="rows", status="done")
+    study = Study.objects.create(name="Rows", collection="rows", index_version=index, status=Study.Status.DRAFT,
+                                 cases_per_reader=3, washout=timedelta(0))
+    library = [case(100 + i, "train") for i in range(6)]
+    for position in range(1, 4):
+        study_case = StudyCase.objects.create(study=study, case=case(position, "test"), position=position,
+                                              majority_vote="nv")
+        StudyNeighbour.objects.bulk_create([StudyNeighbour(study_case=study_case, rank=r, case=c, similarity=1 - r / 10)
+                                            for r, c in enumerate(library, start=1)])
+    study_assign(study=study, readers=readers)
+    Study.objects.filter(id=study.id).update(status=Study.Status.OPEN)
+    study.refresh_from_db()
+    return study

@@ -1,0 +1,63 @@
+"""The same answer posted twice at the same moment stores one row (the database constraint, not
+luck). Runs on the embedded SQLite and, in CI's real-services run, on PostgreSQL."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.urls import reverse
+
+from readerstudy.models import Answer
+
+pytestmark = [pytest.mark.services]
+
+
+def _post_at_once(study, reader, payloads) -> list[int]:
+    url = reverse("readerstudy:task", args=[study.id, 1])
+    barrier = threading.Barrier(len(payloads))
+    statuses: list[int] = []
+    errors: list[BaseException] = []
+
+    def post(data):
+        from django.db import connections
+
+        client = Client()
+        client.force_login(reader)
+        try:
+            barrier.wait(timeout=10)
+            statuses.append(client.post(url, data, HTTP_ACCEPT="application/json").status_code)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=post, args=(data,)) for data in payloads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    return sorted(statuses)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_answer_posted_twice_at_once_stores_one_row(rows_only_study, readers):
+    if connection.vendor == "sqlite" and connection.settings_dict["NAME"].startswith(("file:memorydb", ":memory:")):
+        pytest.skip("threads need a database they can share")
+    data = {"position": 1, "answer": "bkl", "confidence": 4}
+    for attempt in range(5):  # several rounds: each must store exactly one row per case
+        statuses = _post_at_once(rows_only_study, readers[0], [{**data, "position": attempt % 3 + 1}] * 2)
+        assert statuses == [200, 200]
+    assert Answer.objects.filter(item__assignment__reader=readers[0]).count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_different_answers_at_once_keep_exactly_one(rows_only_study, readers):
+    if connection.vendor == "sqlite" and connection.settings_dict["NAME"].startswith(("file:memorydb", ":memory:")):
+        pytest.skip("threads need a database they can share")
+    statuses = _post_at_once(rows_only_study, readers[1], [
+        {"position": 2, "answer": "bkl", "confidence": 4}, {"position": 2, "answer": "mel", "confidence": 2}])
+    assert statuses == [200, 409]
+    assert Answer.objects.filter(item__assignment__reader=readers[1]).count() == 1
