@@ -53,9 +53,10 @@ class StudyError(ValueError):
 def study_create(*, user, name: str, index_version: IndexVersion | None = None, description: str = "",
                  cases_per_reader: int = 100, neighbours_shown: int = 6, washout: timedelta = timedelta(hours=24),
                  task2_rotation: int = 180, allow_changes: bool = False, relevance_ratings: bool = False,
-                 reveal_results: bool = False, seed: int = 0) -> Study:
+                 reveal_results: bool = False, seed: int = 0, enqueue: bool = True) -> Study:
     """Create a study frozen on ``index_version`` (default: the index queries use now) and enqueue
-    its preparation. The study is a draft once the worker has curated its query set."""
+    its preparation (``enqueue=False``: the caller runs ``study_prepare`` itself, as
+    ``prepare_demo`` does). The study is a draft once its query set is curated."""
     from retrieval.services.queries import index_for_queries
 
     name = (name or "").strip()
@@ -82,7 +83,8 @@ def study_create(*, user, name: str, index_version: IndexVersion | None = None, 
             task2_rotation=task2_rotation, allow_changes=allow_changes, relevance_ratings=relevance_ratings,
             reveal_results=reveal_results, seed=seed, created_by=user if user and user.is_authenticated else None,
             message="Waiting for a worker to compute the query set and its neighbours.")
-        transaction.on_commit(lambda: _enqueue(study.id))
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue(study.id))
     return study
 
 

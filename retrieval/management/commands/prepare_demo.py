@@ -13,13 +13,15 @@ from retrieval.models import Case, IndexVersion, ModelVersion
 
 COLLECTION = "synthetic"
 SPLIT_SEED = 71
+DEMO_STUDY = "Demo reader study"
 
 
 class Command(BaseCommand):
     help = (
         "Prepare the demo end to end, idempotently: render and import the synthetic library, split it, train "
-        "the demo SE-CBIR model (training profile 'demo') and build and activate its index. Each step is "
-        "skipped when its result is already there; a re-run finishes in seconds."
+        "the demo SE-CBIR model (training profile 'demo'), build and activate its index, and open a demo reader "
+        "study for the demo reader. Each step is skipped when its result is already there; a re-run finishes "
+        "in seconds."
     )
 
     def add_arguments(self, parser):
@@ -30,7 +32,7 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0, help="training seed")
 
     def _step(self, number: int, text: str) -> None:
-        self.stdout.write(self.style.MIGRATE_HEADING(f"[{number}/4] {text}"))
+        self.stdout.write(self.style.MIGRATE_HEADING(f"[{number}/5] {text}"))
 
     def handle(self, *args, size, profile, device, seed, **options):
         from retrieval.ml.profiles import get_profile
@@ -74,6 +76,9 @@ class Command(BaseCommand):
                              verbosity=verbosity, stdout=self.stdout, stderr=self.stderr)
             else:
                 self.stdout.write(f"  index #{active.id} is active ({active.size} cases)")
+
+        self._step(5, "Demo reader study")
+        self._demo_study()
         self.stdout.write(self.style.SUCCESS(f"Demo ready in {time.monotonic() - started:.0f} s."))
 
     @staticmethod
@@ -100,3 +105,31 @@ class Command(BaseCommand):
             self.stdout.write(f"  {version}: validation accuracy {version.metrics['accuracy']:.3f}, "
                               f"macro sensitivity {version.metrics['macro_sensitivity']:.3f}")
         return versions[-1]
+
+    def _demo_study(self) -> None:
+        """An open study for the demo reader: 20 cases, a 2-minute washout so that both tasks can be
+        tried in one sitting (a real study keeps the default 24 hours)."""
+        from datetime import timedelta
+
+        from django.contrib.auth import get_user_model
+
+        from lesionsearch.roles import READER
+        from readerstudy.models import Study
+        from readerstudy.services import study_assign, study_create, study_open, study_prepare
+
+        study = Study.objects.filter(name=DEMO_STUDY).first()
+        if study is not None:
+            self.stdout.write(f"  study {study.name!r} exists ({study.get_status_display().lower()})")
+            return
+        readers = list(get_user_model().objects.filter(groups__name=READER, username="reader"))
+        study = study_create(user=None, name=DEMO_STUDY, cases_per_reader=20, washout=timedelta(minutes=2), enqueue=False,
+                             description="A demonstration of the two-task protocol: 20 images, first alone, then "
+                                         "(two minutes after you finish) rotated and with the six most similar cases.")
+        study_prepare(study_id=study.id, worker="prepare_demo")
+        study.refresh_from_db()
+        if study.status != Study.Status.DRAFT:
+            raise CommandError(f"the demo study could not be prepared: {study.message}")
+        if readers:
+            study_assign(study=study, readers=readers)
+        study_open(study=study)
+        self.stdout.write(f"  {study.message} Open for: {', '.join(r.username for r in readers) or 'nobody yet'}.")
