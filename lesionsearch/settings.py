@@ -260,6 +260,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "DiagnosisEnum": "retrieval.classes.DX_CHOICES",
         "JobStatusEnum": "retrieval.models.JobStatus",
+        "StudyStatusEnum": "readerstudy.models.Study.Status",
     },
     # Swagger UI and Redoc from the drf-spectacular-sidecar package: the docs work offline.
     "SWAGGER_UI_DIST": "SIDECAR",

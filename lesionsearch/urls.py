@@ -13,6 +13,7 @@ from retrieval.api.views import OfflineRedocView
 # other apps' API endpoints join this list. The schema covers every endpoint of the namespace.
 api_v1 = [
     path("", include("retrieval.api.urls")),
+    path("", include("readerstudy.api.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("redoc/", OfflineRedocView.as_view(url_name="schema"), name="redoc"),
