@@ -339,6 +339,28 @@ def check_task_open(assignment: Assignment, task: int, now: datetime | None = No
                              403, "washout")
 
 
+def first_unanswered(assignment: Assignment, task: int) -> int | None:
+    """The first position of the reader's ``task`` order without an answer (None: all answered)."""
+    field = "task1_position" if task == TASK_IMAGE_ONLY else "task2_position"
+    answered = set(AssignedCase.objects.filter(assignment=assignment, answers__task=task)
+                   .values_list(field, flat=True))
+    total = AssignedCase.objects.filter(assignment=assignment).count()
+    return next((p for p in range(1, total + 1) if p not in answered), None)
+
+
+def check_reachable(assignment: Assignment, task: int, position: int) -> None:
+    """Raise StudyError unless the case at ``position`` may be served or answered: an answered case
+    may be revisited, but nothing after the first unanswered one (the order is part of the protocol),
+    in any view, image or API call."""
+    total = AssignedCase.objects.filter(assignment=assignment).count()
+    if not 1 <= position <= total:
+        raise StudyError(f"Task {task} has no case {position} (it has {total}).", 404, "not_found")
+    next_position = first_unanswered(assignment, task)
+    if next_position is not None and position > next_position:
+        raise StudyError(f"Case {position} is not reached yet: the cases are read in order, and your "
+                         f"next case is {next_position}.", 403, "not_reached")
+
+
 def shown_token(assignment: Assignment, task: int, position: int) -> str:
     """A signed note of when a case was served, so the server can time the answer."""
     return signing.dumps([assignment.id, task, position, timezone.now().timestamp()], salt=SHOWN_SALT)
@@ -387,6 +409,7 @@ def answer_submit(*, assignment: Assignment, task: int, position, answer: str, c
     item = AssignedCase.objects.filter(assignment=assignment, **{field: position}).first()
     if item is None:
         raise StudyError("There is no such case in your study.", 404, "not_found")
+    check_reachable(assignment, task, position)
     rated = _checked_ratings(study, item, task, ratings)
     now = timezone.now()
     shown_at = _shown_at(token, assignment, task, position)

@@ -52,9 +52,12 @@ def _assignment(request, study_id: int) -> Assignment:
         raise Http404("You are not a reader of this study.") from None
 
 
-def _check_task(assignment: Assignment, task: int) -> None:
+def _check_task(assignment: Assignment, task: int, position: int | None = None) -> None:
+    """403/404 unless the task is open now and (given a position) that case is reached."""
     try:
         services.check_task_open(assignment, task)
+        if position is not None:
+            services.check_reachable(assignment, task, position)
     except services.StudyError as exc:
         if exc.status_code == 404:
             raise Http404(str(exc)) from None
@@ -193,7 +196,7 @@ def _image_response(path: str, rotation: int) -> HttpResponse:
 @require_GET
 def case_image(request, study_id: int, task: int, position: int):
     assignment = _assignment(request, study_id)
-    _check_task(assignment, task)
+    _check_task(assignment, task, position)
     try:
         item = selectors.reader_item(assignment, task, position)
     except AssignedCase.DoesNotExist:
@@ -206,7 +209,7 @@ def case_image(request, study_id: int, task: int, position: int):
 @require_GET
 def neighbour_image(request, study_id: int, position: int, rank: int):
     assignment = _assignment(request, study_id)
-    _check_task(assignment, TASK_WITH_NEIGHBOURS)
+    _check_task(assignment, TASK_WITH_NEIGHBOURS, position)
     try:
         neighbour = selectors.reader_neighbour(assignment, position, rank)
     except (AssignedCase.DoesNotExist, StudyNeighbour.DoesNotExist):

@@ -15,7 +15,7 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -75,16 +75,6 @@ class _ReaderView(_StudyView):
         """The task's progress; StudyError (403 washout etc., 404 no such task) unless it is open now."""
         services.check_task_open(assignment, task)
         return selectors.task_progress(assignment, task)
-
-    @staticmethod
-    def _reachable(progress: selectors.TaskProgress, position: int) -> None:
-        """As on the reading page: an answered case may be revisited, but no case after the next
-        unanswered one is served or answered (the order is part of the protocol)."""
-        if not 1 <= position <= progress.total:
-            raise NotFound(f"Task {progress.task} has no case {position} (it has {progress.total}).")
-        if progress.next_position is not None and position > progress.next_position:
-            raise PermissionDenied(f"Case {position} is not reached yet: the cases are read in order, and your "
-                                   f"next case is {progress.next_position}.", code="not_reached")
 
     def _case(self, assignment: Assignment, task: int, position: int) -> dict:
         case = selectors.reader_case(assignment, task, position)
@@ -148,7 +138,8 @@ class TaskCaseView(_ReaderView):
     )
     def get(self, request, study_id: int, task: int, position: int):
         assignment = self._assignment(study_id)
-        self._reachable(self._open_task(assignment, task), position)
+        self._open_task(assignment, task)
+        services.check_reachable(assignment, task, position)  # 404 no such case, 403 not_reached
         return Response(s.ReaderCaseSerializer(self._case(assignment, task, position)).data)
 
 
@@ -174,7 +165,6 @@ class AnswerCreateView(_ReaderView):
         answer = data.validated_data
         if answer["position"] > progress.total:
             raise ValidationError({"position": [f"Task {task} has {progress.total} cases."]})
-        self._reachable(progress, answer["position"])
         stored, created = services.answer_submit(
             assignment=assignment, task=task, position=answer["position"], answer=answer["answer"],
             confidence=answer["confidence"], ratings=answer.get("ratings"), token=answer["shown"])

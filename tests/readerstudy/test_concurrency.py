@@ -42,7 +42,7 @@ def _post_at_once(study, reader, payloads) -> list[int]:
     return sorted(statuses)
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # flush keeps the roles; see tests/browser
 def test_the_same_answer_posted_twice_at_once_stores_one_row(rows_only_study, readers):
     if connection.vendor == "sqlite" and connection.settings_dict["NAME"].startswith(("file:memorydb", ":memory:")):
         pytest.skip("threads need a database they can share")
@@ -53,11 +53,11 @@ def test_the_same_answer_posted_twice_at_once_stores_one_row(rows_only_study, re
     assert Answer.objects.filter(item__assignment__reader=readers[0]).count() == 3
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # flush keeps the roles; see tests/browser
 def test_two_different_answers_at_once_keep_exactly_one(rows_only_study, readers):
     if connection.vendor == "sqlite" and connection.settings_dict["NAME"].startswith(("file:memorydb", ":memory:")):
         pytest.skip("threads need a database they can share")
     statuses = _post_at_once(rows_only_study, readers[1], [
-        {"position": 2, "answer": "bkl", "confidence": 4}, {"position": 2, "answer": "mel", "confidence": 2}])
+        {"position": 1, "answer": "bkl", "confidence": 4}, {"position": 1, "answer": "mel", "confidence": 2}])
     assert statuses == [200, 409]
     assert Answer.objects.filter(item__assignment__reader=readers[1]).count() == 1

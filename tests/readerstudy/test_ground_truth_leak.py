@@ -55,10 +55,12 @@ def test_nothing_a_reader_receives_depends_on_the_ground_truth(client, make_stud
     study_assign(study=study, readers=readers[:1])
     study_open(study=study)
     assignment = Assignment.objects.get(study=study)
-    # Task 1 finished (Task 2 open, washout 0), one Task 2 answer given: every page kind exists.
+    # Task 1 finished (Task 2 open, washout 0), Task 2 answered but for its last case: every page
+    # kind exists and every case (and image) is reached.
     for position in range(1, 5):
         answer_submit(assignment=assignment, task=1, position=position, answer="nv", confidence=3)
-    answer_submit(assignment=assignment, task=2, position=1, answer="mel", confidence=4)
+    for position in range(1, 4):
+        answer_submit(assignment=assignment, task=2, position=position, answer="mel", confidence=4)
     reader_client = signed_in(client, readers[0])
     urls = _reader_urls(study, assignment)
     before = _fetch_all(reader_client, urls)

@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
+from readerstudy import services
 from readerstudy.models import Answer, Assignment, StudyCase
 from tests.readerstudy.conftest import signed_in
 
@@ -179,6 +180,15 @@ def test_skipping_ahead_is_not_possible(client, open_study, readers):
     url = reverse("readerstudy:task", args=[open_study.id, 1])
     page = reader_client.get(url, {"position": 4})
     assert _page_position(page) == 1
+    # Nor through an image URL or a hand-made POST: a case after the next unanswered one is refused.
+    for task, position in [(1, 2), (1, 4)]:
+        image = reader_client.get(reverse("readerstudy:case_image", args=[open_study.id, task, position]))
+        assert image.status_code == 403 and image["Content-Type"].startswith("text/html")
+    assert reader_client.get(reverse("readerstudy:case_image", args=[open_study.id, 1, 1])).status_code == 200
+    shown = services.shown_token(Assignment.objects.get(study=open_study, reader=readers[0]), 1, 1)
+    response = reader_client.post(url, {"position": 3, "answer": "nv", "confidence": 3, "shown": shown})
+    assert response.status_code == 403 and b"not reached yet" in response.content
+    assert not Answer.objects.filter(item__assignment__reader=readers[0]).exists()
 
 
 def test_relevance_mode_asks_for_every_neighbour_and_stores_ratings(client, make_study, readers):
