@@ -75,14 +75,19 @@ class LibraryCheck(models.Model):
 
 
 class ModelVersion(models.Model):
-    """A trained classifier checkpoint (3-channel, or 4-channel built from a 3-channel parent)."""
+    """A trained network checkpoint: the SE-CBIR classifiers (3-channel, or 4-channel built from a
+    3-channel parent), the metric-learning embeddings (contrastive, triplet) and the learned lesion
+    segmentation model."""
 
     class Stage(models.TextChoices):
         RGB = "3ch", "3-channel (RGB)"
         RGB_SALIENCY = "4ch", "4-channel (RGB + saliency)"
+        CONTRASTIVE = "contrastive", "siamese embedding (contrastive loss)"
+        TRIPLET = "triplet", "triplet-loss embedding"
+        SEGMENTATION = "segmentation", "lesion segmentation"
 
     config = models.CharField(max_length=64, help_text="model configuration name, e.g. secbir-lite0")
-    stage = models.CharField(max_length=4, choices=Stage.choices)
+    stage = models.CharField(max_length=16, choices=Stage.choices)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children",
                                help_text="the 3-channel model a 4-channel model was widened from")
     collection = models.CharField(max_length=64, help_text="the case collection it was trained on")
@@ -99,7 +104,8 @@ class ModelVersion(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(stage="3ch", parent__isnull=True) | models.Q(stage="4ch", parent__isnull=False),
+                condition=(models.Q(stage="3ch", parent__isnull=True) | models.Q(stage="4ch", parent__isnull=False)
+                           | models.Q(stage__in=["contrastive", "triplet", "segmentation"])),
                 name="modelversion_4ch_has_parent",
             ),
         ]
@@ -138,6 +144,23 @@ class IndexVersion(models.Model):
     dimension = models.PositiveIntegerField(default=0)
     calibration = models.JSONField(default=dict, blank=True,
                                    help_text="best-similarity distribution of validation images (OOD threshold)")
+    methods = models.JSONField(default=list, blank=True,
+                               help_text="retrieval methods this index serves (secbir always; the others when "
+                                         "their descriptors were computed)")
+    contrastive_model = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT,
+                                          related_name="contrastive_indexes",
+                                          limit_choices_to={"stage": "contrastive"},
+                                          help_text="siamese embedding indexed with this version (method contrastive)")
+    triplet_model = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT,
+                                      related_name="triplet_indexes", limit_choices_to={"stage": "triplet"},
+                                      help_text="triplet-loss embedding indexed with this version (method triplet)")
+    segmentation_model = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT,
+                                           related_name="segmentation_indexes",
+                                           limit_choices_to={"stage": "segmentation"},
+                                           help_text="learned lesion masks for Dice (empty: the classical method)")
+    descriptors = models.JSONField(default=dict, blank=True,
+                                   help_text="how the other methods' descriptors were made (style stages and "
+                                             "projection, segmentation method and its Dice)")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -175,6 +198,8 @@ class Query(models.Model):
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     k = models.PositiveSmallIntegerField(default=6)
+    method = models.CharField(max_length=16, default="secbir",
+                              help_text="similarity measure (retrieval.methods); SE-CBIR by default")
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING, db_index=True)
     error = models.TextField(blank=True)
     index_version = models.ForeignKey(IndexVersion, null=True, blank=True, on_delete=models.PROTECT,
@@ -209,6 +234,10 @@ class QueryNeighbour(models.Model):
     case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="+")
     similarity = models.FloatField()
     saliency = models.CharField(max_length=255, blank=True, help_text="overlay image under MEDIA_ROOT")
+    evidence_query = models.CharField(max_length=255, blank=True,
+                                      help_text="query activation map of this query-result pair (overlay)")
+    evidence_case = models.CharField(max_length=255, blank=True,
+                                     help_text="result activation map of this query-result pair (overlay)")
 
     class Meta:
         ordering = ["query", "rank"]
