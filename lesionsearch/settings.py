@@ -164,6 +164,11 @@ SEARCH_FAISS_MIN_VECTORS = env_int("SEARCH_FAISS_MIN_VECTORS", 100_000, minimum=
 #: approaches the task time limit, queries queued meanwhile are served between chunks, and a
 #: killed worker loses at most one chunk.
 INDEX_CHUNK_SIZE = env_int("INDEX_CHUNK_SIZE", 64, minimum=1)
+#: Style vectors (multi-stage Gram matrices) are stored projected on this many principal
+#: directions fitted on the library at index time (retrieval.ml.measures.StyleProjection).
+STYLE_COMPONENTS = env_int("STYLE_COMPONENTS", 256, minimum=8)
+#: Query-result activation map pairs (paper 004) for every neighbour of every query.
+QUERY_EVIDENCE_MAPS = env_bool("QUERY_EVIDENCE_MAPS", True)
 
 # --- Celery -------------------------------------------------------------------------------
 # Two queues: "inference" for model work (GPU/CPU inference, index builds, training), run by
@@ -261,6 +266,7 @@ SPECTACULAR_SETTINGS = {
         "DiagnosisEnum": "retrieval.classes.DX_CHOICES",
         "JobStatusEnum": "retrieval.models.JobStatus",
         "StudyStatusEnum": "readerstudy.models.Study.Status",
+        "RetrievalMethodEnum": "retrieval.methods.METHOD_CHOICES",
     },
     # Swagger UI and Redoc from the drf-spectacular-sidecar package: the docs work offline.
     "SWAGGER_UI_DIST": "SIDECAR",

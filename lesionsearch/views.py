@@ -36,7 +36,7 @@ def healthz(request):
     return JsonResponse({"status": "ok" if healthy else "unavailable", **checks}, status=200 if healthy else 503)
 
 
-#: Media folders whose files belong to one user's query (uploads and their saliency overlays).
+#: Media folders whose files belong to one user's query (uploads, saliency overlays, evidence maps).
 PRIVATE_QUERY_PREFIXES = ("queries/",)
 
 
@@ -55,7 +55,8 @@ def _query_file_owner(name: str) -> int | None:
     """The id of the user whose query stored this file, or None when no query holds it."""
     from retrieval.models import Query
 
-    return (Query.objects.filter(Q(image=name) | Q(saliency=name))
+    return (Query.objects.filter(Q(image=name) | Q(saliency=name) | Q(neighbours__evidence_query=name)
+                                 | Q(neighbours__evidence_case=name))
             .values_list("user_id", flat=True).first())
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +16,15 @@ from django.conf import settings
 
 from retrieval.models import IndexVersion, ModelVersion
 
-FEATURES_FILE = "features.npy"
+FEATURES_FILE = "features.npy"  # the SE-CBIR vectors (descriptor "secbir")
 CASE_IDS_FILE = "case_ids.npy"
 SALIENCY_FILE = "saliency.npy"
 BACKEND_DIR = "backend"
+STYLE_PROJECTION_FILE = "style_projection.npz"
 
 _lock = threading.Lock()
 _encoders: OrderedDict[int, object] = OrderedDict()
+_descriptor_encoders: OrderedDict[int, object] = OrderedDict()
 _indexes: OrderedDict[int, LoadedIndex] = OrderedDict()
 _KEEP = 2  # an old and a new version side by side while an index is swapped
 
@@ -50,6 +52,64 @@ def index_path(index: IndexVersion) -> Path:
     return Path(settings.MEDIA_ROOT) / index.directory
 
 
+def descriptor_file(name: str) -> str:
+    from retrieval.methods import SECBIR
+
+    return FEATURES_FILE if name == SECBIR else f"{name}.npy"
+
+
+def index_descriptors(index: IndexVersion) -> set[str]:
+    """The descriptors an index stores: those its methods need (SE-CBIR's always)."""
+    from retrieval.methods import METHODS, SECBIR
+
+    return {SECBIR} | {d for name in (index.methods or []) if name in METHODS for d in METHODS[name].needs}
+
+
+def load_rgb(path: str) -> np.ndarray:
+    """An image file as an RGB uint8 array (as stored: library images and queries are upright)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def descriptor_encoder_for(index: IndexVersion, *, with_style_projection: bool = True):
+    """The networks of an index (SE-CBIR pair, style extractor and projection, segmenter,
+    embeddings) as one :class:`retrieval.ml.descriptors.DescriptorEncoder` (cached per index)."""
+    from retrieval import methods as m
+    from retrieval.ml.descriptors import DescriptorEncoder
+
+    key = index.id if with_style_projection else -index.id
+    with _lock:
+        cached = _descriptor_encoders.get(key)
+        if cached is not None:
+            return cached
+    encoder = encoder_for(index.model_version)
+    needs = index_descriptors(index)
+    options = {}
+    if m.STYLE in needs:
+        from retrieval.ml.measures import StyleExtractor, StyleProjection
+
+        options["style_extractor"] = StyleExtractor(encoder.model3)
+        if with_style_projection:
+            with np.load(index_path(index) / STYLE_PROJECTION_FILE) as arrays:
+                options["style_projection"] = StyleProjection.from_arrays(dict(arrays))
+    if m.MASK in needs:
+        from retrieval.ml.segmentation import Segmenter
+
+        options["segmenter"] = Segmenter.classical()
+    embeddings = {}
+    for name, model in ((m.CONTRASTIVE, index.contrastive_model), (m.TRIPLET, index.triplet_model)):
+        if name in needs and model is not None:
+            from retrieval.ml.metric import load_embedding
+
+            embeddings[name] = load_embedding(model.checkpoint.path, device=encoder.device)
+    loaded = DescriptorEncoder(encoder, embeddings=embeddings, **options)
+    with _lock:
+        _remember(_descriptor_encoders, key, loaded)
+    return loaded
+
+
 @dataclass
 class LoadedIndex:
     index_id: int
@@ -57,11 +117,25 @@ class LoadedIndex:
     features: np.ndarray  # (N, D) float32 unit rows
     saliency: np.ndarray  # (N, S, S) uint8, memory-mapped
     backend: object  # retrieval.ml.index search backend
+    directory: str = ""
+    descriptors: dict = field(default_factory=dict)  # other methods' descriptors, loaded on first use
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(case ids (n, k), cosine similarities (n, k)), best first."""
         rows, scores = self.backend.search(queries, min(k, len(self.case_ids)))
         return self.case_ids[rows], scores
+
+    def descriptor(self, name: str) -> np.ndarray:
+        """The library rows of one descriptor (memory-mapped; the SE-CBIR vectors are in memory)."""
+        from retrieval.methods import SECBIR
+
+        if name == SECBIR:
+            return self.features
+        array = self.descriptors.get(name)
+        if array is None:
+            array = np.load(Path(settings.MEDIA_ROOT) / self.directory / descriptor_file(name), mmap_mode="r")
+            self.descriptors[name] = array
+        return array
 
     def row_of(self, case_id: int) -> int:
         rows = np.flatnonzero(self.case_ids == case_id)
@@ -84,7 +158,7 @@ def loaded_index(index: IndexVersion) -> LoadedIndex:
             backend = load_backend(folder / BACKEND_DIR, features, kind=settings.SEARCH_BACKEND,
                                    faiss_min_vectors=settings.SEARCH_FAISS_MIN_VECTORS)
             loaded = LoadedIndex(index.id, np.load(folder / CASE_IDS_FILE), features,
-                                 np.load(folder / SALIENCY_FILE, mmap_mode="r"), backend)
+                                 np.load(folder / SALIENCY_FILE, mmap_mode="r"), backend, index.directory)
             _remember(_indexes, index.id, loaded)
         return loaded
 
@@ -93,4 +167,5 @@ def forget() -> None:
     """Drop every cached encoder and index (tests; a worker never needs it)."""
     with _lock:
         _encoders.clear()
+        _descriptor_encoders.clear()
         _indexes.clear()

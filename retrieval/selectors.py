@@ -113,6 +113,9 @@ def query_payload(query: Query, *, url: Callable[[str], str] = lambda path: path
                 "rank": row.rank, "case_id": case.id, "image_id": case.image_id, "diagnosis": case.dx,
                 "diagnosis_label": BY_CODE[case.dx].label, "similarity": round(row.similarity, 4),
                 "image_url": url(_media(case.image.name)), "saliency_url": url(_media(row.saliency)) if row.saliency else None,
+                "evidence": ({"query_map_url": url(_media(row.evidence_query)),
+                              "case_map_url": url(_media(row.evidence_case))}
+                             if row.evidence_query and row.evidence_case else None),
                 "metadata": case_metadata(case),
             })
     return {
@@ -121,6 +124,8 @@ def query_payload(query: Query, *, url: Callable[[str], str] = lambda path: path
         "error": query.error or None,
         "created": query.created_at.isoformat(),
         "k": query.k,
+        "method": query.method,
+        "method_label": _method_label(query.method),
         "model_version": index.model_version_id if index else None,
         "index_version": index.id if index else None,
         "query_image_url": url(_media(query.image.name)),
@@ -129,6 +134,22 @@ def query_payload(query: Query, *, url: Callable[[str], str] = lambda path: path
         "warning": query.warning or None,
         "neighbours": neighbours,
     }
+
+
+def _method_label(name: str) -> str:
+    from retrieval.methods import METHODS
+
+    return METHODS[name].label if name in METHODS else name
+
+
+def retrieval_methods() -> list[dict]:
+    """Every retrieval method, whether the index that serves queries now offers it, and the default."""
+    from retrieval.methods import DEFAULT_METHOD, METHODS
+    from retrieval.services.queries import index_for_queries, index_methods
+
+    served = set(index_methods(index_for_queries()))
+    return [{"name": m.name, "label": m.label, "description": m.description, "source": m.source,
+             "available": m.name in served, "default": m.name == DEFAULT_METHOD} for m in METHODS.values()]
 
 
 # --- Index --------------------------------------------------------------------------------
@@ -142,7 +163,14 @@ def _index_summary(index: IndexVersion) -> dict:
         "finished": index.finished_at.isoformat() if index.finished_at else None,
         "activated": index.activated_at.isoformat() if index.activated_at else None,
         "ood_threshold": (index.calibration or {}).get("threshold"),
+        "methods": _served(index),
     }
+
+
+def _served(index: IndexVersion) -> list[str]:
+    from retrieval.services.queries import index_methods
+
+    return index_methods(index)
 
 
 def index_status(*, collection: str | None = None) -> dict:

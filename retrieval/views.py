@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from lesionsearch.roles import CLINICIAN, has_role
 from retrieval import selectors
 from retrieval.classes import BY_CODE, CLASSES
+from retrieval.methods import DEFAULT_METHOD
 from retrieval.models import Query
 from retrieval.services import queries as query_services
 
@@ -81,6 +82,7 @@ class QueryUploadForm(forms.Form):
     k = forms.IntegerField(required=False, error_messages={
         "invalid": f"The number of similar cases must be a whole number from 1 to {settings.QUERY_MAX_K}.",
     })
+    method = forms.CharField(required=False, max_length=16)
 
 
 @clinician_required
@@ -97,7 +99,8 @@ def search(request):
             limit = settings.QUERY_MAX_UPLOAD_MB * 1024 * 1024
             try:
                 query = query_services.query_submit(user=request.user, image_data=upload.read(limit + 1),
-                                                    filename=upload.name, k=form.cleaned_data["k"])
+                                                    filename=upload.name, k=form.cleaned_data["k"],
+                                                    method=form.cleaned_data["method"] or None)
             except query_services.QueryRejected as exc:
                 error, status = str(exc), exc.status_code
             else:
@@ -108,6 +111,8 @@ def search(request):
     return render(request, "retrieval/search.html", {
         "error": error,
         "k_value": request.POST.get("k") or settings.QUERY_DEFAULT_K,
+        "methods": selectors.retrieval_methods(),
+        "method_value": request.POST.get("method") or DEFAULT_METHOD,
         "page": page,
         "history": [_history_row(query) for query in page.object_list],
         "index": selectors.index_status(),
@@ -116,6 +121,13 @@ def search(request):
         "max_k": settings.QUERY_MAX_K,
         "api_queries_url": reverse("v1:query-list"),
     }, status=status)
+
+
+@login_required
+@require_GET
+def methods(request):
+    """What each similarity measure compares, where it comes from, and whether it is offered now."""
+    return render(request, "retrieval/methods.html", {"methods": selectors.retrieval_methods()})
 
 
 @clinician_required

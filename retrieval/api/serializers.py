@@ -12,6 +12,7 @@ from rest_framework.reverse import reverse
 
 from retrieval import selectors
 from retrieval.classes import DX_CHOICES, SPLIT_CHOICES
+from retrieval.methods import DEFAULT_METHOD, METHOD_CHOICES
 from retrieval.models import Case, IndexVersion, ModelVersion, Query
 
 #: Longest long-poll a client may ask for with ``?wait=``; longer asks are rejected (400).
@@ -27,6 +28,11 @@ class QueryCreateInputSerializer(serializers.Serializer):
     k = serializers.IntegerField(
         required=False, min_value=1, max_value=settings.QUERY_MAX_K,
         help_text=f"how many similar cases to return (default {settings.QUERY_DEFAULT_K})",
+    )
+    method = serializers.ChoiceField(
+        choices=METHOD_CHOICES, required=False,
+        help_text=f"similarity measure (default {DEFAULT_METHOD}); GET /api/v1/methods/ lists them and which the "
+                  "current index serves (409 when it does not serve the one asked for)",
     )
 
 
@@ -68,15 +74,32 @@ class NeighbourMetadataSerializer(serializers.Serializer):
     lesion_id = serializers.CharField()
 
 
+class EvidenceSerializer(serializers.Serializer):
+    query_map_url = serializers.URLField(help_text="overlay on the query: regions that drive its distance to this case")
+    case_map_url = serializers.URLField(help_text="overlay on the case: regions that drive its distance to the query")
+
+
+class MethodSerializer(serializers.Serializer):
+    name = serializers.ChoiceField(choices=METHOD_CHOICES)
+    label = serializers.CharField()
+    description = serializers.CharField()
+    source = serializers.CharField(help_text="where the method comes from (the thesis or a source paper)")
+    available = serializers.BooleanField(help_text="whether the index that serves queries now offers it")
+    default = serializers.BooleanField()
+
+
 class NeighbourSerializer(serializers.Serializer):
     rank = serializers.IntegerField(help_text="1 = most similar")
     case_id = serializers.IntegerField()
     image_id = serializers.CharField()
     diagnosis = serializers.ChoiceField(choices=DX_CHOICES)
     diagnosis_label = serializers.CharField()
-    similarity = serializers.FloatField(help_text="cosine similarity of the retrieval features")
+    similarity = serializers.FloatField(help_text="the method's similarity score (higher = more similar): cosine "
+                                                  "for secbir/cnn3/contrastive/triplet, in [0, 1] for the others")
     image_url = serializers.URLField()
     saliency_url = serializers.URLField(allow_null=True, help_text="the case's saliency overlay")
+    evidence = EvidenceSerializer(allow_null=True, help_text="query-result activation map pair (paper 004); null when "
+                                                             "not computed")
     metadata = NeighbourMetadataSerializer()
 
 
@@ -97,6 +120,8 @@ class QueryResultSerializer(serializers.Serializer):
     error = serializers.CharField(allow_null=True, help_text="why the query failed; null unless failed")
     created = serializers.DateTimeField()
     k = serializers.IntegerField(help_text="how many similar cases were asked for")
+    method = serializers.ChoiceField(choices=METHOD_CHOICES, help_text="the similarity measure used")
+    method_label = serializers.CharField()
     model_version = serializers.IntegerField(allow_null=True)
     index_version = serializers.IntegerField(allow_null=True)
     query_image_url = serializers.URLField()
@@ -153,6 +178,8 @@ class IndexSummarySerializer(serializers.Serializer):
     ood_threshold = serializers.FloatField(
         allow_null=True, help_text="queries whose best similarity is below this get a warning (unlike the library)"
     )
+    methods = serializers.ListField(child=serializers.ChoiceField(choices=METHOD_CHOICES),
+                                    help_text="the retrieval methods this index serves")
 
 
 class IndexStatusSerializer(serializers.Serializer):

@@ -8,6 +8,7 @@ from retrieval.api import views
 urlpatterns = [
     path("queries/", views.QueryListCreateView.as_view(), name="query-list"),
     path("queries/<int:query_id>/", views.QueryDetailView.as_view(), name="query-detail"),
+    path("methods/", views.MethodListView.as_view(), name="method-list"),
     path("cases/", views.CaseListView.as_view(), name="case-list"),
     path("cases/<int:case_id>/", views.CaseDetailView.as_view(), name="case-detail"),
     path("index/", views.IndexStatusView.as_view(), name="index-status"),

@@ -82,7 +82,7 @@ class QueryListCreateView(_QueryView):
         description="Stores the image and queues the search; answers at once with 202 and the query's URL. "
                     "Read the result there (`?wait=` long-polls).",
         request={"multipart/form-data": s.QueryCreateInputSerializer},
-        responses={202: s.QueryCreatedSerializer, **errors(400, 413, 429, 503)},
+        responses={202: s.QueryCreatedSerializer, **errors(400, 409, 413, 429, 503)},
     )
     def post(self, request):
         limit = settings.QUERY_MAX_UPLOAD_MB * 1024 * 1024
@@ -93,7 +93,7 @@ class QueryListCreateView(_QueryView):
         data.is_valid(raise_exception=True)
         upload = data.validated_data["image"]
         query = query_submit(user=request.user, image_data=upload.read(), filename=upload.name or "",
-                             k=data.validated_data.get("k"))
+                             k=data.validated_data.get("k"), method=data.validated_data.get("method"))
         url = reverse("query-detail", kwargs={"query_id": query.pk}, request=request)
         body = s.QueryCreatedSerializer({"id": query.pk, "status": query.status, "url": url}).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": url})
@@ -119,6 +119,17 @@ class QueryDetailView(_QueryView):
     def delete(self, request, query_id: int):
         query_delete(query=self._own_query(query_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MethodListView(GenericAPIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(operation_id="methods_list", summary="The similarity measures a query can use",
+                   description="Every retrieval method with whether the index that serves queries now offers it; "
+                               "pass its `name` as `method` when submitting a query.",
+                   responses={200: s.MethodSerializer(many=True), **errors()})
+    def get(self, request):
+        return Response(s.MethodSerializer(selectors.retrieval_methods(), many=True).data)
 
 
 class CaseListView(GenericAPIView):

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from retrieval import runtime
 from retrieval.classes import CODES, TEST, VAL
+from retrieval import methods as m
 from retrieval.models import Case, IndexVersion, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ PLAN_FILE = "plan.npy"
 #: validation images (encoded exactly like queries, their own lesion excluded) get.
 OOD_QUANTILE = 0.01
 CALIBRATION_SAMPLE = 300
+#: Library cases whose raw style vectors fit the index's style projection (spread over the plan).
+STYLE_FIT_SAMPLE = 512
 
 
 class IndexBuildError(Exception):
@@ -47,13 +50,30 @@ def _latest_model(collection: str) -> ModelVersion | None:
             .select_related("parent").order_by("-created_at", "-id").first())
 
 
+def _newest(stage: str, collection: str) -> ModelVersion | None:
+    return ModelVersion.objects.filter(stage=stage, collection=collection).order_by("-created_at", "-id").first()
+
+
+def _checked_model(model: ModelVersion | None, stage: str, what: str) -> ModelVersion | None:
+    if model is not None and model.stage != stage:
+        raise ValueError(f"{model} is not a {what} model (stage {model.stage})")
+    return model
+
+
 def index_build_request(*, user=None, model_version: ModelVersion | None = None, collection: str | None = None,
-                        incremental: bool = False) -> IndexVersion:
+                        incremental: bool = False, extra_methods: bool = True,
+                        contrastive_model: ModelVersion | None = None,
+                        triplet_model: ModelVersion | None = None) -> IndexVersion:
     """Create a pending build (or return the one already under way) and enqueue it on commit.
 
     ``model_version`` defaults to the newest 4-channel model of ``collection``; ``collection``
     to the model's (or the library's only one). ``incremental`` reuses the vectors of the active
-    index of the same model and encodes only cases it does not hold yet.
+    index of the same model and encodes only cases it does not hold yet (and its methods).
+
+    With ``extra_methods`` (default) the index also serves the other retrieval methods
+    (:mod:`retrieval.methods`): 3-channel features, style vectors and lesion masks (classical
+    segmentation) for every case, and the contrastive and triplet embeddings of the given models
+    (default: the collection's newest, when trained).
     """
     from retrieval.selectors import default_collection
 
@@ -73,6 +93,20 @@ def index_build_request(*, user=None, model_version: ModelVersion | None = None,
         if base is None:
             raise ValueError(f"there is no active index of {model_version} for {collection!r} to extend; "
                              "run a full build")
+    contrastive_model = _checked_model(contrastive_model, ModelVersion.Stage.CONTRASTIVE, "contrastive")
+    triplet_model = _checked_model(triplet_model, ModelVersion.Stage.TRIPLET, "triplet")
+    if base is not None:  # an extension keeps its base's methods, so old and new rows compare
+        methods = list(base.methods or [m.SECBIR])
+        contrastive_model, triplet_model = base.contrastive_model, base.triplet_model
+    elif extra_methods:
+        contrastive_model = contrastive_model or _newest(ModelVersion.Stage.CONTRASTIVE, collection)
+        triplet_model = triplet_model or _newest(ModelVersion.Stage.TRIPLET, collection)
+        descriptors = {m.SECBIR, m.CNN3, m.STYLE, m.MASK}
+        descriptors |= {m.CONTRASTIVE} if contrastive_model else set()
+        descriptors |= {m.TRIPLET} if triplet_model else set()
+        methods = [name for name, method in m.METHODS.items() if set(method.needs) <= descriptors]
+    else:
+        methods, contrastive_model, triplet_model = [m.SECBIR], None, None
     with transaction.atomic():
         under_way = (IndexVersion.objects.select_for_update()
                      .filter(collection=collection, model_version=model_version, status__in=[Status.PENDING,
@@ -81,6 +115,8 @@ def index_build_request(*, user=None, model_version: ModelVersion | None = None,
         if under_way is not None:
             return under_way
         index = IndexVersion.objects.create(model_version=model_version, collection=collection, base=base,
+                                            methods=methods, contrastive_model=contrastive_model,
+                                            triplet_model=triplet_model,
                                             requested_by=user if user and user.is_authenticated else None)
         index.directory = f"indexes/{index.id}"
         index.save(update_fields=["directory"])
@@ -165,9 +201,47 @@ def _plan(index: IndexVersion, folder: Path) -> np.ndarray:
     if not len(ids) and not index.base_id:
         raise IndexBuildError(f"collection {index.collection!r} has no library cases to index")
     folder.mkdir(parents=True, exist_ok=True)
+    if m.STYLE in runtime.index_descriptors(index):
+        _style_projection(index, folder, ids)
     _save_atomic(path, ids)
     IndexVersion.objects.filter(id=index.id).update(total=len(ids))
     return ids
+
+
+def _style_projection(index: IndexVersion, folder: Path, ids: np.ndarray) -> None:
+    """Fix the style projection before any chunk is encoded (an extension reuses its base's, so
+    that old and new rows are comparable). Written once; a resumed plan step finds it."""
+    target = folder / runtime.STYLE_PROJECTION_FILE
+    if target.exists():
+        return
+    if index.base_id:
+        shutil.copyfile(runtime.index_path(index.base) / runtime.STYLE_PROJECTION_FILE, target)
+        return
+    from retrieval.ml.measures import StyleProjection
+
+    encoder = runtime.descriptor_encoder_for(index, with_style_projection=False)
+    sample = ids[np.unique(np.linspace(0, len(ids) - 1, min(STYLE_FIT_SAMPLE, len(ids))).round().astype(int))]
+    cases = Case.objects.in_bulk(sample.tolist())
+    raw = []
+    for start in range(0, len(sample), 32):
+        images = []
+        for case_id in sample[start:start + 32].tolist():
+            try:
+                images.append(runtime.load_rgb(cases[case_id].image.path))
+            except (KeyError, OSError, ValueError):
+                continue  # unreadable or deleted: the chunk that holds it will skip it
+        if images:
+            raw.append(encoder.raw_style(images))
+    if not raw:
+        raise IndexBuildError("no library image could be read to fit the style projection")
+    projection = StyleProjection.fit(np.concatenate(raw), components=settings.STYLE_COMPONENTS)
+    _save_atomic(target, **projection.to_arrays())
+    IndexVersion.objects.filter(id=index.id).update(descriptors={
+        **(index.descriptors or {}),
+        "style": {"components": int(projection.components), "explained": round(float(projection.explained), 4),
+                  "fit_sample": int(sum(len(r) for r in raw)),
+                  "stages": encoder.style_extractor.describe()},
+    })
 
 
 def _save_atomic(path: Path, array: np.ndarray | None = None, **arrays) -> None:
@@ -195,10 +269,10 @@ def _run_chunk(index: IndexVersion) -> bool:
         return True
     number = todo[0]
     ids = plan[number * size:(number + 1) * size]
-    features, saliency, kept, skipped = _encode_cases(index.model_version, [int(i) for i in ids])
+    descriptors, saliency, kept, skipped = _encode_cases(index, [int(i) for i in ids])
     _render_overlays(index, kept, saliency)
-    _save_atomic(_chunk_path(folder, number), features=features, saliency=saliency, case_ids=kept,
-                 skipped=np.array(skipped, dtype=np.int64))
+    _save_atomic(_chunk_path(folder, number), saliency=saliency, case_ids=kept,
+                 skipped=np.array(skipped, dtype=np.int64), **descriptors)
     done = min(len(plan), (chunks - len(todo) + 1) * size)
     IndexVersion.objects.filter(id=index.id).update(done=done, heartbeat_at=timezone.now())
     return len(todo) == 1
@@ -225,14 +299,15 @@ def _render_overlays(index: IndexVersion, case_ids: np.ndarray, saliency: np.nda
                 default_storage.delete(saved)
 
 
-def _encode_cases(model4: ModelVersion, ids: list[int]):
-    """Features (n, D), uint8 saliency (n, S, S) and ids of the cases that could be read; skipped ids."""
+def _encode_cases(index: IndexVersion, ids: list[int]):
+    """Descriptors {name: (n, ...)} (``secbir`` = the 4-channel features), uint8 saliency
+    (n, S, S) and ids of the cases that could be read; skipped ids."""
     from retrieval.ml.overlay import to_uint8
     from retrieval.ml.saliency import saliency_batch_size
-    from retrieval.ml.train import load_resized
 
-    encoder = runtime.encoder_for(model4)
-    size = encoder.config.input_size
+    encoder = runtime.descriptor_encoder_for(index)
+    needs = runtime.index_descriptors(index)
+    size = encoder.size
     cases = Case.objects.in_bulk(ids)
     images, labels, kept, skipped = [], [], [], []
     for case_id in ids:
@@ -241,7 +316,7 @@ def _encode_cases(model4: ModelVersion, ids: list[int]):
             skipped.append(case_id)
             continue
         try:
-            images.append(load_resized(case.image.path, size))
+            images.append(runtime.load_rgb(case.image.path))
         except (OSError, ValueError) as exc:
             logger.warning("index: case %s (%s) skipped, image unreadable: %s", case_id, case.image_id, exc)
             skipped.append(case_id)
@@ -249,42 +324,53 @@ def _encode_cases(model4: ModelVersion, ids: list[int]):
         labels.append(CODES.index(case.dx))
         kept.append(case_id)
     if not images:
-        return (np.zeros((0, encoder.config.feature_dim), np.float32), np.zeros((0, size, size), np.uint8),
-                np.array(kept, np.int64), skipped)
-    batch = saliency_batch_size(encoder.config.saliency_mb_per_image, encoder.device)
-    features, saliency = [], []
+        return ({m.SECBIR: np.zeros((0, encoder.encoder.config.feature_dim), np.float32)},
+                np.zeros((0, size, size), np.uint8), np.array(kept, np.int64), skipped)
+    batch = saliency_batch_size(encoder.encoder.config.saliency_mb_per_image, encoder.device)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in needs}
+    saliency = []
     for start in range(0, len(images), batch):
-        encoded = encoder.encode(np.stack(images[start:start + batch]), np.array(labels[start:start + batch]))
-        features.append(encoded.features)
-        saliency.append(to_uint8(encoded.saliency))
-    return np.concatenate(features), np.concatenate(saliency), np.array(kept, np.int64), skipped
+        encoded = encoder.encode(images[start:start + batch], np.array(labels[start:start + batch]), needs=needs)
+        for name in needs:
+            parts[name].append(encoded.descriptors[name])
+        saliency.append(to_uint8(encoded.secbir.saliency))
+    return ({name: np.concatenate(rows) for name, rows in parts.items()}, np.concatenate(saliency),
+            np.array(kept, np.int64), skipped)
 
 
-def _assemble(index: IndexVersion, folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    parts = [np.load(path) for path in sorted(folder.glob("chunk-*.npz"))]
-    features = [p["features"] for p in parts if len(p["case_ids"])]
-    saliency = [p["saliency"] for p in parts if len(p["case_ids"])]
-    case_ids = [p["case_ids"] for p in parts if len(p["case_ids"])]
-    skipped = [int(i) for p in parts for i in p["skipped"]]
+def _assemble(index: IndexVersion, folder: Path) -> tuple[dict, np.ndarray, np.ndarray, list[int]]:
+    """Every chunk (and the base's rows that still exist) concatenated: descriptors, saliency,
+    case ids, skipped ids."""
+    names = runtime.index_descriptors(index)
+    parts = [p for p in (np.load(path) for path in sorted(folder.glob("chunk-*.npz"))) if len(p["case_ids"])]
+    skipped = [int(i) for path in sorted(folder.glob("chunk-*.npz")) for i in np.load(path)["skipped"]]
+    # (chunks written before the methods existed hold the SE-CBIR vectors as "features")
+    descriptors = {name: [p[name] if name in p else p["features"] for p in parts] for name in names}
+    saliency = [p["saliency"] for p in parts]
+    case_ids = [p["case_ids"] for p in parts]
     if index.base_id:
         base = runtime.index_path(index.base)
         base_ids = np.load(base / runtime.CASE_IDS_FILE)
         alive = np.isin(base_ids, np.array(list(Case.objects.filter(id__in=base_ids.tolist())
                                                 .values_list("id", flat=True)), dtype=np.int64))
-        features.insert(0, np.load(base / runtime.FEATURES_FILE)[alive])
+        for name in names:
+            descriptors[name].insert(0, np.load(base / runtime.descriptor_file(name), mmap_mode="r")[alive])
         saliency.insert(0, np.load(base / runtime.SALIENCY_FILE, mmap_mode="r")[alive])
         case_ids.insert(0, base_ids[alive])
     if not case_ids:
         raise IndexBuildError("no library image could be read; see the worker log")
-    return np.concatenate(features), np.concatenate(saliency), np.concatenate(case_ids), skipped
+    return ({name: np.concatenate(rows) for name, rows in descriptors.items()}, np.concatenate(saliency),
+            np.concatenate(case_ids), skipped)
 
 
 def _finish(index: IndexVersion) -> None:
     from retrieval.ml.index import build_backend
 
     folder = runtime.index_path(index)
-    features, saliency, case_ids, skipped = _assemble(index, folder)
-    _save_atomic(folder / runtime.FEATURES_FILE, features)
+    descriptors, saliency, case_ids, skipped = _assemble(index, folder)
+    features = descriptors[m.SECBIR]
+    for name, rows in descriptors.items():
+        _save_atomic(folder / runtime.descriptor_file(name), rows)
     _save_atomic(folder / runtime.SALIENCY_FILE, saliency)
     _save_atomic(folder / runtime.CASE_IDS_FILE, case_ids)
     backend = build_backend(features, settings.SEARCH_BACKEND, faiss_min_vectors=settings.SEARCH_FAISS_MIN_VECTORS)

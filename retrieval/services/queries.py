@@ -55,6 +55,14 @@ class QueryRejected(ValueError):
         self.status_code = status_code
 
 
+def index_methods(index: IndexVersion | None) -> list[str]:
+    """The retrieval methods an index serves, in the registry's order (SE-CBIR always)."""
+    from retrieval.methods import METHODS, SECBIR
+
+    served = {SECBIR, *(index.methods or [])} if index is not None else set()
+    return [name for name in METHODS if name in served]
+
+
 def index_for_queries() -> IndexVersion | None:
     """The active index queries go to: the configured collection's, else the most recently activated."""
     active = IndexVersion.objects.filter(active=True).select_related("model_version__parent")
@@ -81,8 +89,17 @@ def _normalised_upload(data: bytes, fmt: str) -> tuple[bytes, str, int, int]:
         return buffer.getvalue(), "png", upright.width, upright.height
 
 
-def query_submit(*, user, image_data: bytes, filename: str = "", k: int | None = None) -> Query:
-    """Store an uploaded image as a PENDING query and enqueue it once committed."""
+def query_submit(*, user, image_data: bytes, filename: str = "", k: int | None = None,
+                 method: str | None = None) -> Query:
+    """Store an uploaded image as a PENDING query and enqueue it once committed.
+
+    ``method`` is a retrieval method name (:mod:`retrieval.methods`; default SE-CBIR) that the
+    active index serves."""
+    from retrieval.methods import DEFAULT_METHOD, METHODS
+
+    method = DEFAULT_METHOD if method in (None, "") else method
+    if method not in METHODS:
+        raise QueryRejected(f"Unknown similarity method {method!r}. Choose one of: {', '.join(METHODS)}.")
     k = settings.QUERY_DEFAULT_K if k is None else k
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= settings.QUERY_MAX_K:
         raise QueryRejected(f"The number of similar cases must be a whole number from 1 to {settings.QUERY_MAX_K}.")
@@ -97,12 +114,17 @@ def query_submit(*, user, image_data: bytes, filename: str = "", k: int | None =
     if index is None:
         raise QueryRejected("No case library index is ready yet, so similar cases cannot be searched. "
                             "Please try again later or ask an administrator to build the index.", 503)
+    if method not in index_methods(index):
+        raise QueryRejected(f"The similarity method {METHODS[method].label!r} is not available in the current case "
+                            f"library index (available: {', '.join(index_methods(index))}). An administrator can "
+                            "rebuild the index with it.", 409)
     stored, extension, width, height = _normalised_upload(image_data, info.format)
     name = default_storage.save(f"queries/{user.id}/{uuid.uuid4().hex}.{extension}", ContentFile(stored))
     try:
         with transaction.atomic():
             query = Query.objects.create(user=user, image=name, original_name=(filename or "")[:255],
-                                         sha256=info.sha256, width=width, height=height, k=k, index_version=index)
+                                         sha256=info.sha256, width=width, height=height, k=k, index_version=index,
+                                         method=method)
             transaction.on_commit(lambda: _enqueue(query.id))
     except BaseException:
         default_storage.delete(name)
@@ -168,48 +190,95 @@ def _heartbeat(query_id: int, worker: str) -> None:
 
 
 def _analyse(query: Query, worker: str) -> None:
-    from retrieval.ml.features import resize_rgb
+    from retrieval import methods as m
+    from retrieval.ml.methods import method_topk
     from retrieval.ml.overlay import render_overlay
 
     index = query.index_version
     if index is None or index.status != IndexVersion.Status.DONE:
         raise QueryRejected("The case library index this query was sent to is not available any more. "
                             "Please upload the image again.")
-    encoder = runtime.encoder_for(index.model_version)
+    if query.method not in index_methods(index):
+        raise QueryRejected(f"The similarity method {query.method!r} is not available in this case library index.")
+    encoder = runtime.descriptor_encoder_for(index)
     loaded = runtime.loaded_index(index)
     with query.image.open("rb") as handle, Image.open(handle) as image:
-        pixels = resize_rgb(image, encoder.config.input_size)
-    encoded = encoder.encode(pixels[None])
+        pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    method = m.get_method(query.method)
+    # SE-CBIR always runs: its saliency map is shown for every method and its best similarity
+    # drives the out-of-distribution warning (calibrated on SE-CBIR similarities).
+    encoded = encoder.encode([pixels], needs={m.SECBIR, *method.needs}, packed_masks=False)
     _heartbeat(query.id, worker)
-    case_ids, scores = loaded.search(encoded.features, query.k + SEARCH_MARGIN)
-    cases = Case.objects.in_bulk(case_ids[0].tolist())
-    found = [(cases[int(c)], float(s)) for c, s in zip(case_ids[0], scores[0]) if int(c) in cases][:query.k]
+    depth = query.k + SEARCH_MARGIN
+    secbir_ids, secbir_scores = loaded.search(encoded.descriptors[m.SECBIR], depth)
+    if method.name == m.SECBIR:
+        case_ids, scores = secbir_ids[0], secbir_scores[0]
+    else:
+        library = {name: loaded.descriptor(name) for name in method.needs}
+        rows, scores = method_topk(method.name, {name: encoded.descriptors[name][0] for name in method.needs},
+                                     library, min(depth, len(loaded.case_ids)))
+        case_ids = loaded.case_ids[rows]
+    cases = Case.objects.in_bulk(case_ids.tolist())
+    found = [(cases[int(c)], float(s)) for c, s in zip(case_ids, scores) if int(c) in cases][:query.k]
     if not found:
         raise QueryRejected("The case library is empty, so no similar cases can be shown.")
+    saliency = encoded.secbir.saliency[0]
     overlay_name = query.image.name.rsplit(".", 1)[0] + "-saliency.png"
     default_storage.delete(overlay_name)  # a run taken over from a dead worker may have left one
-    overlay_name = default_storage.save(overlay_name, ContentFile(render_overlay(encoded.saliency[0],
-                                                                                  (query.width, query.height))))
+    overlay_name = default_storage.save(overlay_name, ContentFile(render_overlay(saliency, (query.width,
+                                                                                             query.height))))
+    evidence = (_evidence_maps(query, encoder, loaded, method.name, pixels, saliency, [c for c, _ in found])
+                if settings.QUERY_EVIDENCE_MAPS else [("", "")] * len(found))
+    _heartbeat(query.id, worker)
     neighbours = [
         QueryNeighbour(query_id=query.id, rank=rank, case=case, similarity=similarity,
-                       saliency=_case_overlay(index, loaded, case))
-        for rank, (case, similarity) in enumerate(found, start=1)
+                       saliency=_case_overlay(index, loaded, case), evidence_query=maps[0], evidence_case=maps[1])
+        for rank, ((case, similarity), maps) in enumerate(zip(found, evidence), start=1)
     ]
-    best = found[0][1]
+    best = float(secbir_scores[0][0]) if len(secbir_scores[0]) else None
     threshold = (index.calibration or {}).get("threshold")
     warning = ""
-    if threshold is not None and best < threshold:
+    if threshold is not None and best is not None and best < threshold:
         warning = OOD_WARNING.format(share=f"{1 - index.calibration.get('quantile', 0.01):.0%}")
+    written = [overlay_name] + [name for pair in evidence for name in pair if name]
     with transaction.atomic():
         mine = Query.objects.select_for_update().filter(id=query.id, status=Status.RUNNING, worker=worker[:255])
         if not mine.exists():  # deleted by the user, or taken over after a stale heartbeat
-            default_storage.delete(overlay_name)
+            for name in written:
+                default_storage.delete(name)
             return
         QueryNeighbour.objects.filter(query_id=query.id).delete()
         QueryNeighbour.objects.bulk_create(neighbours)
         mine.update(status=Status.DONE, finished_at=timezone.now(), saliency=overlay_name,
-                    predicted=CODES[int(encoded.predicted[0])], best_similarity=best, warning=warning,
+                    predicted=CODES[int(encoded.secbir.predicted[0])], best_similarity=best, warning=warning,
                     neighbour_vote=neighbour_vote([case.dx for case, _ in found]), error="")
+
+
+def _evidence_maps(query: Query, encoder, loaded, method: str, pixels: np.ndarray, saliency: np.ndarray,
+                   cases: list[Case]) -> list[tuple[str, str]]:
+    """Query-result activation map pairs (paper 004, eq. 2) of the network the method compares
+    with, rendered as overlays: (query map, case map) file names per neighbour."""
+    from retrieval.ml.measures import activation_map_pair, normalise_map
+    from retrieval.methods import SECBIR
+    from retrieval.ml.overlay import render_overlay
+
+    images = [pixels] + [runtime.load_rgb(case.image.path) for case in cases]
+    maps_saliency = None
+    if method == SECBIR:
+        stored = [np.asarray(loaded.saliency[loaded.row_of(case.id)], dtype=np.float32) / 255.0 for case in cases]
+        maps_saliency = np.stack([saliency.astype(np.float32)] + stored)
+    g = encoder.feature_maps(method, images, maps_saliency)
+    stem = query.image.name.rsplit(".", 1)[0]
+    names = []
+    for rank, case in enumerate(cases, start=1):
+        a_q, a_r = activation_map_pair(g[0], g[rank])
+        pair = []
+        for side, heat, size in (("q", a_q, (query.width, query.height)), ("r", a_r, (case.width, case.height))):
+            name = f"{stem}-evidence-{rank}{side}.png"
+            default_storage.delete(name)
+            pair.append(default_storage.save(name, ContentFile(render_overlay(normalise_map(heat), size))))
+        names.append(tuple(pair))
+    return names
 
 
 def _case_overlay(index: IndexVersion, loaded, case: Case) -> str:
@@ -277,6 +346,7 @@ def jobs_sweep() -> int:
 def query_delete(*, query: Query) -> None:
     """Remove a query, its neighbours and its own files (cached library overlays are shared and kept)."""
     names = [name for name in (query.image.name, query.saliency.name) if name]
+    names += [name for pair in query.neighbours.values_list("evidence_query", "evidence_case") for name in pair if name]
     with transaction.atomic():
         Query.objects.filter(id=query.id).delete()
         transaction.on_commit(lambda: [default_storage.delete(name) for name in names])

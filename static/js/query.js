@@ -166,6 +166,8 @@
       var data = new FormData();
       data.append("image", file, file.name);
       if (k) data.append("k", k);
+      var method = byId("id_method");
+      if (method && method.value) data.append("method", method.value);
       var request = new XMLHttpRequest();
       request.open("POST", form.dataset.apiUrl);
       request.setRequestHeader("X-CSRFToken", csrfToken());
@@ -376,6 +378,19 @@
         overlay.removeAttribute("src");
         toggle.hidden = true;
         overlayLink.remove();
+      }
+      var evidence = slot(li, "evidence");
+      if (n.evidence) {
+        slot(li, "evidence-query-base").src = byId("query-image").src;
+        slot(li, "evidence-query").src = n.evidence.query_map_url;
+        slot(li, "evidence-query").alt = "Query activation map against rank " + n.rank;
+        slot(li, "evidence-case-base").src = n.image_url;
+        slot(li, "evidence-case").src = n.evidence.case_map_url;
+        slot(li, "evidence-case").alt = "Result activation map of rank " + n.rank;
+        evidence.querySelectorAll("figcaption")[1].textContent = "Rank " + n.rank;
+        evidence.hidden = false;
+      } else {
+        evidence.hidden = true;
       }
       slot(li, "rank").textContent = "#" + n.rank;
       slot(li, "code").textContent = n.diagnosis;

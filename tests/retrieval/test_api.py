@@ -30,7 +30,7 @@ QUERIES = "/api/v1/queries/"
 CASES = "/api/v1/cases/"
 INDEX = "/api/v1/index/"
 REBUILD = "/api/v1/index/rebuild/"
-PAYLOAD_KEYS = {"id", "status", "error", "created", "k", "model_version", "index_version", "query_image_url",
+PAYLOAD_KEYS = {"id", "status", "error", "created", "k", "method", "method_label", "model_version", "index_version", "query_image_url",
                 "query_saliency_url", "neighbour_vote", "warning", "neighbours"}
 CASE_KEYS = {"id", "image_id", "lesion_id", "collection", "diagnosis", "diagnosis_label", "diagnosis_type", "age",
              "sex", "localization", "split", "width", "height", "image_url"}
@@ -568,11 +568,12 @@ def test_the_schema_is_openapi_3_with_every_endpoint_and_the_error_shape():
     # (the reader-study endpoints, /api/v1/studies/..., are checked in tests/readerstudy/test_api.py)
     retrieval_paths = {path for path in schema["paths"] if not path.startswith("/api/v1/studies/")}
     assert retrieval_paths == {QUERIES, "/api/v1/queries/{query_id}/", CASES, "/api/v1/cases/{case_id}/",
+                               "/api/v1/methods/",
                                INDEX, REBUILD}
     assert set(schema["paths"][QUERIES]) == {"get", "post"}
     assert set(schema["paths"]["/api/v1/queries/{query_id}/"]) == {"get", "delete"}
     create = schema["paths"][QUERIES]["post"]
-    assert set(create["responses"]) == {"202", "400", "401", "403", "413", "429", "503"}
+    assert set(create["responses"]) == {"202", "400", "401", "403", "409", "413", "429", "503"}
     assert create["responses"]["413"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Error"
     assert "multipart/form-data" in create["requestBody"]["content"]
     error = schema["components"]["schemas"]["ErrorDetail"]

@@ -43,6 +43,33 @@ def test_a_finished_build_holds_every_library_case_once_and_is_active(ready_inde
     assert index_for_queries() == ready_index
 
 
+def test_a_full_build_stores_every_method_s_descriptors(ready_index, media_root):
+    from retrieval.methods import METHODS
+
+    folder = media_root / ready_index.directory
+    case_ids = np.load(folder / "case_ids.npy")
+    # every method but the embeddings (no contrastive or triplet model is trained here)
+    assert ready_index.methods == [name for name in METHODS if name not in ("contrastive", "triplet")]
+    cnn3 = np.load(folder / "cnn3.npy")
+    assert cnn3.shape == (len(case_ids), 256) and np.all(np.linalg.norm(cnn3, axis=1) > 0)
+    style = np.load(folder / "style.npy")
+    assert style.shape[0] == len(case_ids) and style.dtype == np.float32
+    assert style.shape[1] == ready_index.descriptors["style"]["components"] <= len(case_ids)
+    assert 0.5 < ready_index.descriptors["style"]["explained"] <= 1.0
+    masks = np.load(folder / "mask.npy")
+    assert masks.shape == (len(case_ids), 64 * 64 // 8) and masks.dtype == np.uint8
+    assert 0 < np.unpackbits(masks, axis=1).mean() < 1  # lesions found, not the whole image
+    assert not (folder / "contrastive.npy").exists() and not (folder / "triplet.npy").exists()
+
+
+def test_a_secbir_only_build_stores_only_its_vectors(tiny_models, media_root, settings):
+    settings.INDEX_CHUNK_SIZE = 64
+    index = build_index_here(model_version=tiny_models["4ch"], extra_methods=False)
+    assert index.status == "done" and index.methods == ["secbir"]
+    assert sorted(p.name for p in (media_root / index.directory).glob("*.npy")) == [
+        "case_ids.npy", "features.npy", "plan.npy", "saliency.npy"]
+
+
 def test_running_a_finished_build_again_does_nothing(ready_index, media_root):
     before = (media_root / ready_index.directory / "features.npy").stat().st_mtime_ns
     assert index_build_run(index_id=ready_index.id, worker="again", enqueue_next=False) is False
@@ -134,6 +161,15 @@ def test_incremental_build_encodes_only_new_cases_and_keeps_old_vectors(ready_in
     rows = {case: row for row, case in enumerate(ids.tolist())}
     for old_row, case in enumerate(old_ids.tolist()):
         assert np.array_equal(features[rows[case]], old_features[old_row])
+    # every other method's descriptors too, compared through the same (reused) style projection
+    assert new.methods == ready_index.methods
+    for name in sorted(runtime.index_descriptors(ready_index) - {"secbir"}):
+        old = np.load(media_root / ready_index.directory / f"{name}.npy")
+        extended = np.load(media_root / new.directory / f"{name}.npy")
+        assert extended.shape == (len(ids),) + old.shape[1:], name
+        assert all(np.array_equal(extended[rows[case]], old[row]) for row, case in enumerate(old_ids.tolist())), name
+    assert ((media_root / new.directory / "style_projection.npz").read_bytes()
+            == (media_root / ready_index.directory / "style_projection.npz").read_bytes())
 
 
 def test_incremental_without_an_active_index_is_refused(tiny_models):

@@ -81,7 +81,12 @@ def test_evaluate_retrieval_scores_the_trained_models_in_table_layouts(small_lib
     call_command("evaluate_retrieval", "--format", "json", "--out", str(tmp_path / "eval"), "--device", "cpu",
                  stdout=out, stderr=err, verbosity=0)
     document = json.loads(out.getvalue())
-    assert document["k"] == [1, 3, 6, 9] and set(document["methods"]) == {"secbir", "cnn3"}
+    # every method side by side on the same split (no contrastive/triplet model: listed as skipped)
+    from retrieval.methods import METHODS
+
+    assert document["k"] == [1, 3, 6, 9]
+    assert set(document["methods"]) == set(METHODS) - {"contrastive", "triplet"}
+    assert "skipped contrastive, triplet" in err.getvalue() and "ms scoring per query" in err.getvalue()
     from retrieval.models import Case
 
     n_test = Case.objects.filter(split="test").count()
@@ -96,8 +101,14 @@ def test_evaluate_retrieval_scores_the_trained_models_in_table_layouts(small_lib
     assert "| 3-channel CNN classifier |" in markdown and "secbir" in markdown
     assert (tmp_path / "eval" / "precision_at_k.png").stat().st_size > 0
 
+    two = StringIO()
+    call_command("evaluate_retrieval", "--methods", "secbir,style", "--format", "json", stdout=two, verbosity=0)
+    assert set(json.loads(two.getvalue())["methods"]) == {"secbir", "style"}
+    with pytest.raises(CommandError, match="--methods: unknown sift"):
+        call_command("evaluate_retrieval", "--methods", "secbir,sift", verbosity=0)
+
     integrated = StringIO()
-    call_command("evaluate_retrieval", "--saliency", "integrated", "--ig-steps", "2", "--ig-baseline", "grey",
+    call_command("evaluate_retrieval", "--methods", "secbir,cnn3", "--saliency", "integrated", "--ig-steps", "2", "--ig-baseline", "grey",
                  "--format", "csv", "--device", "cpu", stdout=integrated, stderr=StringIO(), verbosity=0)
     assert integrated.getvalue().startswith("method,variant,class,k,value") and "secbir" in integrated.getvalue()
 

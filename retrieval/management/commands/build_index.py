@@ -22,21 +22,35 @@ class Command(BaseCommand):
         parser.add_argument("--wait", action="store_true", help="follow the build's progress until it ends")
         parser.add_argument("--here", action="store_true",
                             help="run the build in this process instead of a worker (setup scripts, no worker)")
+        parser.add_argument("--secbir-only", action="store_true",
+                            help="store only the SE-CBIR vectors (no other similarity measures; a faster build)")
+        parser.add_argument("--contrastive-model", type=int, metavar="V",
+                            help="contrastive ModelVersion to index (default: the collection's newest, if any)")
+        parser.add_argument("--triplet-model", type=int, metavar="V",
+                            help="triplet ModelVersion to index (default: the collection's newest, if any)")
 
     def handle(self, *args, model_version, collection, incremental, wait, here, **options):
         from retrieval.services.index import index_build_request, index_build_run, index_refresh
 
-        model = None
-        if model_version is not None:
-            model = ModelVersion.objects.filter(id=model_version).first()
-            if model is None:
-                raise CommandError(f"no ModelVersion #{model_version}")
+        def model(version_id, what):
+            if version_id is None:
+                return None
+            found = ModelVersion.objects.filter(id=version_id).first()
+            if found is None:
+                raise CommandError(f"{what}: no ModelVersion #{version_id}")
+            return found
+
         try:
-            index = index_build_request(model_version=model, collection=collection, incremental=incremental)
+            index = index_build_request(
+                model_version=model(model_version, "--model-version"), collection=collection, incremental=incremental,
+                extra_methods=not options["secbir_only"],
+                contrastive_model=model(options["contrastive_model"], "--contrastive-model"),
+                triplet_model=model(options["triplet_model"], "--triplet-model"))
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"Index build #{index.id} of {index.collection!r} with {index.model_version} "
-                          f"({'incremental' if index.base_id else 'full'}) is {index.status}.")
+                          f"({'incremental' if index.base_id else 'full'}) is {index.status}; "
+                          f"methods: {', '.join(index.methods or ['secbir'])}.")
         if not (wait or here):
             self.stdout.write("A worker runs it; follow it with --wait, in the admin or at /api/v1/index/.")
             return

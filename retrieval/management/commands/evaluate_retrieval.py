@@ -15,6 +15,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from retrieval.ham10000 import MetadataError
+from retrieval.methods import METHODS
 from retrieval.ml.metrics import DEFAULT_KS, RetrievalScores, validate_ks
 from retrieval.ml.report import Results, plot_precision_vs_k, to_csv, to_json, to_markdown
 from retrieval.ml.runs import RunError, load_metadata, parse_run, score_run
@@ -50,6 +51,11 @@ class Command(BaseCommand):
                                                               "(default: the newest)")
         parser.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
                             help="where the models run (default: the TORCH_DEVICE setting)")
+        parser.add_argument("--methods", default="all",
+                            help="comma-separated retrieval methods to score side by side, or 'all' (default): every "
+                                 f"method ({', '.join(METHODS)}); contrastive and triplet only when such a model "
+                                 "is trained (else they are listed as skipped)")
+
         parser.add_argument("--saliency", choices=["vanilla", "integrated"], default="vanilla",
                             help="saliency method for the 4-channel input (default: vanilla gradient, as in the thesis)")
         parser.add_argument("--ig-steps", type=int, default=32, help="integrated gradients: number of steps")
@@ -73,30 +79,47 @@ class Command(BaseCommand):
             saliency = {"method": options["saliency"], "ig_steps": options["ig_steps"],
                         "ig_baseline": options["ig_baseline"]}
             results, classifiers = self.evaluate_own_model(model_version, cutoffs, device, options["verbosity"] > 0,
-                                                           saliency)
+                                                           saliency, options["methods"])
         self.write_results(results, output_format, out, classifiers)
 
     def evaluate_own_model(self, version_id: int | None, cutoffs: list[int], device: str | None, progress: bool,
-                           saliency: dict):
-        """SE-CBIR and the 3-channel baseline of one 4-channel ModelVersion, and its classifiers."""
+                           saliency: dict, method_names: str = "all"):
+        """The retrieval methods of one 4-channel ModelVersion side by side, and its classifiers."""
         from django.conf import settings
 
-        from retrieval.evaluation import METHOD_CNN3, METHOD_SECBIR, evaluate_model
+        from retrieval.evaluation import evaluate_model
         from retrieval.models import ModelVersion
 
         versions = ModelVersion.objects.filter(stage=ModelVersion.Stage.RGB_SALIENCY).select_related("parent")
         version = versions.filter(id=version_id).first() if version_id else versions.first()
         if version is None:
             raise CommandError(f"no 4-channel ModelVersion {version_id}" if version_id else NO_MODEL)
+        newest = {stage: ModelVersion.objects.filter(stage=stage, collection=version.collection)
+                  .order_by("-created_at", "-id").first() for stage in ("contrastive", "triplet")}
+        if method_names.strip() == "all":
+            methods = [name for name in METHODS if name not in newest or newest[name] is not None]
+            skipped = [name for name in newest if newest[name] is None]
+            if skipped:
+                self.stderr.write(f"skipped {', '.join(skipped)}: no trained model for {version.collection!r} "
+                                  "(train_model --stage contrastive|triplet)")
+        else:
+            methods = [name.strip() for name in method_names.split(",") if name.strip()]
+            unknown = [name for name in methods if name not in METHODS]
+            if unknown or not methods:
+                raise CommandError(f"--methods: unknown {', '.join(unknown) or '(none given)'}; "
+                                   f"choose from {', '.join(METHODS)} or 'all'")
         try:
             evaluation = evaluate_model(version, ks=cutoffs, device=device or settings.TORCH_DEVICE, progress=progress,
+                                        methods=methods, contrastive=newest["contrastive"],
+                                        triplet=newest["triplet"], style_components=settings.STYLE_COMPONENTS,
                                         **saliency)
         except (ValueError, RuntimeError) as exc:
             raise CommandError(str(exc)) from None
         self.stderr.write(f"{version} on {version.collection!r}: {evaluation.n_queries} test queries, "
                           f"{evaluation.n_library} train + val images to retrieve from")
-        results = {METHOD_SECBIR: evaluation.results[METHOD_SECBIR], METHOD_CNN3: evaluation.results[METHOD_CNN3]}
-        return results, evaluation.classification
+        for name, milliseconds in (evaluation.cost or {}).items():
+            self.stderr.write(f"  {name}: {milliseconds:.2f} ms scoring per query (descriptors precomputed)")
+        return {name: evaluation.results[name] for name in methods}, evaluation.classification
 
     def score_external_runs(self, specs: list[str], metadata: Path | None, cutoffs: list[int]) -> Results:
         """Parse and score each ``NAME=RUN.csv``, standard and lesion-aware, reporting problems."""

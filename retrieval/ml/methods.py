@@ -1,0 +1,76 @@
+"""How each retrieval method (registry: :mod:`retrieval.methods`) scores the library for a query.
+
+Scores are "higher is more similar". Scores normalised over the library (Euclidean's d_max,
+style's L_max) are computed over the whole library for each query, as in paper 000, so a method
+scores every library case and takes the top k (exact search; a 10k library costs milliseconds,
+see ``bench/measures.py``). SE-CBIR keeps its own search backends (exact or FAISS).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from retrieval.methods import (  # noqa: F401  (re-exported for the ML code)
+    CNN3, CONTRASTIVE, DEFAULT_METHOD, DESCRIPTORS, MASK, METHODS, SECBIR, STYLE, TRIPLET, Method, get_method,
+)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    if np.any(norms == 0):
+        raise ValueError("a feature vector is all zeros and has no direction")
+    return vectors / norms
+
+
+def _component(name: str, query: dict, library: dict) -> np.ndarray:
+    from retrieval.ml import measures
+
+    if name == "euclidean":
+        return measures.euclidean_scores(query[CNN3], library[CNN3])
+    if name == "cosine":
+        return measures.cosine_scores(query[CNN3], library[CNN3])
+    if name == "style":
+        return measures.style_scores(query[STYLE], library[STYLE])
+    if name == "dice":
+        return measures.dice_scores(query[MASK], library[MASK])
+    raise ValueError(f"unknown component score {name!r}")
+
+
+def method_scores(name: str, query: dict[str, np.ndarray], library: dict[str, np.ndarray]) -> np.ndarray:
+    """(N,) float64 scores of every library row for one query, higher = more similar.
+
+    ``query[d]`` is one image's descriptor d (a vector; for ``mask`` a bool map), ``library[d]``
+    the library's rows of it (for ``mask`` bit-packed, see ``measures.pack_masks``).
+    """
+    from retrieval.ml import measures
+
+    method = get_method(name)
+    missing = [d for d in method.needs if d not in query or d not in library]
+    if missing:
+        raise ValueError(f"method {name!r} needs the descriptors {', '.join(missing)}")
+    if name in (SECBIR, CONTRASTIVE, TRIPLET):
+        return (np.asarray(library[name], dtype=np.float32) @ _unit(query[name])).astype(np.float64)
+    if name == CNN3:
+        return (_unit(library[CNN3]) @ _unit(query[CNN3])).astype(np.float64)
+    if name in ("euclidean", "cosine", "style"):
+        return np.asarray(_component(name, query, library), dtype=np.float64)
+    parts = measures.I1_COMPONENTS[name]
+    return np.asarray(measures.i1(*[_component(part, query, library) for part in parts]), dtype=np.float64)
+
+
+def method_topk(name: str, query: dict, library: dict, k: int, *,
+                exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (k,) and scores (k,) of the k most similar library rows, best first, ties by row.
+
+    ``exclude`` is a boolean mask of rows that must not be returned (e.g. the query's own lesion).
+    """
+    from retrieval.ml.search import _top_k_rows
+
+    scores = method_scores(name, query, library)
+    if exclude is not None:
+        scores = np.where(exclude, -np.inf, scores)
+    available = int(np.isfinite(scores).sum())
+    if not 1 <= k <= available:
+        raise ValueError(f"k={k} but the library offers only {available} candidates")
+    rows = _top_k_rows(scores[None], k)[0]
+    return rows, scores[rows]
