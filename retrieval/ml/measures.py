@@ -45,16 +45,20 @@ def euclidean_scores(query: np.ndarray, library: np.ndarray) -> np.ndarray:
     return _distance_scores(np.sqrt(_squared_distances(query, library)))
 
 
-def cosine_scores(query: np.ndarray, library: np.ndarray) -> np.ndarray:
-    """Cosine similarity rescaled to [0, 1]: ``(c + 1) / 2`` (paper 000, eq. 4)."""
-    query = np.asarray(query, dtype=np.float64).ravel()
-    library = np.asarray(library, dtype=np.float64)
-    q_norm = np.linalg.norm(query)
-    l_norm = np.linalg.norm(library, axis=1)
+def cosine_similarities(query: np.ndarray, library: np.ndarray) -> np.ndarray:
+    """Raw cosine similarities in [-1, 1] (float32 products, float64 norms: no library copy)."""
+    query = np.asarray(query, dtype=np.float32).ravel()
+    library = np.asarray(library, dtype=np.float32)
+    q_norm = float(np.linalg.norm(query.astype(np.float64)))
+    l_norm = np.sqrt(np.einsum("ij,ij->i", library, library, dtype=np.float64))
     if q_norm == 0 or np.any(l_norm == 0):
         raise ValueError("a feature vector is all zeros: the cosine similarity is undefined")
-    cosine = np.clip((library @ query) / (l_norm * q_norm), -1.0, 1.0)
-    return (cosine + 1.0) / 2.0
+    return np.clip((library @ query).astype(np.float64) / (l_norm * q_norm), -1.0, 1.0)
+
+
+def cosine_scores(query: np.ndarray, library: np.ndarray) -> np.ndarray:
+    """Cosine similarity rescaled to [0, 1]: ``(c + 1) / 2`` (paper 000, eq. 4)."""
+    return (cosine_similarities(query, library) + 1.0) / 2.0
 
 
 # --- Style (Gram matrices) ---------------------------------------------------------------

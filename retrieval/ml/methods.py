@@ -51,7 +51,7 @@ def method_scores(name: str, query: dict[str, np.ndarray], library: dict[str, np
     if name in (SECBIR, CONTRASTIVE, TRIPLET):
         return (np.asarray(library[name], dtype=np.float32) @ _unit(query[name])).astype(np.float64)
     if name == CNN3:
-        return (_unit(library[CNN3]) @ _unit(query[CNN3])).astype(np.float64)
+        return measures.cosine_similarities(query[CNN3], library[CNN3])
     if name in ("euclidean", "cosine", "style"):
         return np.asarray(_component(name, query, library), dtype=np.float64)
     parts = measures.I1_COMPONENTS[name]
