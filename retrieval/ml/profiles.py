@@ -9,6 +9,10 @@
   5-epoch ramp would end after the run) and decaying x0.8 per epoch. Measured figures and the
   alternatives tried: docs/retrieval.md, "Demo training profile".
 
+Both also give epochs for the metric-learning embeddings (``contrastive``, ``triplet``:
+``retrieval/ml/metric.py``): 20 (thesis), 3 (demo); a profile that names none trains them for
+its 3-channel epochs.
+
 A profile fixes epochs per stage, batch size and schedule; everything else (seed, device,
 learning rates, progress bars) comes from the caller, and explicit values override the profile.
 Use :func:`profile_options` for one stage or :meth:`TrainingProfile.stage_options` for the
@@ -22,13 +26,18 @@ from types import MappingProxyType
 
 from retrieval.ml.configs import get_config
 from retrieval.ml.schedule import BATCH_SIZE, DECAY, EPOCHS, PEAK_MULTIPLIER, RAMP_EPOCHS, check_schedule
-from retrieval.ml.train import STAGE_3CH, STAGE_4CH, STAGES, TrainOptions
+from retrieval.ml.train import (
+    EMBEDDING_STAGES, STAGE_3CH, STAGE_4CH, STAGE_CONTRASTIVE, STAGE_TRIPLET, STAGES, TrainOptions,
+)
+
+ALL_STAGES = STAGES + EMBEDDING_STAGES
+
 
 @dataclass(frozen=True)
 class TrainingProfile:
     name: str
     config: str  # the model config the profile is meant for (train_model's default --config)
-    epochs: Mapping[str, int]  # per stage
+    epochs: Mapping[str, int]  # per stage: 3ch and 4ch required; contrastive/triplet default to the 3ch epochs
     batch_size: int = BATCH_SIZE
     ramp_epochs: int = RAMP_EPOCHS
     peak: float = PEAK_MULTIPLIER
@@ -37,8 +46,11 @@ class TrainingProfile:
 
     def __post_init__(self) -> None:
         get_config(self.config)  # KeyError naming the known configs
-        if set(self.epochs) != set(STAGES) or min(self.epochs.values()) < 1:
+        if not set(STAGES) <= set(self.epochs) or min(self.epochs.values()) < 1:
             raise ValueError(f"profile {self.name}: epochs must give at least 1 for each of {STAGES}")
+        unknown = sorted(set(self.epochs) - set(ALL_STAGES))
+        if unknown:
+            raise ValueError(f"profile {self.name}: unknown stage(s) {', '.join(unknown)} in epochs")
         if self.batch_size < 1:
             raise ValueError(f"profile {self.name}: batch_size must be at least 1")
         check_schedule(self.ramp_epochs, self.peak, self.decay)
@@ -46,14 +58,14 @@ class TrainingProfile:
 
     def options(self, stage: str, **overrides) -> TrainOptions:
         """The ``TrainOptions`` of ``stage``; keyword arguments (any TrainOptions field) override it."""
-        if stage not in STAGES:
-            raise ValueError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
+        if stage not in ALL_STAGES:
+            raise ValueError(f"unknown stage {stage!r}; use one of {', '.join(ALL_STAGES)}")
         known = {f.name for f in fields(TrainOptions)}
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(f"not training options: {', '.join(unknown)}")
-        values = {"epochs": self.epochs[stage], "batch_size": self.batch_size, "ramp_epochs": self.ramp_epochs,
-                  "peak": self.peak, "decay": self.decay}
+        values = {"epochs": self.epochs.get(stage, self.epochs[STAGE_3CH]), "batch_size": self.batch_size,
+                  "ramp_epochs": self.ramp_epochs, "peak": self.peak, "decay": self.decay}
         values.update(overrides)
         return TrainOptions(**values)
 
@@ -63,11 +75,13 @@ class TrainingProfile:
 
 
 THESIS = TrainingProfile(
-    name="thesis", config="secbir-lite0", epochs={STAGE_3CH: EPOCHS, STAGE_4CH: EPOCHS},
+    name="thesis", config="secbir-lite0",
+    epochs={STAGE_3CH: EPOCHS, STAGE_4CH: EPOCHS, STAGE_CONTRASTIVE: EPOCHS, STAGE_TRIPLET: EPOCHS},
     description="the thesis recipe: 20 epochs per stage, batch 32, 5-epoch ramp to 6x, then x0.8 per epoch",
 )
 DEMO = TrainingProfile(
-    name="demo", config="secbir-lite0-fast", epochs={STAGE_3CH: 4, STAGE_4CH: 3},
+    name="demo", config="secbir-lite0-fast",
+    epochs={STAGE_3CH: 4, STAGE_4CH: 3, STAGE_CONTRASTIVE: 3, STAGE_TRIPLET: 3},
     ramp_epochs=0, peak=6.0, decay=0.8,
     description="the make-run demo: Lite0 at 128 px, 4 + 3 epochs, starting at the 6x peak, then x0.8 per epoch",
 )

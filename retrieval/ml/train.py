@@ -9,6 +9,9 @@ loss (alpha 0.25, gamma 2), batch 32, 5 ramp-up epochs to 6x then x0.8 per epoch
 of :class:`TrainOptions`; ``retrieval/ml/profiles.py`` names the thesis and the demo settings).
 The best epoch by validation macro sensitivity is kept. Checkpoints hold weights, config, class list,
 metrics and a data fingerprint; training resumes from the last epoch's checkpoint.
+
+Stages "contrastive" and "triplet": metric-learning embeddings (papers 002 and 004) trained on
+pairs/triplets by :func:`train_embedding`, which delegates to :mod:`retrieval.ml.metric`.
 """
 from __future__ import annotations
 
@@ -41,7 +44,11 @@ from retrieval.ml.schedule import (
 logger = logging.getLogger(__name__)
 
 STAGE_3CH, STAGE_4CH = "3ch", "4ch"
-STAGES = (STAGE_3CH, STAGE_4CH)
+STAGES = (STAGE_3CH, STAGE_4CH)  # the SE-CBIR classifiers (train_stage)
+#: The metric-learning embeddings (papers 002 and 004), trained by :func:`train_embedding`
+#: (the loop lives in retrieval/ml/metric.py) and loaded with ``metric.load_embedding``.
+STAGE_CONTRASTIVE, STAGE_TRIPLET = "contrastive", "triplet"
+EMBEDDING_STAGES = (STAGE_CONTRASTIVE, STAGE_TRIPLET)
 CHECKPOINT_FORMAT = 1
 OPTIMIZERS = ("sgd", "adam")
 # Models and inputs are kept channels-last (NHWC): oneDNN runs the depthwise and pointwise
@@ -328,6 +335,16 @@ def train_stage(stage: str, config: ModelConfig, train: Sequence[Item], val: Seq
     return StageResult(best_path, best_state["metrics"], history, weights_source)
 
 
+def train_embedding(stage: str, config: ModelConfig, train: Sequence[Item], val: Sequence[Item], out_dir: Path, *,
+                    options: TrainOptions, groups=None, init_checkpoint: Path | None = None,
+                    on_epoch: Callable[[dict], None] | None = None, **kwargs) -> StageResult:
+    """Train a contrastive or triplet embedding: :func:`retrieval.ml.metric.train_embedding`."""
+    from retrieval.ml.metric import train_embedding as train_metric
+
+    return train_metric(stage, config, train, val, out_dir, options=options, groups=groups,
+                        init_checkpoint=init_checkpoint, on_epoch=on_epoch, **kwargs)
+
+
 def _checkpoint(model, config, stage, metrics, fingerprint, weights_source, epoch, best, history, optimizer, scheduler,
                 generator, options) -> dict:
     from retrieval.classes import CODES  # a plain constants module, no Django
@@ -355,6 +372,9 @@ def load_checkpoint(path: Path, *, device: str | torch.device = "cpu") -> SECBIR
     state = torch.load(path, map_location="cpu", weights_only=False)
     if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a LesionSearch checkpoint (format {state.get('format')!r})")
+    if state.get("stage") in EMBEDDING_STAGES:
+        raise ValueError(f"{path} is a {state['stage']} embedding, not a classifier; load it with "
+                         "retrieval.ml.metric.load_embedding")
     config = get_config(state["config"])
     model = build_model(config, pretrained=False)
     if state["channels"] == 4:
