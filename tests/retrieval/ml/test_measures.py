@@ -18,6 +18,8 @@ def test_euclidean_score_is_one_minus_distance_over_the_farthest():
     # from (3, 4): 5, 0, 5 -> 0, 1, 0 (d_max is taken for each query)
     assert np.allclose(measures.euclidean_scores(np.array([3.0, 4.0]), library), [0.0, 1.0, 0.0])
     assert np.allclose(measures.euclidean_scores(np.array([1.0, 1.0]), np.ones((3, 2))), 1.0)  # all identical
+    scores = measures.euclidean_scores(np.array([0.0, 0.0], np.float32), library.astype(np.float32))
+    assert scores.dtype == np.float64 and scores.shape == (3,)
 
 
 def test_cosine_score_is_rescaled_to_zero_one():
@@ -27,6 +29,19 @@ def test_cosine_score_is_rescaled_to_zero_one():
     assert np.allclose(measures.cosine_scores(np.array([1.0, 0.0]), library), expected)
     with pytest.raises(ValueError, match="all zeros"):
         measures.cosine_scores(np.zeros(2), library)
+    with pytest.raises(ValueError, match="all zeros"):
+        measures.cosine_scores(np.ones(2), np.array([[1.0, 2.0], [0.0, 0.0]]))
+
+
+def test_cosine_scores_stay_in_zero_one_and_ignore_scale():
+    rng = np.random.default_rng(4)
+    library = rng.normal(size=(200, 16)).astype(np.float32)
+    query = rng.normal(size=16).astype(np.float32)
+    scores = measures.cosine_scores(query, library)
+    assert scores.dtype == np.float64 and scores.min() >= 0.0 and scores.max() <= 1.0
+    assert np.allclose(measures.cosine_scores(query * 7.0, library * 3.0), scores)
+    # float32 products (no float64 copy of the library): exact to ~1e-7
+    assert np.allclose(measures.cosine_scores(query, np.stack([query, -query])), [1.0, 0.0], atol=1e-6)
 
 
 def test_gram_vectors_turn_the_style_loss_into_a_squared_distance():
@@ -47,6 +62,56 @@ def test_gram_vector_by_hand():
     assert np.allclose(measures.gram_vector(maps).numpy(), [[2.5, 5.5 * np.sqrt(2), 12.5]])
 
 
+def test_gram_vectors_follow_the_weights_and_the_position_normalisation():
+    rng = np.random.default_rng(5)
+    maps = torch.from_numpy(rng.normal(size=(1, 3, 4, 4)).astype(np.float32))
+    assert torch.allclose(measures.gram_vector(maps, 0.25), 0.25 * measures.gram_vector(maps))
+    # the same pattern tiled 2x2 has the same Gram matrix (normalised by H*W)
+    assert torch.allclose(measures.gram_vector(maps.repeat(1, 1, 2, 2)), measures.gram_vector(maps), atol=1e-5)
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        measures.gram_vector(maps[0])
+
+
+def test_style_extractor_on_the_tiny_model():
+    from retrieval.ml.configs import get_config
+    from retrieval.ml.network import build_model
+
+    torch.manual_seed(0)
+    model = build_model(get_config("tiny"), pretrained=False)
+    model.train()  # extract must use eval mode anyway and give it back
+    extractor = measures.StyleExtractor(model)
+    channels = [16, 24, 32, 48, 64]  # timm test_efficientnet: five stages
+    assert extractor.channels == channels and extractor.stages == list(range(5))
+    assert extractor.weights == pytest.approx([1 / c for c in channels])
+    assert extractor.dimension == sum(c * (c + 1) // 2 for c in channels) == 4220
+    x = torch.randn(3, 3, 64, 64)
+    running = [m.running_mean.clone() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    vectors = extractor.extract(x)
+    assert vectors.shape == (3, 4220) and vectors.dtype == np.float32 and np.isfinite(vectors).all()
+    assert model.training and all(torch.equal(a, m.running_mean) for a, m in
+                                  zip(running, [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]))
+    assert np.allclose(extractor.extract(x[:1])[0], vectors[0], atol=1e-5)  # independent of the batch
+    assert not any(b._forward_hooks for b in model.backbone.blocks)  # hooks removed
+
+    # chosen stages and weights, against the stage outputs computed without hooks
+    picked = measures.StyleExtractor(model.backbone, stages=[1, 3], weights=[2.0, 0.5])
+    assert picked.dimension == 24 * 25 // 2 + 48 * 49 // 2
+    model.eval()
+    with torch.no_grad():
+        h = model.backbone.bn1(model.backbone.conv_stem(x))
+        stage_outputs = []
+        for block in model.backbone.blocks:
+            h = block(h)
+            stage_outputs.append(h)
+        expected = torch.cat([measures.gram_vector(stage_outputs[1], 2.0),
+                              measures.gram_vector(stage_outputs[3], 0.5)], dim=1).numpy()
+    assert np.allclose(picked.extract(x), expected, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="one weight per stage"):
+        measures.StyleExtractor(model, stages=[0, 1], weights=[1.0])
+    with pytest.raises(ValueError, match="stages"):
+        measures.StyleExtractor(model, stages=[7])
+
+
 def test_style_projection_keeps_distances_with_every_component_and_order_with_few():
     rng = np.random.default_rng(1)
     centres = rng.normal(size=(3, 40)) * 5
@@ -62,8 +127,30 @@ def test_style_projection_keeps_distances_with_every_component_and_order_with_fe
     for row in range(len(vectors)):  # the 9 nearest of each vector are its own cluster either way
         near = np.argsort(((reduced - reduced[row]) ** 2).sum(1))[1:10]
         assert set(near // 10) == {row // 10}
+    for row in (0, 15, 29):  # the top 9 by style score, exact and projected: the query's own cluster
+        exact_rows, _ = measures.top_k(measures.style_scores(vectors[row], vectors), 10)
+        approx_rows, _ = measures.top_k(measures.style_scores(reduced[row], reduced), 10)
+        assert exact_rows[0] == approx_rows[0] == row
+        assert set(exact_rows[1:] // 10) == set(approx_rows[1:] // 10) == {row // 10}
     restored = measures.StyleProjection.from_arrays(small.to_arrays())
     assert np.array_equal(restored.transform(vectors), reduced)
+    assert restored.explained == small.explained and reduced.dtype == np.float32
+    assert measures.StyleProjection.fit(vectors, components=500).components == 29  # capped by N - 1
+
+
+def test_style_projection_with_more_vectors_than_dimensions():
+    rng = np.random.default_rng(6)
+    vectors = rng.normal(size=(50, 8)) * np.arange(1, 9)
+    full = measures.StyleProjection.fit(vectors, components=256)  # capped by the dimension
+    assert full.components == 8 and full.explained == pytest.approx(1.0)
+    projected = full.transform(vectors)
+    exact = ((vectors[:, None] - vectors[None]) ** 2).sum(-1)
+    assert np.allclose(((projected[:, None] - projected[None]) ** 2).sum(-1), exact, rtol=1e-4, atol=1e-3)
+    # the small-sample route (Gram matrix of the sample) finds the same leading directions
+    wide = np.concatenate([vectors[:6], np.zeros((6, 4))], axis=1)
+    svd = np.linalg.svd(wide - wide.mean(0), full_matrices=False)[2][:3]
+    fitted = measures.StyleProjection.fit(wide, components=3).basis
+    assert np.allclose(np.abs(np.sum(svd * fitted, axis=1)), 1.0, atol=1e-4)
 
 
 def test_style_score_is_one_minus_loss_over_the_largest():
@@ -88,12 +175,32 @@ def test_dice_on_packed_masks_by_hand():
     assert dice(query, half) == 0.5
 
 
+def test_dice_popcount_matches_unpacked_masks():
+    rng = np.random.default_rng(7)
+    masks = rng.random((20, 64, 64)) < rng.random((20, 1, 1))
+    query = rng.random((64, 64)) < 0.4
+    overlap = (masks & query).sum(axis=(1, 2))
+    expected = 2 * overlap / (masks.sum(axis=(1, 2)) + query.sum())
+    assert np.allclose(measures.dice_scores(query, measures.pack_masks(masks)), expected)
+    with pytest.raises(ValueError, match="mask sizes"):
+        measures.dice_scores(np.zeros((8, 8), bool), measures.pack_masks(masks))
+    packed = measures.pack_masks(masks)
+    assert np.array_equal(measures.popcount_rows(packed), masks.sum(axis=(1, 2)))
+    assert np.array_equal(measures.popcount_rows(packed, lookup=True), masks.sum(axis=(1, 2)))
+    odd = measures.pack_masks(masks[:, :4, :4])  # 2 bytes a row: not whole 64-bit words
+    assert np.array_equal(measures.popcount_rows(odd), masks[:, :4, :4].sum(axis=(1, 2)))
+    assert np.array_equal(measures.popcount_rows(odd, lookup=True), masks[:, :4, :4].sum(axis=(1, 2)))
+
+
 def test_i1_scores_are_harmonic_means_and_zero_when_any_part_is():
     assert np.allclose(measures.i1(np.array([0.5]), np.array([1.0])), [2 / (2 + 1)])  # 2 / (1/0.5 + 1/1)
     assert np.allclose(measures.i1(np.array([0.5]), np.array([0.25]), np.array([1.0])), [3 / (2 + 4 + 1)])
     assert np.allclose(measures.i1(np.array([1.0, 0.0, 0.3]), np.array([1.0, 0.7, 0.0])), [1.0, 0.0, 0.0])
+    assert np.allclose(measures.i1(np.ones(4), np.ones(4), np.ones(4)), 1.0)
     with np.errstate(all="raise"):  # no division warning for a zero component
-        measures.i1(np.array([0.0]), np.array([0.0]))
+        assert measures.i1(np.array([0.0]), np.array([0.0])).tolist() == [0.0]
+    assert set(measures.I1_COMPONENTS) == {"i1_ed", "i1_cd", "i1_ecd", "i1_se", "i1_sc", "i1_sd"}
+    assert measures.I1_COMPONENTS["i1_ecd"] == ("euclidean", "cosine", "dice")
 
 
 def test_method_scores_combine_the_parts_as_named():
@@ -113,6 +220,11 @@ def test_method_scores_combine_the_parts_as_named():
 def test_top_k_orders_ties_by_index():
     rows, scores = measures.top_k(np.array([0.5, 0.9, 0.5, 0.9]), 3)
     assert rows.tolist() == [1, 3, 0] and scores.tolist() == [0.9, 0.9, 0.5]
+    scores = np.zeros(100)
+    scores[[40, 7, 90]] = 1.0  # the partial-sort path (k small against N): ties still by index
+    assert measures.top_k(scores, 5)[0].tolist() == [7, 40, 90, 0, 1]
+    with pytest.raises(ValueError, match="k=5"):
+        measures.top_k(np.ones(3), 5)
 
 
 def test_activation_map_pair_matches_a_direct_computation():
@@ -127,6 +239,13 @@ def test_activation_map_pair_matches_a_direct_computation():
             assert a_r[i, j] == pytest.approx(sum(g_r[z, i, j] * (f_q[z] - f_r[z]) ** 2 for z in range(4)))
     assert np.array_equal(measures.normalise_map(np.full((2, 2), 3.0)), np.zeros((2, 2)))
     assert measures.normalise_map(np.array([[1.0, 3.0]])).tolist() == [[0.0, 1.0]]
+    # by hand: Z = 2, 1 x 2 maps; f(q) = (1, 2), f(r) = (3, 2) -> weights (4, 0) -> A = 4 g_1
+    g_q = np.array([[[0.0, 2.0]], [[1.0, 3.0]]])
+    g_r = np.array([[[3.0, 3.0]], [[0.0, 4.0]]])
+    a_q, a_r = measures.activation_map_pair(torch.from_numpy(g_q), torch.from_numpy(g_r))
+    assert a_q.tolist() == [[0.0, 8.0]] and a_r.tolist() == [[12.0, 12.0]]
+    with pytest.raises(ValueError, match="Z, h, w"):
+        measures.activation_map_pair(g_q, g_r[0])
 
 
 def test_otsu_and_the_classical_mask_find_a_dark_lesion():
