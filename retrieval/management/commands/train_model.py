@@ -53,7 +53,7 @@ class Command(BaseCommand):
         parser.add_argument("--collection", help="case collection (default: the only one in the library)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--lr", type=float, help="base learning rate (default: the thesis value of the stage; "
-                                                    "5e-4 for contrastive/triplet)")
+                                                    "5e-3 for contrastive/triplet)")
         parser.add_argument("--workers", type=int, default=4, help="DataLoader workers (CUDA only)")
 
     def handle(self, *args, **o):
