@@ -49,9 +49,9 @@ def load_encoder(model4: ModelVersion, device: str = "cpu", **saliency_options):
 
 
 def descriptor_encoder(model4: ModelVersion, needs: set[str], *, device: str = "cpu", contrastive=None,
-                       triplet=None, **saliency_options):
+                       triplet=None, segmentation=None, **saliency_options):
     """A DescriptorEncoder of one SE-CBIR model with what ``needs`` asks for (style extractor,
-    classical segmenter, embedding models)."""
+    segmenter: classical, or the learned ``segmentation`` ModelVersion; embedding models)."""
     from retrieval.ml.descriptors import DescriptorEncoder
 
     encoder = load_encoder(model4, device, **saliency_options)
@@ -61,9 +61,9 @@ def descriptor_encoder(model4: ModelVersion, needs: set[str], *, device: str = "
 
         options["style_extractor"] = StyleExtractor(encoder.model3)
     if m.MASK in needs:
-        from retrieval.ml.segmentation import Segmenter
+        from retrieval.services.segmentation import segmenter_for
 
-        options["segmenter"] = Segmenter.classical()
+        options["segmenter"] = segmenter_for(segmentation, device=str(encoder.device))
     embeddings = {}
     for name, version in ((m.CONTRASTIVE, contrastive), (m.TRIPLET, triplet)):
         if name in needs:
@@ -108,7 +108,7 @@ def _fit_style(encoder, library: list[Case], *, batch: int, components: int) -> 
 
 def evaluate_model(model4: ModelVersion, *, ks=(1, 3, 6, 9), device: str = "cpu", batch: int = 16,
                    progress: bool = True, methods: list[str] | None = None, contrastive: ModelVersion | None = None, triplet: ModelVersion | None = None,
-                   style_components: int = 256, **saliency_options) -> ModelEvaluation:
+                   segmentation: ModelVersion | None = None, style_components: int = 256, **saliency_options) -> ModelEvaluation:
     """Retrieval scores of ``methods`` (default SE-CBIR and the 3-channel baseline) on one split:
     queries = test images, retrieval set = train + validation images, every method on the same
     images; plus the SE-CBIR classifiers' accuracy. ``cost`` gives each method's mean scoring
@@ -123,7 +123,7 @@ def evaluate_model(model4: ModelVersion, *, ks=(1, 3, 6, 9), device: str = "cpu"
         m.get_method(name)
     needs = {m.SECBIR} | {d for name in methods for d in m.METHODS[name].needs}
     encoder = descriptor_encoder(model4, needs, device=device, contrastive=contrastive, triplet=triplet,
-                                 **saliency_options)
+                                 segmentation=segmentation, **saliency_options)
     cases = Case.objects.filter(collection=model4.collection).order_by("id")
     library = list(cases.filter(split__in=[TRAIN, VAL]))
     queries = list(cases.filter(split=TEST))

@@ -95,9 +95,9 @@ def descriptor_encoder_for(index: IndexVersion, *, with_style_projection: bool =
             with np.load(index_path(index) / STYLE_PROJECTION_FILE) as arrays:
                 options["style_projection"] = StyleProjection.from_arrays(dict(arrays))
     if m.MASK in needs:
-        from retrieval.ml.segmentation import Segmenter
+        from retrieval.services.segmentation import segmenter_for
 
-        options["segmenter"] = Segmenter.classical()
+        options["segmenter"] = segmenter_for(index.segmentation_model, device=str(encoder.device))
     embeddings = {}
     for name, model in ((m.CONTRASTIVE, index.contrastive_model), (m.TRIPLET, index.triplet_model)):
         if name in needs and model is not None:

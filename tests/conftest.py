@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.contrib.auth.models import Group
 from PIL import Image
@@ -182,7 +183,58 @@ def tiny_assets(tmp_path_factory):
     config = get_config("tiny")
     rgb = train_stage("3ch", config, train, val, root / "train", options=options)
     wide = train_stage("4ch", config, train, val, root / "train", options=options, parent_checkpoint=rgb.checkpoint)
-    return {"metadata": metadata, "folder": folder, "rgb": rgb, "wide": wide}
+    return {"metadata": metadata, "folder": folder, "rgb": rgb, "wide": wide, "train": train, "val": val}
+
+
+@pytest.fixture(scope="session")
+def tiny_method_assets(tiny_assets):
+    """Tiny contrastive and triplet embeddings and a small learned segmenter (one epoch each) on the
+    tiny library, made once per session: what the other retrieval methods need besides SE-CBIR."""
+    from PIL import Image
+
+    from retrieval.ml.configs import get_config
+    from retrieval.ml.segmentation import resize_mask, segmentation_input, train_segmentation
+    from retrieval.ml.train import TrainOptions, train_embedding
+
+    root = tiny_assets["folder"].parent / "methods"
+    options = TrainOptions(epochs=1, batch_size=8, seed=0, device="cpu", lr=5e-3, progress=False)
+    assets = {stage: train_embedding(stage, get_config("tiny"), tiny_assets["train"], tiny_assets["val"],
+                                     root / stage, options=options)
+              for stage in ("contrastive", "triplet")}
+
+    def pairs(items):
+        out = []
+        for item in items:
+            image_id = Path(item.path).stem
+            with Image.open(item.path) as image, \
+                    Image.open(tiny_assets["folder"] / "masks" / f"{image_id}_segmentation.png") as mask:
+                out.append((segmentation_input(np.asarray(image.convert("RGB"))),
+                            resize_mask(np.asarray(mask.convert("L")))))
+        return out
+
+    path = root / "segmentation.pt"
+    metrics = train_segmentation(pairs(tiny_assets["train"]), pairs(tiny_assets["val"]), epochs=1, out_path=path)
+    assets["segmentation"] = (path, metrics)
+    return assets
+
+
+@pytest.fixture
+def tiny_method_models(tiny_models, tiny_method_assets):
+    """The tiny models plus registered contrastive, triplet and segmentation ModelVersions."""
+    from retrieval.ml.train import checkpoint_digest
+    from retrieval.models import ModelVersion
+    from retrieval.services.library import _store_content_file
+
+    versions = dict(tiny_models)
+    for stage in ("contrastive", "triplet", "segmentation"):
+        asset = tiny_method_assets[stage]
+        path, metrics = asset if stage == "segmentation" else (asset.checkpoint, asset.metrics)
+        digest = checkpoint_digest(path)
+        name, _ = _store_content_file("models", digest, "pt", path)
+        versions[stage] = ModelVersion.objects.create(
+            config="unet-small" if stage == "segmentation" else "tiny", stage=stage, collection="synthetic",
+            checkpoint=name, checkpoint_sha256=digest, data_fingerprint="test", metrics=metrics, epochs=1)
+    return versions
 
 
 @pytest.fixture

@@ -204,6 +204,23 @@ class IndexRebuildInputSerializer(serializers.Serializer):
     )
     collection = serializers.CharField(required=False, max_length=64,
                                        help_text="the case collection (default: the model's or the library's)")
+    extra_methods = serializers.BooleanField(
+        required=False, default=True,
+        help_text="also store what the other retrieval methods compare (false: SE-CBIR only, a faster build)",
+    )
+    contrastive_model = serializers.PrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.filter(stage=ModelVersion.Stage.CONTRASTIVE), required=False, allow_null=True,
+        help_text="contrastive embedding model to index (default: the collection's newest, if any)",
+    )
+    triplet_model = serializers.PrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.filter(stage=ModelVersion.Stage.TRIPLET), required=False, allow_null=True,
+        help_text="triplet embedding model to index (default: the collection's newest, if any)",
+    )
+    segmentation_model = serializers.PrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.filter(stage=ModelVersion.Stage.SEGMENTATION), required=False,
+        allow_null=True,
+        help_text="learned lesion segmenter for the Dice methods (default: classical segmentation)",
+    )
 
     def validate_collection(self, value: str) -> str:
         if value not in selectors.collections_list():
@@ -212,14 +229,16 @@ class IndexRebuildInputSerializer(serializers.Serializer):
 
 
 class IndexBuildSerializer(serializers.ModelSerializer):
+    methods = serializers.ListField(child=serializers.CharField(), read_only=True,
+                                    help_text="the retrieval methods the index serves (see /api/v1/methods/)")
     incremental_from = serializers.PrimaryKeyRelatedField(source="base", read_only=True, allow_null=True)
     created = serializers.DateTimeField(source="created_at")
     url = serializers.SerializerMethodField(help_text="the index status endpoint, to follow the build's progress")
 
     class Meta:
         model = IndexVersion
-        fields = ["id", "status", "collection", "model_version", "incremental_from", "done", "total", "message",
-                  "created", "url"]
+        fields = ["id", "status", "collection", "model_version", "incremental_from", "methods", "contrastive_model",
+                  "triplet_model", "segmentation_model", "done", "total", "message", "created", "url"]
         read_only_fields = fields
 
     def get_url(self, index: IndexVersion) -> str:

@@ -60,10 +60,21 @@ def _checked_model(model: ModelVersion | None, stage: str, what: str) -> ModelVe
     return model
 
 
+def _segmentation_note(methods: list[str], segmentation_model: ModelVersion | None) -> dict:
+    """Which lesion masks the Dice-based methods of an index compare (shown with the index)."""
+    if not any(m.MASK in m.METHODS[name].needs for name in methods):
+        return {}
+    if segmentation_model is None:
+        return {"segmentation": {"kind": "classical"}}
+    return {"segmentation": {"kind": "learned", "model_version": segmentation_model.id,
+                             "val_dice_mean": (segmentation_model.metrics or {}).get("val_dice_mean")}}
+
+
 def index_build_request(*, user=None, model_version: ModelVersion | None = None, collection: str | None = None,
                         incremental: bool = False, extra_methods: bool = True,
                         contrastive_model: ModelVersion | None = None,
-                        triplet_model: ModelVersion | None = None) -> IndexVersion:
+                        triplet_model: ModelVersion | None = None,
+                        segmentation_model: ModelVersion | None = None) -> IndexVersion:
     """Create a pending build (or return the one already under way) and enqueue it on commit.
 
     ``model_version`` defaults to the newest 4-channel model of ``collection``; ``collection``
@@ -72,8 +83,9 @@ def index_build_request(*, user=None, model_version: ModelVersion | None = None,
 
     With ``extra_methods`` (default) the index also serves the other retrieval methods
     (:mod:`retrieval.methods`): 3-channel features, style vectors and lesion masks (classical
-    segmentation) for every case, and the contrastive and triplet embeddings of the given models
-    (default: the collection's newest, when trained).
+    segmentation by default, or the learned ``segmentation_model``) for every case, and the
+    contrastive and triplet embeddings of the given models (default: the collection's newest, when
+    trained).
     """
     from retrieval.selectors import default_collection
 
@@ -95,9 +107,11 @@ def index_build_request(*, user=None, model_version: ModelVersion | None = None,
                              "run a full build")
     contrastive_model = _checked_model(contrastive_model, ModelVersion.Stage.CONTRASTIVE, "contrastive")
     triplet_model = _checked_model(triplet_model, ModelVersion.Stage.TRIPLET, "triplet")
+    segmentation_model = _checked_model(segmentation_model, ModelVersion.Stage.SEGMENTATION, "segmentation")
     if base is not None:  # an extension keeps its base's methods, so old and new rows compare
         methods = list(base.methods or [m.SECBIR])
         contrastive_model, triplet_model = base.contrastive_model, base.triplet_model
+        segmentation_model = base.segmentation_model
     elif extra_methods:
         contrastive_model = contrastive_model or _newest(ModelVersion.Stage.CONTRASTIVE, collection)
         triplet_model = triplet_model or _newest(ModelVersion.Stage.TRIPLET, collection)
@@ -106,7 +120,7 @@ def index_build_request(*, user=None, model_version: ModelVersion | None = None,
         descriptors |= {m.TRIPLET} if triplet_model else set()
         methods = [name for name, method in m.METHODS.items() if set(method.needs) <= descriptors]
     else:
-        methods, contrastive_model, triplet_model = [m.SECBIR], None, None
+        methods, contrastive_model, triplet_model, segmentation_model = [m.SECBIR], None, None, None
     with transaction.atomic():
         under_way = (IndexVersion.objects.select_for_update()
                      .filter(collection=collection, model_version=model_version, status__in=[Status.PENDING,
@@ -116,7 +130,8 @@ def index_build_request(*, user=None, model_version: ModelVersion | None = None,
             return under_way
         index = IndexVersion.objects.create(model_version=model_version, collection=collection, base=base,
                                             methods=methods, contrastive_model=contrastive_model,
-                                            triplet_model=triplet_model,
+                                            triplet_model=triplet_model, segmentation_model=segmentation_model,
+                                            descriptors=_segmentation_note(methods, segmentation_model),
                                             requested_by=user if user and user.is_authenticated else None)
         index.directory = f"indexes/{index.id}"
         index.save(update_fields=["directory"])

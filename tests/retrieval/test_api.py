@@ -511,13 +511,24 @@ def test_a_rebuild_is_queued_and_answered_with_202(staff, index_row, sent, djang
     build = IndexVersion.objects.get(status=IndexVersion.Status.PENDING)
     assert response.json() == {
         "id": build.id, "status": "pending", "collection": index_row.collection, "model_version": model.id,
-        "incremental_from": None, "done": 0, "total": 0, "message": "", "created": response.json()["created"],
+        "incremental_from": None, "methods": build.methods, "contrastive_model": None, "triplet_model": None,
+        "segmentation_model": None, "done": 0, "total": 0, "message": "", "created": response.json()["created"],
         "url": f"http://testserver{INDEX}",
     }
     assert sent["index"] == [build.id] and build.requested_by == staff
+    assert "style" in build.methods and "i1_sd" in build.methods
     incremental = api(staff).post(REBUILD, {"model_version": model.id, "incremental": True}, format="json")
     # A build of that model is already under way: the service hands back that one.
     assert incremental.status_code == 202 and incremental.json()["id"] == build.id
+
+
+def test_a_rebuild_chooses_its_methods_and_models(staff, index_row):
+    model = index_row.model_version
+    error = error_of(api(staff).post(REBUILD, {"segmentation_model": model.id}, format="json"), 400)
+    assert "segmentation_model" in error["fields"]
+    response = api(staff).post(REBUILD, {"extra_methods": False}, format="json")
+    assert response.status_code == 202 and response.json()["methods"] == ["secbir"]
+    assert IndexVersion.objects.get(id=response.json()["id"]).methods == ["secbir"]
 
 
 def test_an_incremental_rebuild_extends_the_active_index(staff, index_row):

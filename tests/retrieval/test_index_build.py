@@ -207,3 +207,34 @@ def test_build_index_command_without_models_is_a_clear_error(db, media_root, tmp
     call_command("make_synthetic_library", "--limit", "12", "--out", str(tmp_path / "s"), verbosity=0)
     with pytest.raises(CommandError, match="no trained 4-channel model for collection 'synthetic'"):
         call_command("build_index", verbosity=0)
+
+
+def test_the_dice_methods_compare_the_chosen_segmenter_s_masks(tiny_method_models, settings, media_root):
+    """build_index --segmentation-model V: the stored lesion masks are the learned model's (not the
+    classical ones), the index says so, and an extension keeps the base's segmenter."""
+    from retrieval.ml.descriptors import SEGMENTATION_INPUT, resize_rgb_array
+    from retrieval.ml.measures import pack_masks
+    from retrieval.ml.segmentation import Segmenter
+    from retrieval.services.segmentation import segmenter_for
+
+    settings.INDEX_CHUNK_SIZE = 16
+    runtime.forget()
+    learned = tiny_method_models["segmentation"]
+    with pytest.raises(CommandError, match="is not a segmentation model"):
+        call_command("build_index", "--here", "--segmentation-model", str(tiny_method_models["triplet"].id),
+                     verbosity=0)
+    call_command("build_index", "--here", "--segmentation-model", str(learned.id), verbosity=0)
+    index = IndexVersion.objects.get(active=True)
+    assert index.segmentation_model == learned and "i1_sd" in index.methods
+    assert index.descriptors["segmentation"] == {"kind": "learned", "model_version": learned.id,
+                                                 "val_dice_mean": learned.metrics["val_dice_mean"]}
+
+    ids = np.load(media_root / index.directory / "case_ids.npy")[:4]
+    stored = np.load(media_root / index.directory / "mask.npy")[:4]
+    images = np.stack([resize_rgb_array(runtime.load_rgb(Case.objects.get(id=i).image.path), SEGMENTATION_INPUT)
+                       for i in ids.tolist()])
+    assert np.array_equal(stored, pack_masks(segmenter_for(learned).masks(images)))
+    assert not np.array_equal(stored, pack_masks(Segmenter.classical().masks(images)))
+
+    extension = index_build_request(model_version=index.model_version, incremental=True)
+    assert extension.segmentation_model == learned

@@ -11,13 +11,26 @@ from retrieval import runtime
 from retrieval.methods import METHODS
 from retrieval.models import Case
 from retrieval.services.queries import query_run
+from tests.conftest import build_index_here
 from tests.retrieval.test_api import api, error_of, submit
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
-#: Without trained contrastive/triplet models (the tiny test library has none) an index serves
-#: the other eleven methods.
-SERVED = [name for name in METHODS if name not in ("contrastive", "triplet")]
+#: Without trained contrastive/triplet models an index serves the other eleven methods.
+WITHOUT_EMBEDDINGS = [name for name in METHODS if name not in ("contrastive", "triplet")]
+
+
+@pytest.fixture
+def all_methods_index(tiny_method_models, settings):
+    """An active index of the tiny library serving all thirteen methods: tiny contrastive and
+    triplet embeddings, and the learned segmenter's masks for the Dice methods."""
+    settings.INDEX_CHUNK_SIZE = 16
+    runtime.forget()
+    index = build_index_here(model_version=tiny_method_models["4ch"],
+                             segmentation_model=tiny_method_models["segmentation"])
+    assert index.status == "done" and index.active, index.message
+    yield index
+    runtime.forget()
 
 
 @pytest.fixture(autouse=True)
@@ -32,17 +45,30 @@ def _test_image() -> bytes:
     return Case.objects.filter(split="test").order_by("id").first().image.read()
 
 
-def test_the_index_serves_every_method_and_the_api_lists_them(ready_index, clinician):
-    assert ready_index.methods == SERVED
+def test_without_embedding_models_the_index_serves_eleven_methods(ready_index, clinician):
+    assert ready_index.methods == WITHOUT_EMBEDDINGS
+    assert ready_index.contrastive_model is None and ready_index.segmentation_model is None
+    assert ready_index.descriptors["segmentation"] == {"kind": "classical"}
+    listed = api(clinician).get("/api/v1/methods/").json()
+    assert [m["name"] for m in listed if m["available"]] == WITHOUT_EMBEDDINGS
+
+
+def test_the_index_serves_every_method_and_the_api_lists_them(all_methods_index, tiny_method_models, clinician):
+    assert all_methods_index.methods == list(METHODS)
+    assert all_methods_index.contrastive_model == tiny_method_models["contrastive"]
+    assert all_methods_index.triplet_model == tiny_method_models["triplet"]
+    assert all_methods_index.descriptors["segmentation"]["kind"] == "learned"
+    assert all_methods_index.descriptors["segmentation"]["model_version"] == tiny_method_models["segmentation"].id
     listed = api(clinician).get("/api/v1/methods/").json()
     assert [m["name"] for m in listed] == list(METHODS)
-    assert [m["name"] for m in listed if m["available"]] == SERVED
+    assert [m["name"] for m in listed if m["available"]] == list(METHODS)
     assert [m["name"] for m in listed if m["default"]] == ["secbir"]
     assert APIClient().get("/api/v1/methods/").status_code == 401
 
 
-@pytest.mark.parametrize("method", SERVED)
-def test_each_method_returns_k_distinct_neighbours_by_its_own_scores(ready_index, clinician, media_root, method):
+@pytest.mark.parametrize("method", list(METHODS))
+def test_each_method_returns_k_distinct_neighbours_by_its_own_scores(all_methods_index, clinician, media_root,
+                                                                    method):
     from retrieval.ml import methods as scoring
 
     client = api(clinician)
@@ -60,8 +86,8 @@ def test_each_method_returns_k_distinct_neighbours_by_its_own_scores(ready_index
     assert scores == sorted(scores, reverse=True)
 
     # The same ranking, computed directly from the index's stored descriptors.
-    encoder = runtime.descriptor_encoder_for(ready_index)
-    loaded = runtime.loaded_index(ready_index)
+    encoder = runtime.descriptor_encoder_for(all_methods_index)
+    loaded = runtime.loaded_index(all_methods_index)
     pixels = runtime.load_rgb(Case.objects.filter(split="test").order_by("id").first().image.path)
     needs = METHODS[method].needs
     encoded = encoder.encode([pixels], needs={"secbir", *needs}, packed_masks=False)
@@ -88,7 +114,7 @@ def test_an_unknown_method_is_400_and_an_unserved_one_409(ready_index, clinician
     error = error_of(submit(client, _test_image(), method="style"), 409)
     assert "not available" in error["message"] and "secbir" in error["message"]
     assert submit(client, _test_image(), method="secbir").status_code == 202
-    ready_index.methods = SERVED
+    ready_index.methods = WITHOUT_EMBEDDINGS
     ready_index.save(update_fields=["methods"])
     error = error_of(submit(client, _test_image(), method="triplet"), 409)  # no triplet model was trained
     assert "Triplet embedding" in error["message"]

@@ -104,6 +104,8 @@ def test_evaluate_retrieval_scores_the_trained_models_in_table_layouts(small_lib
     two = StringIO()
     call_command("evaluate_retrieval", "--methods", "secbir,style", "--format", "json", stdout=two, verbosity=0)
     assert set(json.loads(two.getvalue())["methods"]) == {"secbir", "style"}
+    with pytest.raises(CommandError, match="--segmentation-model: no segmentation ModelVersion #999"):
+        call_command("evaluate_retrieval", "--methods", "i1_sd", "--segmentation-model", "999", verbosity=0)
     with pytest.raises(CommandError, match="--methods: unknown sift"):
         call_command("evaluate_retrieval", "--methods", "secbir,sift", verbosity=0)
 

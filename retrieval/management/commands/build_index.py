@@ -28,6 +28,9 @@ class Command(BaseCommand):
                             help="contrastive ModelVersion to index (default: the collection's newest, if any)")
         parser.add_argument("--triplet-model", type=int, metavar="V",
                             help="triplet ModelVersion to index (default: the collection's newest, if any)")
+        parser.add_argument("--segmentation-model", type=int, metavar="V",
+                            help="learned segmentation ModelVersion whose lesion masks the Dice methods compare "
+                                 "(default: the classical segmentation; segment_library train makes one)")
 
     def handle(self, *args, model_version, collection, incremental, wait, here, **options):
         from retrieval.services.index import index_build_request, index_build_run, index_refresh
@@ -45,7 +48,8 @@ class Command(BaseCommand):
                 model_version=model(model_version, "--model-version"), collection=collection, incremental=incremental,
                 extra_methods=not options["secbir_only"],
                 contrastive_model=model(options["contrastive_model"], "--contrastive-model"),
-                triplet_model=model(options["triplet_model"], "--triplet-model"))
+                triplet_model=model(options["triplet_model"], "--triplet-model"),
+                segmentation_model=model(options["segmentation_model"], "--segmentation-model"))
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"Index build #{index.id} of {index.collection!r} with {index.model_version} "

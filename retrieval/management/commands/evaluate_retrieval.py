@@ -55,7 +55,9 @@ class Command(BaseCommand):
                             help="comma-separated retrieval methods to score side by side, or 'all' (default): every "
                                  f"method ({', '.join(METHODS)}); contrastive and triplet only when such a model "
                                  "is trained (else they are listed as skipped)")
-
+        parser.add_argument("--segmentation-model", type=int, metavar="V",
+                            help="learned segmentation ModelVersion for the Dice methods (default: classical "
+                                 "segmentation)")
         parser.add_argument("--saliency", choices=["vanilla", "integrated"], default="vanilla",
                             help="saliency method for the 4-channel input (default: vanilla gradient, as in the thesis)")
         parser.add_argument("--ig-steps", type=int, default=32, help="integrated gradients: number of steps")
@@ -79,11 +81,12 @@ class Command(BaseCommand):
             saliency = {"method": options["saliency"], "ig_steps": options["ig_steps"],
                         "ig_baseline": options["ig_baseline"]}
             results, classifiers = self.evaluate_own_model(model_version, cutoffs, device, options["verbosity"] > 0,
-                                                           saliency, options["methods"])
+                                                           saliency, options["methods"],
+                                                           options["segmentation_model"])
         self.write_results(results, output_format, out, classifiers)
 
     def evaluate_own_model(self, version_id: int | None, cutoffs: list[int], device: str | None, progress: bool,
-                           saliency: dict, method_names: str = "all"):
+                           saliency: dict, method_names: str = "all", segmentation_id: int | None = None):
         """The retrieval methods of one 4-channel ModelVersion side by side, and its classifiers."""
         from django.conf import settings
 
@@ -94,6 +97,11 @@ class Command(BaseCommand):
         version = versions.filter(id=version_id).first() if version_id else versions.first()
         if version is None:
             raise CommandError(f"no 4-channel ModelVersion {version_id}" if version_id else NO_MODEL)
+        segmentation = None
+        if segmentation_id is not None:
+            segmentation = ModelVersion.objects.filter(id=segmentation_id, stage=ModelVersion.Stage.SEGMENTATION).first()
+            if segmentation is None:
+                raise CommandError(f"--segmentation-model: no segmentation ModelVersion #{segmentation_id}")
         newest = {stage: ModelVersion.objects.filter(stage=stage, collection=version.collection)
                   .order_by("-created_at", "-id").first() for stage in ("contrastive", "triplet")}
         if method_names.strip() == "all":
@@ -111,7 +119,8 @@ class Command(BaseCommand):
         try:
             evaluation = evaluate_model(version, ks=cutoffs, device=device or settings.TORCH_DEVICE, progress=progress,
                                         methods=methods, contrastive=newest["contrastive"],
-                                        triplet=newest["triplet"], style_components=settings.STYLE_COMPONENTS,
+                                        triplet=newest["triplet"], segmentation=segmentation,
+                                        style_components=settings.STYLE_COMPONENTS,
                                         **saliency)
         except (ValueError, RuntimeError) as exc:
             raise CommandError(str(exc)) from None
