@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI / Redoc files served from /static/ (no CDN)
     "retrieval",
     "readerstudy",
+    "lesionsearch.audit",
 ]
 
 MIDDLEWARE = [
@@ -59,6 +60,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Refuses an oversize body from its Content-Length, before anything (CSRF included) parses it.
+    "lesionsearch.middleware.RequestSizeLimitMiddleware",
+    "lesionsearch.audit.middleware.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -106,6 +110,14 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# The model backend, refusing a user name locked out after repeated failed sign-ins (web and admin).
+AUTHENTICATION_BACKENDS = ["lesionsearch.auth.LockoutModelBackend"]
+#: After LOGIN_FAILURE_LIMIT failed sign-ins for one user name within LOGIN_LOCKOUT_SECONDS, that
+#: user name cannot sign in (not even with the right password) for LOGIN_LOCKOUT_SECONDS.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
+#: Take the client IP (audit log) from the last X-Forwarded-For entry, appended by the one trusted proxy.
+TRUST_X_FORWARDED_FOR = env_bool("TRUST_X_FORWARDED_FOR", False)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -137,6 +149,18 @@ WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024  # larger uploads spill to a temporary file
+
+# --- Cache ---------------------------------------------------------------------------------
+# Throttle and sign-in failure counters. The default is per web process (each gunicorn worker
+# counts on its own); CACHE_URL=redis://HOST:PORT/DB shares the counters between processes.
+_cache_url = env_str("CACHE_URL")
+if _cache_url is None:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "lesionsearch"}}
+elif _cache_url.split("://", 1)[0] in {"redis", "rediss"}:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _cache_url,
+                          "KEY_PREFIX": "lesionsearch"}}
+else:
+    raise ImproperlyConfigured(f"CACHE_URL={_cache_url!r}: use redis://HOST:PORT/DB (or leave unset).")
 
 # --- Machine learning ---------------------------------------------------------------------
 TORCH_DEVICE = env_choice("TORCH_DEVICE", ("auto", "cpu", "cuda"), "auto")

@@ -6,6 +6,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from lesionsearch import views
+from lesionsearch.auth import LoginView
 from retrieval.api.exceptions import api_not_found
 from retrieval.api.views import OfflineRedocView
 
@@ -22,7 +23,7 @@ api_v1 = [
 urlpatterns = [
     path("", include("retrieval.urls")),
     path("studies/", include("readerstudy.urls")),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "v1"), namespace="v1")),
@@ -30,3 +31,5 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     re_path(r"^media/(?P<path>.+)$", views.protected_media, name="media"),
 ]
+
+handler400 = "lesionsearch.views.bad_request"

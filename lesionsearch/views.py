@@ -92,3 +92,24 @@ def protected_media(request, path: str):
     # The same URL answers differently per user and credentials: shared caches must not reuse it.
     response["Vary"] = "Cookie, Authorization"
     return response
+
+
+def bad_request(request, exception):
+    """handler400: an unreadable request body gets a message saying why (413 when it is too large)."""
+    from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+    from django.shortcuts import render
+
+    from lesionsearch.middleware import too_large_response
+
+    if isinstance(exception, RequestDataTooBig):
+        return too_large_response(request, "The form's fields are too large (files are not counted): at most "
+                                           f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)} MB.")
+    if isinstance(exception, (TooManyFieldsSent, TooManyFilesSent)):
+        message = "The form has too many fields or files."
+    else:
+        message = "The request could not be read."
+    if request.path_info.startswith("/api/"):
+        from retrieval.api.exceptions import error_body
+
+        return JsonResponse(error_body(400, "invalid", message), status=400)
+    return render(request, "400.html", {"message": message}, status=400)

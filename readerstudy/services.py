@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from lesionsearch.audit import services as audit
 from lesionsearch.roles import READER, has_role
 from readerstudy.models import (
     LIKERT_MAX, LIKERT_MIN, RELEVANCE_MAX, RELEVANCE_MIN, TASK_IMAGE_ONLY, TASK_WITH_NEIGHBOURS, TASKS, Answer,
@@ -83,6 +84,8 @@ def study_create(*, user, name: str, index_version: IndexVersion | None = None, 
             task2_rotation=task2_rotation, allow_changes=allow_changes, relevance_ratings=relevance_ratings,
             reveal_results=reveal_results, seed=seed, created_by=user if user and user.is_authenticated else None,
             message="Waiting for a worker to compute the query set and its neighbours.")
+        audit.record(audit.Action.STUDY_CREATE, user=user, obj=study,
+                     detail={"name": name, "index": index.id, "cases_per_reader": cases_per_reader})
         if enqueue:
             transaction.on_commit(lambda: _enqueue(study.id))
     return study
@@ -252,7 +255,7 @@ def reader_seed(study: Study, reader) -> int:
     return int(np.random.SeedSequence([study.seed, reader.id]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def study_assign(*, study: Study, readers) -> list[Assignment]:
+def study_assign(*, study: Study, readers, user=None) -> list[Assignment]:
     """Give each reader (users in the reader group) a seeded random sample of the query set, in a
     seeded Task 1 order and a different seeded Task 2 order. Readers already assigned are kept."""
     if study.status not in (Status.DRAFT, Status.OPEN):
@@ -283,30 +286,41 @@ def study_assign(*, study: Study, readers) -> list[Assignment]:
                              task2_position=int(pos2[j]))
                 for j, member in enumerate(sample)])
             created.append(assignment)
+        if created:
+            audit.record(audit.Action.STUDY_ASSIGN, user=user, obj=study,
+                         detail={"readers": sorted(a.reader.get_username() for a in created)})
     return created
 
 
-def study_unassign(*, study: Study, reader) -> None:
+def study_unassign(*, study: Study, reader, user=None) -> None:
     """Remove a reader who has not answered anything (answers are never thrown away)."""
     assignment = Assignment.objects.filter(study=study, reader=reader).first()
     if assignment is None:
         raise StudyError(f"{reader.username} is not a reader of this study.", 404, "not_found")
     if Answer.objects.filter(item__assignment=assignment).exists():
         raise StudyError(f"{reader.username} has answered already; their answers are kept.", 409, "has_answers")
-    assignment.delete()
+    with transaction.atomic():
+        assignment.delete()
+        audit.record(audit.Action.STUDY_UNASSIGN, user=user, obj=study, detail={"reader": reader.get_username()})
 
 
-def study_open(*, study: Study) -> None:
-    if not Study.objects.filter(id=study.id, status=Status.DRAFT).update(status=Status.OPEN, opened_at=timezone.now()):
-        raise StudyError("Only a prepared draft study can be opened.", 409, "wrong_status")
+def study_open(*, study: Study, user=None) -> None:
+    with transaction.atomic():
+        if not Study.objects.filter(id=study.id, status=Status.DRAFT).update(status=Status.OPEN,
+                                                                             opened_at=timezone.now()):
+            raise StudyError("Only a prepared draft study can be opened.", 409, "wrong_status")
+        audit.record(audit.Action.STUDY_OPEN, user=user, obj=study)
     study.refresh_from_db()
 
 
-def study_close(*, study: Study) -> None:
+def study_close(*, study: Study, user=None) -> None:
     """Close an open study: no more answers; its results (and, if the study says so, the readers'
     own results with the ground truth) become available. Closing is final."""
-    if not Study.objects.filter(id=study.id, status=Status.OPEN).update(status=Status.CLOSED, closed_at=timezone.now()):
-        raise StudyError("Only an open study can be closed.", 409, "wrong_status")
+    with transaction.atomic():
+        if not Study.objects.filter(id=study.id, status=Status.OPEN).update(status=Status.CLOSED,
+                                                                            closed_at=timezone.now()):
+            raise StudyError("Only an open study can be closed.", 409, "wrong_status")
+        audit.record(audit.Action.STUDY_CLOSE, user=user, obj=study)
     study.refresh_from_db()
 
 

@@ -22,6 +22,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from PIL import Image, ImageOps
 
+from lesionsearch.audit import services as audit
 from lesionsearch.roles import READER
 from readerstudy import selectors, services
 from readerstudy.models import (
@@ -309,20 +310,20 @@ def manage_action(request, study_id: int, action: str):
     study = get_object_or_404(Study, id=study_id)
     try:
         if action == "open":
-            services.study_open(study=study)
+            services.study_open(study=study, user=request.user)
             messages.success(request, "The study is open: assigned readers can start Task 1.")
         elif action == "close":
-            services.study_close(study=study)
+            services.study_close(study=study, user=request.user)
             messages.success(request, "The study is closed; no more answers are accepted.")
         elif action == "assign":
             users = list(get_user_model().objects.filter(id__in=request.POST.getlist("readers")))
             if not users:
                 raise services.StudyError("Choose at least one reader to assign.")
-            created = services.study_assign(study=study, readers=users)
+            created = services.study_assign(study=study, readers=users, user=request.user)
             messages.success(request, f"{len(created)} reader(s) assigned.")
         elif action == "unassign":
             user = get_object_or_404(get_user_model(), username=request.POST.get("reader", ""))
-            services.study_unassign(study=study, reader=user)
+            services.study_unassign(study=study, reader=user, user=request.user)
             messages.success(request, f"{user.username} removed from the study.")
         else:
             raise Http404("no such action")
@@ -348,6 +349,8 @@ def manage_export(request, study_id: int):
     except services.StudyError as exc:
         return HttpResponse(str(exc), status=exc.status_code, content_type="text/plain")
     data = report_archive(report, reads, formats=formats, ratings=ratings)
+    audit.record(audit.Action.STUDY_EXPORT, user=request.user, obj=study,
+                 detail={"formats": list(formats), "bytes": len(data)})
     response = HttpResponse(data, content_type="application/zip")
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
     response["Content-Disposition"] = f'attachment; filename="study-{study.id}-report-{stamp}.zip"'

@@ -95,7 +95,7 @@ class IndexVersionAdmin(admin.ModelAdmin):
 
         for index in queryset:
             try:
-                index_activate(index=index)
+                index_activate(index=index, user=request.user)
             except ValueError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
                 continue

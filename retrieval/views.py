@@ -19,6 +19,7 @@ from retrieval.classes import BY_CODE, CLASSES
 from retrieval.methods import DEFAULT_METHOD
 from retrieval.models import Query
 from retrieval.services import queries as query_services
+from retrieval.throttles import query_submit_wait
 
 #: Image types the upload accepts (what retrieval.images reads); the browser's file picker
 #: and the drop zone offer the same list.
@@ -89,10 +90,15 @@ class QueryUploadForm(forms.Form):
 @require_http_methods(["GET", "POST"])
 def search(request):
     """Upload form (a plain form POST works without JavaScript) and the user's query history."""
-    error, status = "", 200
+    error, status, retry_after = "", 200, None
     if request.method == "POST":
-        form = QueryUploadForm(request.POST, request.FILES)
-        if form.is_valid():
+        # The same per-user limit as the API's (one count for both), checked before the upload is read.
+        retry_after = query_submit_wait(request)
+        form = None if retry_after else QueryUploadForm(request.POST, request.FILES)
+        if form is None:
+            error, status = (f"You have submitted too many searches in a short time. Please wait {retry_after} "
+                             f"second{'s' if retry_after != 1 else ''} and try again."), 429
+        elif form.is_valid():
             upload = form.cleaned_data["image"]
             # One byte past the limit is enough for the service to refuse an oversize file,
             # without holding all of it in memory.
@@ -108,7 +114,7 @@ def search(request):
         else:
             error, status = " ".join(msg for errors in form.errors.values() for msg in errors), 400
     page = Paginator(selectors.query_list(user=request.user), HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "retrieval/search.html", {
+    response = render(request, "retrieval/search.html", {
         "error": error,
         "k_value": request.POST.get("k") or settings.QUERY_DEFAULT_K,
         "methods": selectors.retrieval_methods(),
@@ -121,6 +127,9 @@ def search(request):
         "max_k": settings.QUERY_MAX_K,
         "api_queries_url": reverse("v1:query-list"),
     }, status=status)
+    if retry_after:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 @login_required
@@ -161,7 +170,7 @@ def query_delete(request, pk: int):
     query = _own_query(request, pk)
     if request.method == "POST":
         label = f"Query #{query.pk}" + (f" ({query.original_name})" if query.original_name else "")
-        query_services.query_delete(query=query)
+        query_services.query_delete(query=query, user=request.user)
         messages.success(request, f"{label} was deleted with its image and results.")
         return redirect("search")
     return render(request, "retrieval/query_confirm_delete.html", {"query": query})

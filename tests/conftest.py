@@ -32,6 +32,15 @@ REAL_METADATA = REPO.parent / "shared" / "data" / "HAM10000_metadata.csv"
 SHIPPED_METADATA = REPO / "retrieval" / "data" / "HAM10000_metadata.csv"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Every test starts with an empty cache: throttle counts and sign-in failures are per user id
+    and user name, which repeat from test to test."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def media_root(settings, tmp_path):
     settings.MEDIA_ROOT = str(tmp_path / "media")

@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
+from lesionsearch.audit import services as audit
 from readerstudy import selectors, services
 from readerstudy.api import serializers as s
 from readerstudy.api.permissions import IsReader, IsStudyAdmin
@@ -236,7 +237,7 @@ class ManagedStudyOpenView(_ManageView):
                                             **errors(404, 409, e409="`wrong_status`: not a prepared draft")})
     def post(self, request, study_id: int):
         study = self._study(study_id)
-        services.study_open(study=study)
+        services.study_open(study=study, user=request.user)
         return Response(self._detail(study))
 
 
@@ -246,7 +247,7 @@ class ManagedStudyCloseView(_ManageView):
                                             **errors(404, 409, e409="`wrong_status`: the study is not open")})
     def post(self, request, study_id: int):
         study = self._study(study_id)
-        services.study_close(study=study)
+        services.study_close(study=study, user=request.user)
         return Response(self._detail(study))
 
 
@@ -262,7 +263,7 @@ class ManagedStudyAssignView(_ManageView):
         data = s.AssignInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         study = self._study(study_id)
-        created = services.study_assign(study=study, readers=data.validated_data["readers"])
+        created = services.study_assign(study=study, readers=data.validated_data["readers"], user=request.user)
         readers = study.assignments.order_by("reader__username").values_list("reader__username", flat=True)
         body = {"assigned": sorted(a.reader.username for a in created), "readers": list(readers)}
         return Response(s.AssignResultSerializer(body).data)
@@ -285,7 +286,9 @@ class ManagedStudyReportView(_ManageView):
                    **errors(404, 409, e409="`no_answers`: nobody has answered yet")},
     )
     def get(self, request, study_id: int):
-        report, _, _ = selectors.study_report(self._study(study_id))
+        study = self._study(study_id)
+        report, _, _ = selectors.study_report(study)
+        audit.record(audit.Action.STUDY_REPORT, user=request.user, obj=study)
         return Response(report)
 
 
@@ -318,6 +321,8 @@ class ManagedStudyExportView(_ManageView):
             raise ValidationError({"format": [str(exc)]}) from None
         report, reads, ratings = selectors.study_report(study)
         data = report_archive(report, reads, formats=formats, ratings=ratings)
+        audit.record(audit.Action.STUDY_EXPORT, user=request.user, obj=study,
+                     detail={"formats": list(formats), "bytes": len(data)})
         response = HttpResponse(data, content_type="application/zip")
         stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
         response["Content-Disposition"] = f'attachment; filename="study-{study.id}-report-{stamp}.zip"'

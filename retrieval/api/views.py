@@ -11,7 +11,6 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
-from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
 from retrieval import selectors
@@ -21,6 +20,7 @@ from retrieval.api.permissions import HasAnyRole, IsClinicianOrStaff, IsStaff, M
 from retrieval.models import Case, Query
 from retrieval.services.index import index_build_request
 from retrieval.services.queries import query_delete, query_submit
+from retrieval.throttles import QuerySubmitThrottle  # shared with the search page
 
 #: Room for the multipart envelope and the other form fields around the image.
 _MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -40,12 +40,6 @@ _ERROR_TEXT = {
 def errors(*codes: int) -> dict[int, OpenApiResponse]:
     """Schema entries for error responses, all with the one error body."""
     return {code: OpenApiResponse(ErrorSerializer, description=_ERROR_TEXT[code]) for code in (401, 403, *codes)}
-
-
-class QuerySubmitThrottle(UserRateThrottle):
-    """Query creation per user (the rate is REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["query_submit"])."""
-
-    scope = "query_submit"
 
 
 class _QueryView(GenericAPIView):
@@ -117,7 +111,7 @@ class QueryDetailView(_QueryView):
     @extend_schema(operation_id="queries_destroy", summary="Delete a query with its image and overlays",
                    responses={204: None, **errors(404)})
     def delete(self, request, query_id: int):
-        query_delete(query=self._own_query(query_id))
+        query_delete(query=self._own_query(query_id), user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -24,6 +24,7 @@ from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from lesionsearch.audit import services as audit
 from retrieval import runtime
 from retrieval.classes import CODES, TEST, VAL
 from retrieval import methods as m
@@ -127,6 +128,8 @@ def index_build_request(*, user=None, model_version: ModelVersion | None = None,
                                                                                              Status.RUNNING])
                      .first())
         if under_way is not None:
+            audit.record(audit.Action.INDEX_REBUILD, user=user, obj=under_way,
+                         detail={"collection": collection, "model_version": model_version.id, "existing": True})
             return under_way
         index = IndexVersion.objects.create(model_version=model_version, collection=collection, base=base,
                                             methods=methods, contrastive_model=contrastive_model,
@@ -135,6 +138,9 @@ def index_build_request(*, user=None, model_version: ModelVersion | None = None,
                                             requested_by=user if user and user.is_authenticated else None)
         index.directory = f"indexes/{index.id}"
         index.save(update_fields=["directory"])
+        audit.record(audit.Action.INDEX_REBUILD, user=user, obj=index,
+                     detail={"collection": collection, "model_version": model_version.id, "existing": False,
+                             "incremental": base is not None, "methods": methods})
         transaction.on_commit(lambda: _enqueue(index.id))
     return index
 
@@ -473,7 +479,7 @@ def index_refresh(*, index: IndexVersion) -> IndexVersion:
     return IndexVersion.objects.get(id=index.id)
 
 
-def index_activate(*, index: IndexVersion) -> None:
+def index_activate(*, index: IndexVersion, user=None) -> None:
     """Make a finished version the one that serves queries (e.g. roll back to an older one)."""
     if index.status != Status.DONE:
         raise ValueError(f"{index} is not finished; only a complete index can serve queries")
@@ -481,3 +487,4 @@ def index_activate(*, index: IndexVersion) -> None:
         list(IndexVersion.objects.select_for_update().filter(collection=index.collection).values_list("id"))
         IndexVersion.objects.filter(collection=index.collection, active=True).update(active=False)
         IndexVersion.objects.filter(id=index.id).update(active=True, activated_at=timezone.now())
+        audit.record(audit.Action.INDEX_ACTIVATE, user=user, obj=index, detail={"collection": index.collection})

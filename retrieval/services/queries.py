@@ -24,6 +24,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image, ImageOps
 
+from lesionsearch.audit import services as audit
 from retrieval import runtime
 from retrieval.classes import CODES
 from retrieval.images import ImageRejected, inspect_image
@@ -125,6 +126,8 @@ def query_submit(*, user, image_data: bytes, filename: str = "", k: int | None =
             query = Query.objects.create(user=user, image=name, original_name=(filename or "")[:255],
                                          sha256=info.sha256, width=width, height=height, k=k, index_version=index,
                                          method=method)
+            audit.record(audit.Action.QUERY_SUBMIT, user=user, obj=query,
+                         detail={"sha256": info.sha256, "k": k, "method": method, "index": index.id})
             transaction.on_commit(lambda: _enqueue(query.id))
     except BaseException:
         default_storage.delete(name)
@@ -343,10 +346,12 @@ def jobs_sweep() -> int:
     return len(queries) + len(builds)
 
 
-def query_delete(*, query: Query) -> None:
-    """Remove a query, its neighbours and its own files (cached library overlays are shared and kept)."""
+def query_delete(*, query: Query, user=None) -> None:
+    """Remove a query, its neighbours and its own files (cached library overlays are shared and kept).
+    ``user``: who deletes it (the audit log's actor; default: the signed-in user of the request)."""
     names = [name for name in (query.image.name, query.saliency.name) if name]
     names += [name for pair in query.neighbours.values_list("evidence_query", "evidence_case") for name in pair if name]
     with transaction.atomic():
         Query.objects.filter(id=query.id).delete()
+        audit.record(audit.Action.QUERY_DELETE, user=user, obj=query, detail={"owner": query.user_id})
         transaction.on_commit(lambda: [default_storage.delete(name) for name in names])

@@ -9,6 +9,9 @@ from django.core.management import CommandError, call_command
 
 from tests.readerstudy.analysis.scenario import study_csv
 
+# The command writes an audit event (lesionsearch.audit) for each report it writes.
+pytestmark = pytest.mark.django_db
+
 BAD_CSV = (
     "reader,case,truth,task,answer,confidence\n"
     "alice,c1,mel,1,nv,2\n"

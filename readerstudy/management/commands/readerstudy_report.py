@@ -13,6 +13,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from lesionsearch.audit import services as audit
 from readerstudy.analysis.report import DEFAULT_BOOTSTRAP, build_report
 from readerstudy.analysis.responses import ResponsesInvalid, parse_responses
 from readerstudy.analysis.writers import FORMATS, check_formats, summary_lines, write_report
@@ -50,6 +51,9 @@ class Command(BaseCommand):
         reads = read_responses(responses)
         report = build_report(reads, seed=seed, n_bootstrap=bootstrap)
         paths = write_atomically(out, lambda folder: write_report(report, reads, folder, formats=formats))
+        audit.record(audit.Action.STUDY_EXPORT, object_type="responses file", object_id=str(responses.name),
+                     detail={"responses": str(responses.absolute()), "out": str(out.absolute()),
+                             "formats": list(formats), "files": len(paths)})
         for line in summary_lines(report):
             self.stdout.write(line)
         self.stdout.write(f"Wrote {len(paths)} files into {out}: {', '.join(path.name for path in paths)}")
