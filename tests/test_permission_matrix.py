@@ -33,13 +33,15 @@ ROLES = ("anonymous", "clinician", "reader", "study_admin", "superuser", "no_rol
 
 
 def _patterns(patterns=None, prefix: str = ""):
-    """Every URL pattern of the project as its full route string (regex routes keep their ^ and $)."""
+    """Every URL pattern of the project as its full route string, converters left out (``<int:pk>``
+    and ``<id:pk>`` are both ``<pk>``: the matrix is about the URL, not how its ids are parsed);
+    regex routes keep their ^ and $."""
     for pattern in get_resolver().url_patterns if patterns is None else patterns:
         if isinstance(pattern, URLResolver):
             yield from _patterns(pattern.url_patterns, prefix + str(pattern.pattern))
         else:
             assert isinstance(pattern, URLPattern)
-            yield prefix + str(pattern.pattern)
+            yield re.sub(r"<(?:\w+:)?(\w+)>", r"<\1>", prefix + str(pattern.pattern))
 
 
 # --- The scenario ---------------------------------------------------------------------------
@@ -178,35 +180,35 @@ MATRIX: dict[str, list[Probe]] = {
                 post("/search/", 302, 400, 403, 400, 400, 403, data=lambda s: {},
                      note="allowed roles reach the form: no image is a 400")],
     "methods/": [get("/methods/", *SIGNED_IN)],
-    "queries/<int:pk>/": [
+    "queries/<pk>/": [
         get(lambda s: f"/queries/{s.query.id}/", 302, 200, 403, 404, 404, 403, note="the clinician's own query"),
         get(lambda s: f"/queries/{s.other_query.id}/", 302, 404, 403, 404, 404, 403, note="a colleague's query"),
     ],
-    "queries/<int:pk>/delete/": [
+    "queries/<pk>/delete/": [
         get(lambda s: f"/queries/{s.query.id}/delete/", 302, 200, 403, 404, 404, 403),
         post(lambda s: f"/queries/{s.query.id}/delete/", 302, 302, 403, 404, 404, 403),
         post(lambda s: f"/queries/{s.other_query.id}/delete/", 302, 404, 403, 404, 404, 403),
     ],
     # Pages: reader studies (only the assigned reader reaches the study; management is for study admins)
     "studies/": [get("/studies/", *SIGNED_IN)],
-    "studies/<int:study_id>/": [get(_study("/studies/{study}/"), 302, 404, 200, 404, 404, 404)],
-    "studies/<int:study_id>/task/<int:task>/": [
+    "studies/<study_id>/": [get(_study("/studies/{study}/"), 302, 404, 200, 404, 404, 404)],
+    "studies/<study_id>/task/<task>/": [
         get(_study("/studies/{study}/task/1/"), 302, 404, 200, 404, 404, 404, note="Task 1 done"),
         get(_study("/studies/{study}/task/2/"), 302, 404, 200, 404, 404, 404),
         post(_study("/studies/{study}/task/2/"), 302, 404, 302, 404, 404, 404, data=_answer(2, 2)),
     ],
-    "studies/<int:study_id>/task/<int:task>/image/<int:position>/": [
+    "studies/<study_id>/task/<task>/image/<position>/": [
         get(_study("/studies/{study}/task/2/image/1/"), 302, 404, 200, 404, 404, 404)],
-    "studies/<int:study_id>/task/2/image/<int:position>/neighbour/<int:rank>/": [
+    "studies/<study_id>/task/2/image/<position>/neighbour/<rank>/": [
         get(_study("/studies/{study}/task/2/image/1/neighbour/1/"), 302, 404, 200, 404, 404, 404)],
-    "studies/<int:study_id>/results/": [
+    "studies/<study_id>/results/": [
         get(_study("/studies/{study}/results/"), 302, 404, 403, 404, 404, 404, note="no results while open")],
     "studies/manage/": [get("/studies/manage/", 302, 403, 403, 200, 200, 403),
                         post("/studies/manage/", 302, 403, 403, 400, 400, 403, data=lambda s: {})],
-    "studies/manage/<int:study_id>/": [get(_study("/studies/manage/{study}/"), 302, 403, 403, 200, 200, 403)],
-    "studies/manage/<int:study_id>/export/": [
+    "studies/manage/<study_id>/": [get(_study("/studies/manage/{study}/"), 302, 403, 403, 200, 200, 403)],
+    "studies/manage/<study_id>/export/": [
         get(_study("/studies/manage/{study}/export/"), 302, 403, 403, 200, 200, 403)],
-    "studies/manage/<int:study_id>/<str:action>/": [
+    "studies/manage/<study_id>/<action>/": [
         get(_study("/studies/manage/{study}/close/"), 302, 403, 403, 405, 405, 403),
         post(_study("/studies/manage/{study}/close/"), 302, 403, 403, 302, 302, 403),
     ],
@@ -220,7 +222,7 @@ MATRIX: dict[str, list[Probe]] = {
     # API: queries (own only), library (no readers), index (any role; rebuild staff only)
     "api/v1/queries/": [get("/api/v1/queries/", 401, 200, 403, 200, 200, 403),
                         post("/api/v1/queries/", 401, 400, 403, 400, 400, 403, data=lambda s: {})],
-    "api/v1/queries/<int:query_id>/": [
+    "api/v1/queries/<query_id>/": [
         get(lambda s: f"/api/v1/queries/{s.query.id}/", 401, 200, 403, 404, 404, 403),
         get(lambda s: f"/api/v1/queries/{s.other_query.id}/", 401, 404, 403, 404, 404, 403),
         delete(lambda s: f"/api/v1/queries/{s.query.id}/", 401, 204, 403, 404, 404, 403),
@@ -228,40 +230,40 @@ MATRIX: dict[str, list[Probe]] = {
     ],
     "api/v1/methods/": [get("/api/v1/methods/", 401, 200, 200, 200, 200, 200)],
     "api/v1/cases/": [get("/api/v1/cases/", 401, 200, 403, 200, 200, 403)],
-    "api/v1/cases/<int:case_id>/": [get(lambda s: f"/api/v1/cases/{s.case.id}/", 401, 200, 403, 200, 200, 403)],
+    "api/v1/cases/<case_id>/": [get(lambda s: f"/api/v1/cases/{s.case.id}/", 401, 200, 403, 200, 200, 403)],
     "api/v1/index/": [get("/api/v1/index/", 401, 200, 200, 200, 200, 403)],
     "api/v1/index/rebuild/": [get("/api/v1/index/rebuild/", 401, 403, 403, 405, 405, 403),
                               post("/api/v1/index/rebuild/", 401, 403, 403, 202, 202, 403, data=lambda s: {})],
     # API: reader studies (the assigned reader only; a superuser has the role but no assignment)
     "api/v1/studies/": [get("/api/v1/studies/", 401, 403, 200, 403, 200, 403)],
-    "api/v1/studies/<int:study_id>/": [get(_study("/api/v1/studies/{study}/"), 401, 403, 200, 403, 404, 403)],
-    "api/v1/studies/<int:study_id>/tasks/<int:task>/next/": [
+    "api/v1/studies/<study_id>/": [get(_study("/api/v1/studies/{study}/"), 401, 403, 200, 403, 404, 403)],
+    "api/v1/studies/<study_id>/tasks/<task>/next/": [
         get(_study("/api/v1/studies/{study}/tasks/2/next/"), 401, 403, 200, 403, 404, 403)],
-    "api/v1/studies/<int:study_id>/tasks/<int:task>/cases/<int:position>/": [
+    "api/v1/studies/<study_id>/tasks/<task>/cases/<position>/": [
         get(_study("/api/v1/studies/{study}/tasks/2/cases/1/"), 401, 403, 200, 403, 404, 403)],
-    "api/v1/studies/<int:study_id>/tasks/<int:task>/answers/": [
+    "api/v1/studies/<study_id>/tasks/<task>/answers/": [
         get(_study("/api/v1/studies/{study}/tasks/2/answers/"), 401, 403, 405, 403, 405, 403),
         post(_study("/api/v1/studies/{study}/tasks/2/answers/"), 401, 403, 201, 403, 404, 403, data=_answer(2, 2)),
     ],
     # API: study administration and exports (study admins and staff)
     "api/v1/studies/manage/": [get("/api/v1/studies/manage/", 401, 403, 403, 200, 200, 403),
                                post("/api/v1/studies/manage/", 401, 403, 403, 400, 400, 403, data=lambda s: {})],
-    "api/v1/studies/manage/<int:study_id>/": [
+    "api/v1/studies/manage/<study_id>/": [
         get(_study("/api/v1/studies/manage/{study}/"), 401, 403, 403, 200, 200, 403)],
-    "api/v1/studies/manage/<int:study_id>/open/": [
+    "api/v1/studies/manage/<study_id>/open/": [
         get(_study("/api/v1/studies/manage/{study}/open/"), 401, 403, 403, 405, 405, 403),
         post(_study("/api/v1/studies/manage/{study}/open/"), 401, 403, 403, 409, 409, 403, note="open already")],
-    "api/v1/studies/manage/<int:study_id>/close/": [
+    "api/v1/studies/manage/<study_id>/close/": [
         get(_study("/api/v1/studies/manage/{study}/close/"), 401, 403, 403, 405, 405, 403),
         post(_study("/api/v1/studies/manage/{study}/close/"), 401, 403, 403, 200, 200, 403)],
-    "api/v1/studies/manage/<int:study_id>/assign/": [
+    "api/v1/studies/manage/<study_id>/assign/": [
         get(_study("/api/v1/studies/manage/{study}/assign/"), 401, 403, 403, 405, 405, 403),
         post(_study("/api/v1/studies/manage/{study}/assign/"), 401, 403, 403, 400, 400, 403, data=lambda s: {})],
-    "api/v1/studies/manage/<int:study_id>/progress/": [
+    "api/v1/studies/manage/<study_id>/progress/": [
         get(_study("/api/v1/studies/manage/{study}/progress/"), 401, 403, 403, 200, 200, 403)],
-    "api/v1/studies/manage/<int:study_id>/report/": [
+    "api/v1/studies/manage/<study_id>/report/": [
         get(_study("/api/v1/studies/manage/{study}/report/"), 401, 403, 403, 200, 200, 403)],
-    "api/v1/studies/manage/<int:study_id>/export/": [
+    "api/v1/studies/manage/<study_id>/export/": [
         get(_study("/api/v1/studies/manage/{study}/export/"), 401, 403, 403, 200, 200, 403)],
     # API description: public (it describes the API, it holds no data)
     "api/v1/schema/": [get("/api/v1/schema/", 200, 200, 200, 200, 200, 200)],
@@ -292,7 +294,7 @@ MATRIX.update({
     "admin/password_change/done/": [admin("/admin/password_change/done/", 200, 200)],
     "admin/autocomplete/": [admin("/admin/autocomplete/", 403, 403)],
     "admin/jsi18n/": [admin("/admin/jsi18n/", 200, 200)],
-    "admin/r/<path:content_type_id>/<path:object_id>/": [admin("/admin/r/1/1/", 404, 404)],
+    "admin/r/<content_type_id>/<object_id>/": [admin("/admin/r/1/1/", 404, 404)],
     "admin/^(?P<app_label>auth|authtoken|retrieval|readerstudy|audit)/$": [
         admin(f"/admin/{app}/", 200 if app == "retrieval" else 404, 200, note="the study admin sees cases only")
         for app in ("auth", "authtoken", "retrieval", "readerstudy", "audit")],
@@ -317,10 +319,10 @@ for _model, (_view, _add, _delete) in ADMIN_MODELS.items():
     MATRIX.update({
         f"admin/{_model}/": [admin(f"/admin/{_model}/", _view, 200)],
         f"admin/{_model}/add/": [admin(f"/admin/{_model}/add/", 403, _add)],
-        f"admin/{_model}/<path:object_id>/history/": [admin(_object("history/"), _view, 200)],
-        f"admin/{_model}/<path:object_id>/delete/": [admin(_object("delete/"), 403, _delete)],
-        f"admin/{_model}/<path:object_id>/change/": [admin(_object("change/"), _view, 200)],
-        f"admin/{_model}/<path:object_id>/": [admin(_object(""), 302, 302, note="to the change page")],
+        f"admin/{_model}/<object_id>/history/": [admin(_object("history/"), _view, 200)],
+        f"admin/{_model}/<object_id>/delete/": [admin(_object("delete/"), 403, _delete)],
+        f"admin/{_model}/<object_id>/change/": [admin(_object("change/"), _view, 200)],
+        f"admin/{_model}/<object_id>/": [admin(_object(""), 302, 302, note="to the change page")],
     })
 
 
