@@ -286,6 +286,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
     "COMPONENT_SPLIT_REQUEST": True,
+    # <id:...> path parameters (lesionsearch.converters): integers a database key can hold.
+    "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}},
     "ENUM_NAME_OVERRIDES": {
         "DiagnosisEnum": "retrieval.classes.DX_CHOICES",
         "JobStatusEnum": "retrieval.models.JobStatus",

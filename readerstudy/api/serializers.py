@@ -19,6 +19,11 @@ from retrieval.models import IndexVersion
 
 #: The washout in the API is whole seconds (in and out), like every other duration of the API.
 DEFAULT_WASHOUT_SECONDS = 24 * 3600
+#: Bounds of the study settings: what the database columns hold (a 32-bit integer; NumPy's seed
+#: sequence takes no negative seed), and a washout of at most a year (Task 2's opening time is
+#: Task 1's end plus the washout, and must stay a date).
+MAX_WASHOUT_SECONDS = 365 * 24 * 3600
+MAX_INT32 = 2**31 - 1
 
 
 @extend_schema_field(OpenApiTypes.INT)
@@ -192,17 +197,19 @@ class StudyCreateInputSerializer(serializers.Serializer):
     index_version = serializers.PrimaryKeyRelatedField(
         queryset=IndexVersion.objects.all(), required=False,
         help_text="the finished index to freeze the study on (default: the one queries use now)")
-    cases_per_reader = serializers.IntegerField(required=False, min_value=1, help_text="default 100")
+    cases_per_reader = serializers.IntegerField(required=False, min_value=1, max_value=MAX_INT32,
+                                                help_text="default 100")
     neighbours_shown = serializers.IntegerField(required=False, min_value=1, max_value=20, help_text="default 6")
     washout_seconds = serializers.IntegerField(
-        required=False, min_value=0,
+        required=False, min_value=0, max_value=MAX_WASHOUT_SECONDS,
         help_text=f"time between a reader finishing Task 1 and Task 2 opening, in seconds "
-                  f"(default {DEFAULT_WASHOUT_SECONDS}: 24 hours)")
+                  f"(default {DEFAULT_WASHOUT_SECONDS}: 24 hours; at most {MAX_WASHOUT_SECONDS}: a year)")
     task2_rotation = serializers.ChoiceField(required=False, choices=ROTATION_CHOICES, help_text="default 180")
     allow_changes = serializers.BooleanField(required=False, help_text="default false")
     relevance_ratings = serializers.BooleanField(required=False, help_text="default false")
     reveal_results = serializers.BooleanField(required=False, help_text="default false")
-    seed = serializers.IntegerField(required=False, help_text="seeds every reader's sample and orders (default 0)")
+    seed = serializers.IntegerField(required=False, min_value=0, max_value=MAX_INT32,
+                                    help_text="seeds every reader's sample and orders (default 0)")
 
 
 class AssignInputSerializer(serializers.Serializer):

@@ -17,6 +17,7 @@ from __future__ import annotations
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import JsonResponse
 from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, serializers, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -101,6 +102,7 @@ def api_exception_handler(exc: Exception, context: dict):
     return response
 
 
+@csrf_exempt  # a POST or DELETE to no endpoint is a JSON 404 too, not Django's HTML CSRF 403
 def api_not_found(request, path: str = ""):
     """JSON 404 for any path under /api/ that matches no endpoint (instead of Django's HTML page)."""
     message = f"No API endpoint at {request.path}."

@@ -42,6 +42,10 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {code: OpenApiResponse(ErrorSerializer, description=_ERROR_TEXT[code]) for code in (401, 403, *codes)}
 
 
+#: A paginated list answers 404 for a `page` that is not one of its pages (DRF's "Invalid page.").
+NO_SUCH_PAGE = {404: OpenApiResponse(ErrorSerializer, description="no such page: `page` is not a page of the list")}
+
+
 class _QueryView(GenericAPIView):
     permission_classes = [IsAuthenticated, IsClinicianOrStaff]
 
@@ -64,7 +68,7 @@ class QueryListCreateView(_QueryView):
 
     @extend_schema(
         operation_id="queries_list", summary="Your queries, newest first",
-        responses={200: s.QuerySummarySerializer(many=True), **errors()},
+        responses={200: s.QuerySummarySerializer(many=True), **errors(), **NO_SUCH_PAGE},
     )
     def get(self, request):
         page = self.paginate_queryset(self.get_queryset())
@@ -117,6 +121,7 @@ class QueryDetailView(_QueryView):
 
 class MethodListView(GenericAPIView):
     permission_classes = [IsAuthenticated]
+    pagination_class = None  # one short list: the schema must not promise pages
 
     @extend_schema(operation_id="methods_list", summary="The similarity measures a query can use",
                    description="Every retrieval method with whether the index that serves queries now offers it; "
@@ -145,7 +150,7 @@ class CaseListView(GenericAPIView):
 
     @extend_schema(operation_id="cases_list", summary="The case library",
                    parameters=[s.CaseFilterSerializer],
-                   responses={200: s.CaseSerializer(many=True), **errors(400)})
+                   responses={200: s.CaseSerializer(many=True), **errors(400), **NO_SUCH_PAGE})
     def get(self, request):
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(self.get_serializer(page, many=True).data)

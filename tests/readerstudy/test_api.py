@@ -412,6 +412,39 @@ def test_study_admins_create_prepare_assign_open_follow_report_export_and_close(
     assert error_of(answer(api(readers[0]), study.id, 1, 1), 403)["code"] == "study_not_open"
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    ("seed", 10**20), ("seed", -1), ("seed", 2**31), ("cases_per_reader", 10**20), ("cases_per_reader", 2**31),
+    ("washout_seconds", 10**20), ("washout_seconds", 365 * 24 * 3600 + 1)])
+def test_study_settings_out_of_range_are_400_not_500(study_admin, field, value):
+    """Found by tests/test_api_fuzz.py: unbounded integers reached the database (SQLite's OverflowError)
+    or timedelta (OverflowError) as a 500; a negative seed was stored and broke assigning readers
+    later (NumPy's SeedSequence takes no negative seed); a washout of millennia overflowed the date
+    Task 2 opens."""
+    client = api(study_admin)
+    client.raise_request_exception = False
+    error = error_of(client.post(MANAGE, {"name": "Bounds", field: value}, format="json"), 400)
+    assert list(error["fields"]) == [field]
+    assert not Study.objects.exists()
+
+
+def test_the_largest_study_settings_are_accepted(rows_only_study, study_admin):
+    body = {"name": "Edges", "seed": 2**31 - 1, "cases_per_reader": 2**31 - 1, "washout_seconds": 365 * 24 * 3600}
+    created = api(study_admin).post(MANAGE, {**body, "index_version": rows_only_study.index_version_id},
+                                    format="json")
+    assert created.status_code == 202, created.content
+    assert {key: created.json()[key] for key in body} == body
+
+
+@pytest.mark.parametrize("url", [study_url("9" * 30), task_url("9" * 30, 1, "next/"),
+                                 task_url(1, "9" * 30, "cases/1/"), task_url(1, 1, f"cases/{'9' * 30}/"),
+                                 manage_url("9" * 30), manage_url(2**63, "report/")])
+def test_study_ids_too_large_for_the_database_are_404_not_500(reader, study_admin, url):
+    """Found by tests/test_api_fuzz.py: /api/v1/studies/<30 digits>/ was a 500 (SQLite OverflowError)."""
+    client = api(study_admin if "/manage/" in url else reader)
+    client.raise_request_exception = False
+    assert error_of(client.get(url), 404)["code"] == "not_found"
+
+
 # --- Schema -----------------------------------------------------------------------------------
 def test_the_schema_documents_every_study_endpoint():
     # (tests/retrieval/test_api.py validates the whole schema against OpenAPI 3, warnings as errors)

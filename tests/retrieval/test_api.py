@@ -397,6 +397,56 @@ def test_unknown_api_paths_are_json_404_with_a_hint_for_a_missing_slash(clinicia
     assert error_of(client.get("/api/v2/queries/"), 404)["code"] == "not_found"
 
 
+def test_writes_to_unknown_api_paths_are_json_404_not_a_csrf_page(clinician):
+    """Found by tests/test_api_fuzz.py: a POST or DELETE to a path that matches no endpoint (e.g.
+    a non-numeric id) was Django's HTML "CSRF verification failed" 403, not the API's JSON 404."""
+    for client in (APIClient(enforce_csrf_checks=True), api(clinician)):
+        client.handler.enforce_csrf_checks = True
+        assert error_of(client.delete(f"{QUERIES}abc/"), 404)["code"] == "not_found"
+        assert error_of(client.post("/api/v1/studies/manage/x/close/"), 404)["code"] == "not_found"
+        assert error_of(client.post("/api/v1/nothing-here/", {"a": 1}), 404)["code"] == "not_found"
+
+
+@pytest.mark.parametrize("url", [f"{QUERIES}{'9' * 30}/", f"{CASES}{'9' * 30}/", f"{QUERIES}{2**63}/"])
+def test_ids_too_large_for_the_database_are_404_not_500(clinician, library, url):
+    """Found by tests/test_api_fuzz.py: an id past a 64-bit integer reached SQLite (OverflowError, 500)."""
+    client = api(clinician)
+    client.raise_request_exception = False
+    assert error_of(client.get(url), 404)["code"] == "not_found"
+    assert client.delete(url).status_code == 404
+
+
+def test_pages_take_the_same_bounded_ids(client, clinician, reader):
+    client.raise_request_exception = False
+    client.force_login(clinician)
+    assert client.get(f"/queries/{'9' * 30}/").status_code == 404
+    client.force_login(reader)
+    assert client.get(f"/studies/{'9' * 30}/task/1/").status_code == 404
+
+
+def test_the_largest_id_the_urls_accept_is_an_ordinary_404(clinician, library):
+    error = error_of(api(clinician).get(f"{CASES}{10**18 - 1}/"), 404)
+    assert error["message"] == f"There is no case with id {10**18 - 1}."
+
+
+def test_an_unexpected_error_stays_a_500_and_is_never_answered_as_success(clinician, library, monkeypatch):
+    """The exception handler maps API errors only: anything else is Django's logged 500."""
+    from retrieval.api import exceptions as api_exceptions
+    from retrieval.api import views
+
+    def broken(**kwargs):
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(views.selectors, "index_status", broken)
+    assert api_exceptions.api_exception_handler(RuntimeError("unexpected"), {}) is None
+    client = api(clinician)
+    client.raise_request_exception = False
+    response = client.get(INDEX)
+    assert response.status_code == 500
+    with pytest.raises(RuntimeError, match="unexpected"):
+        api(clinician).get(INDEX)
+
+
 # --- A finished query, searched in a real index ---------------------------------------------
 @pytest.mark.slow
 def test_a_finished_query_returns_its_neighbours_and_its_files_only_to_its_owner(
@@ -592,6 +642,22 @@ def test_the_schema_is_openapi_3_with_every_endpoint_and_the_error_shape():
     assert set(schema["components"]["securitySchemes"]) == {"tokenAuth", "cookieAuth"}
     wait = next(p for p in schema["paths"]["/api/v1/queries/{query_id}/"]["get"]["parameters"] if p["name"] == "wait")
     assert wait["schema"]["maximum"] == MAX_WAIT_SECONDS
+
+
+def test_the_schema_tells_the_truth_about_pages_and_ids(clinician, library):
+    """Found by tests/test_api_fuzz.py: the paginated lists answer 404 for a page that does not exist
+    (undocumented), and the method list was described as paginated (a `page` parameter, a
+    {count, results} body) while it returns a plain list."""
+    schema = _schema()
+    for path in (QUERIES, CASES):
+        assert "404" in schema["paths"][path]["get"]["responses"], path
+        assert error_of(api(clinician).get(path, {"page": 2}), 404)["message"] == "Invalid page."
+    methods = schema["paths"]["/api/v1/methods/"]["get"]
+    assert "parameters" not in methods
+    assert methods["responses"]["200"]["content"]["application/json"]["schema"]["type"] == "array"
+    assert isinstance(api(clinician).get("/api/v1/methods/", {"page": 2}).json(), list)
+    case_id = next(p for p in schema["paths"]["/api/v1/cases/{case_id}/"]["get"]["parameters"])
+    assert case_id["schema"] == {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}
 
 
 def test_the_schema_validates_against_the_openapi_3_specification_without_warnings(tmp_path):
