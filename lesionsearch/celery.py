@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from functools import partial
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.signals import worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lesionsearch.settings")
@@ -37,19 +37,56 @@ ml_task = partial(app.task, acks_late=True, reject_on_worker_lost=True, inferenc
 light_task = partial(app.task, inference=False)
 
 
-@worker_ready.connect
-def _sweep_unfinished_jobs(**kwargs) -> None:
-    """A worker that starts picks up what a stopped one left: stale queries, index builds and
-    reader-study preparations."""
+def sweep_unfinished_jobs() -> int:
+    """Re-send or fail every unfinished job whose message or worker was lost: stale queries,
+    index builds and reader-study preparations. Returns how many unfinished jobs were looked at.
+
+    Every decision is a conditional update, so several workers sweeping at once re-send a job
+    once. Never raises (the database or the broker may be down; the next sweep tries again)."""
     import logging
 
     from readerstudy.services import studies_sweep
     from retrieval.services.queries import jobs_sweep
 
     try:
-        count = jobs_sweep() + studies_sweep()
-    except Exception:  # never keep the worker from starting; the next read of a job refreshes it
+        return jobs_sweep() + studies_sweep()
+    except Exception:
         logging.getLogger(__name__).exception("sweeping unfinished jobs failed")
-        return
+        return 0
+
+
+@worker_ready.connect
+def _sweep_unfinished_jobs(**kwargs) -> None:
+    """A worker that starts picks up what a stopped one left."""
+    import logging
+
+    count = sweep_unfinished_jobs()
     if count:
         logging.getLogger(__name__).info("looked at %s unfinished job(s) at start-up", count)
+
+
+class JobSweeper(bootsteps.StartStopStep):
+    """Sweep unfinished jobs every JOB_SWEEP_SECONDS while the worker runs.
+
+    Without it a job whose broker message was lost (Redis restarted without persistence, a
+    worker killed with its unacknowledged message) would wait for someone to read it (its page,
+    the API) or for the next worker start. Runs on the worker's own timer, in the main process."""
+
+    requires = {"celery.worker.components:Timer"}
+
+    def __init__(self, worker, **kwargs):
+        super().__init__(worker, **kwargs)
+        self.tref = None
+
+    def start(self, worker):
+        from django.conf import settings
+
+        self.tref = worker.timer.call_repeatedly(settings.JOB_SWEEP_SECONDS, sweep_unfinished_jobs)
+
+    def stop(self, worker):
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+
+app.steps["worker"].add(JobSweeper)

@@ -181,6 +181,9 @@ QUERY_PENDING_RESEND_SECONDS = env_int("QUERY_PENDING_RESEND_SECONDS", 60, minim
 #: A query still unclaimed after this long is failed with a message (no worker is running).
 QUERY_PENDING_FAIL_SECONDS = env_int("QUERY_PENDING_FAIL_SECONDS", 1800, minimum=10)
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
+#: Every worker re-checks unfinished jobs this often (lost broker messages, dead workers), so
+#: recovery never waits for someone to open the job's page or the next worker start.
+JOB_SWEEP_SECONDS = env_int("JOB_SWEEP_SECONDS", 30, minimum=1)
 #: Search backend: "auto" = exact below SEARCH_FAISS_MIN_VECTORS vectors, FAISS HNSW above.
 SEARCH_BACKEND = env_choice("SEARCH_BACKEND", ("auto", "exact", "faiss-hnsw", "faiss-ivf"), "auto")
 SEARCH_FAISS_MIN_VECTORS = env_int("SEARCH_FAISS_MIN_VECTORS", 100_000, minimum=1)

@@ -472,8 +472,11 @@ def index_refresh(*, index: IndexVersion) -> IndexVersion:
     waiting = Q(status=Status.PENDING) | Q(status=Status.RUNNING, heartbeat_at__isnull=True)
     lost_message = IndexVersion.objects.filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=resend), waiting,
                                                id=index.id)
-    dead_worker = IndexVersion.objects.filter(id=index.id, status=Status.RUNNING, heartbeat_at__lt=stale)
-    if lost_message.update(enqueued_at=now) or dead_worker.exists():
+    # (once per stale period: every worker's sweeper calls this, and each message sent for a dead
+    # worker's build would otherwise start one more chain of chunk tasks)
+    dead_worker = IndexVersion.objects.filter(id=index.id, status=Status.RUNNING, heartbeat_at__lt=stale).filter(
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
+    if lost_message.update(enqueued_at=now) or dead_worker.update(enqueued_at=now):
         logger.warning("index build %s looks stuck; sending it again", index.id)
         _enqueue(index.id)
     return IndexVersion.objects.get(id=index.id)

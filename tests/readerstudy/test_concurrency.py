@@ -3,6 +3,7 @@ luck). Runs on the embedded SQLite and, in CI's real-services run, on PostgreSQL
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from django.db import connection
@@ -18,6 +19,7 @@ def _post_at_once(study, reader, payloads) -> list[int]:
     url = reverse("readerstudy:task", args=[study.id, 1])
     barrier = threading.Barrier(len(payloads))
     statuses: list[int] = []
+    spans: list[tuple[float, float]] = []
     errors: list[BaseException] = []
 
     def post(data):
@@ -27,7 +29,9 @@ def _post_at_once(study, reader, payloads) -> list[int]:
         client.force_login(reader)
         try:
             barrier.wait(timeout=10)
+            started = time.perf_counter()
             statuses.append(client.post(url, data, HTTP_ACCEPT="application/json").status_code)
+            spans.append((started, time.perf_counter()))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
         finally:
@@ -39,6 +43,8 @@ def _post_at_once(study, reader, payloads) -> list[int]:
     for thread in threads:
         thread.join(timeout=60)
     assert not errors, errors
+    # Really at once: every request started before any of them had finished.
+    assert max(start for start, _ in spans) < min(end for _, end in spans), spans
     return sorted(statuses)
 
 

@@ -1,0 +1,63 @@
+"""The worker's periodic sweep of unfinished jobs (lesionsearch.celery.JobSweeper): lost broker
+messages and dead workers are noticed without anyone reading the job. The real-service tests in
+tests/test_query_worker.py show it end to end (kill -9, Redis restart)."""
+from __future__ import annotations
+
+from datetime import timedelta
+from time import monotonic
+
+from django.utils import timezone
+from kombu.asynchronous.timer import Timer
+
+from lesionsearch.celery import JobSweeper, app, sweep_unfinished_jobs
+from retrieval.models import IndexVersion
+from retrieval.services import index as index_services
+from retrieval.services.index import index_build_request, index_refresh
+
+
+def test_every_worker_runs_the_sweeper_on_its_timer(tiny_models, settings, monkeypatch):
+    assert JobSweeper in app.steps["worker"]
+    sent = []
+    monkeypatch.setattr(index_services, "_enqueue", sent.append)
+    settings.JOB_SWEEP_SECONDS = 7
+    build = index_build_request(model_version=tiny_models["4ch"])  # its message was never sent (no commit here)
+
+    worker = type("Worker", (), {"timer": Timer()})()
+    step = JobSweeper(worker)
+    step.start(worker)
+    try:
+        (scheduled,) = worker.timer.queue
+        assert scheduled.entry.fun.__name__ == sweep_unfinished_jobs.__name__
+        assert 6 < scheduled.eta - monotonic() <= 7
+        scheduled.entry()  # what the worker's event loop does every JOB_SWEEP_SECONDS
+    finally:
+        step.stop(worker)
+    assert sent == [build.id]
+    assert scheduled.entry.canceled
+
+
+def test_a_sweep_that_fails_does_not_stop_the_worker(monkeypatch):
+    from retrieval.services import queries
+
+    def broken():
+        raise ConnectionError("database down")
+
+    monkeypatch.setattr(queries, "jobs_sweep", broken)
+    assert sweep_unfinished_jobs() == 0
+
+
+def test_a_dead_workers_build_is_re_sent_once_per_stale_period(tiny_models, settings, monkeypatch):
+    """Every worker's sweeper refreshes every build; one message per stale period is enough (each
+    message would start one more chain of chunk tasks)."""
+    sent = []
+    monkeypatch.setattr(index_services, "_enqueue", sent.append)
+    build = index_build_request(model_version=tiny_models["4ch"])
+    long_ago = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS * 2)
+    IndexVersion.objects.filter(id=build.id).update(status="running", worker="dead", heartbeat_at=long_ago,
+                                                    enqueued_at=long_ago)
+    for _ in range(3):
+        index_refresh(index=build)
+    assert sent == [build.id]
+    IndexVersion.objects.filter(id=build.id).update(enqueued_at=long_ago)  # a stale period later, still dead
+    index_refresh(index=build)
+    assert sent == [build.id, build.id]
