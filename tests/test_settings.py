@@ -68,6 +68,8 @@ def test_production_env_selects_postgres_and_redis(tmp_path):
     ({"CELERY_TASK_SOFT_TIME_LIMIT": "100", "CELERY_TASK_TIME_LIMIT": "200", "CELERY_VISIBILITY_TIMEOUT": "150"},
      "CELERY_TASK_SOFT_TIME_LIMIT < CELERY_TASK_TIME_LIMIT < CELERY_VISIBILITY_TIMEOUT"),
     ({"DEBUG": "0", "SECRET_KEY": "k" * 50}, "ALLOWED_HOSTS must be set when DEBUG is off"),
+    ({"CACHE_URL": "memcached://cache:11211"}, "CACHE_URL='memcached://cache:11211': use redis://"),
+    ({"LOGIN_FAILURE_LIMIT": "0"}, "LOGIN_FAILURE_LIMIT=0 must be at least 1"),
 ])
 def test_invalid_values_fail_at_start_up_with_a_clear_message(tmp_path, env, message):
     result = start(LESIONSEARCH_VAR_DIR=str(tmp_path), **env)
