@@ -313,7 +313,16 @@ def query_refresh(*, query: Query) -> Query:
     now = timezone.now()
     rows = Query.objects.filter(id=query.id)
     stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
-    if rows.filter(status=Status.PENDING, created_at__lt=now - timedelta(seconds=settings.QUERY_PENDING_FAIL_SECONDS)
+    resend = now - timedelta(seconds=settings.QUERY_PENDING_RESEND_SECONDS)
+    # A page or API client polls a healthy query several times a second: when the row just read
+    # shows nothing due, skip the three conditional updates below (one SELECT per poll).
+    due = (query.status == Status.PENDING and (
+        query.enqueued_at is None or query.enqueued_at < resend
+        or query.created_at < now - timedelta(seconds=settings.QUERY_PENDING_FAIL_SECONDS))) or (
+        query.status == Status.RUNNING and query.heartbeat_at is not None and query.heartbeat_at < stale)
+    if not due:
+        pass
+    elif rows.filter(status=Status.PENDING, created_at__lt=now - timedelta(seconds=settings.QUERY_PENDING_FAIL_SECONDS)
                    ).update(status=Status.FAILED, finished_at=now,
                             error="The analysis service did not pick up this image; it may be stopped. "
                                   "Please try again later or contact support."):
@@ -324,7 +333,6 @@ def query_refresh(*, query: Query) -> Query:
                   "again; if it happens again, contact support."):
         logger.error("query %s failed after %s interrupted runs", query.id, settings.JOB_MAX_ATTEMPTS)
     else:
-        resend = now - timedelta(seconds=settings.QUERY_PENDING_RESEND_SECONDS)
         lost = (Q(status=Status.PENDING) & (Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=resend))) | Q(
             status=Status.RUNNING, heartbeat_at__lt=stale, enqueued_at__lt=stale)
         if rows.filter(lost).update(enqueued_at=now):
