@@ -44,6 +44,11 @@ RELEVANCE_CHOICES = [
 RELEVANCE_MIN, RELEVANCE_MAX = 0, 3
 
 ROTATION_CHOICES = [(0, "None"), (90, "90 degrees"), (180, "180 degrees"), (270, "270 degrees")]
+#: Bounds of a study's settings (API and form): what the integer columns hold (and NumPy's seed
+#: sequence takes no negative seed); a washout of at most a year, so that Task 2's opening time
+#: (Task 1's end plus the washout) stays a date.
+MAX_SETTING = 2**31 - 1
+MAX_WASHOUT_SECONDS = 365 * 24 * 3600
 
 
 class Study(models.Model):

@@ -26,8 +26,8 @@ from lesionsearch.audit import services as audit
 from lesionsearch.roles import READER
 from readerstudy import selectors, services
 from readerstudy.models import (
-    LIKERT_CHOICES, RELEVANCE_CHOICES, ROTATION_CHOICES, TASK_IMAGE_ONLY, TASK_WITH_NEIGHBOURS, TASKS,
-    AssignedCase, Assignment, Study, StudyNeighbour,
+    LIKERT_CHOICES, MAX_SETTING, MAX_WASHOUT_SECONDS, RELEVANCE_CHOICES, ROTATION_CHOICES, TASK_IMAGE_ONLY,
+    TASK_WITH_NEIGHBOURS, TASKS, AssignedCase, Assignment, Study, StudyNeighbour,
 )
 from retrieval.classes import BY_CODE, CLASSES
 
@@ -234,15 +234,16 @@ def my_results(request, study_id: int):
 class StudyForm(forms.Form):
     name = forms.CharField(max_length=120)
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
-    cases_per_reader = forms.IntegerField(min_value=1, initial=100)
+    cases_per_reader = forms.IntegerField(min_value=1, max_value=MAX_SETTING, initial=100)
     neighbours_shown = forms.IntegerField(min_value=1, max_value=20, initial=6)
-    washout_hours = forms.FloatField(min_value=0, initial=24, label="Washout (hours)")
+    washout_hours = forms.FloatField(min_value=0, max_value=MAX_WASHOUT_SECONDS / 3600, initial=24,
+                                     label="Washout (hours)")
     task2_rotation = forms.TypedChoiceField(choices=ROTATION_CHOICES, coerce=int, initial=180,
                                             label="Task 2 rotation")
     allow_changes = forms.BooleanField(required=False, label="Readers may change an answer")
     relevance_ratings = forms.BooleanField(required=False, label="Readers rate each neighbour's relevance (nDCG)")
     reveal_results = forms.BooleanField(required=False, label="Show readers their results once the study is closed")
-    seed = forms.IntegerField(initial=0)
+    seed = forms.IntegerField(min_value=0, max_value=MAX_SETTING, initial=0)
 
 
 @study_admin_required

@@ -12,18 +12,14 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from readerstudy.models import (
-    LIKERT_MAX, LIKERT_MIN, RELEVANCE_MAX, RELEVANCE_MIN, ROTATION_CHOICES, TASK_CHOICES, Study,
+    LIKERT_MAX, LIKERT_MIN, MAX_SETTING, MAX_WASHOUT_SECONDS, RELEVANCE_MAX, RELEVANCE_MIN, ROTATION_CHOICES,
+    TASK_CHOICES, Study,
 )
 from retrieval.classes import DX_CHOICES
 from retrieval.models import IndexVersion
 
 #: The washout in the API is whole seconds (in and out), like every other duration of the API.
 DEFAULT_WASHOUT_SECONDS = 24 * 3600
-#: Bounds of the study settings: what the database columns hold (a 32-bit integer; NumPy's seed
-#: sequence takes no negative seed), and a washout of at most a year (Task 2's opening time is
-#: Task 1's end plus the washout, and must stay a date).
-MAX_WASHOUT_SECONDS = 365 * 24 * 3600
-MAX_INT32 = 2**31 - 1
 
 
 @extend_schema_field(OpenApiTypes.INT)
@@ -197,7 +193,7 @@ class StudyCreateInputSerializer(serializers.Serializer):
     index_version = serializers.PrimaryKeyRelatedField(
         queryset=IndexVersion.objects.all(), required=False,
         help_text="the finished index to freeze the study on (default: the one queries use now)")
-    cases_per_reader = serializers.IntegerField(required=False, min_value=1, max_value=MAX_INT32,
+    cases_per_reader = serializers.IntegerField(required=False, min_value=1, max_value=MAX_SETTING,
                                                 help_text="default 100")
     neighbours_shown = serializers.IntegerField(required=False, min_value=1, max_value=20, help_text="default 6")
     washout_seconds = serializers.IntegerField(
@@ -208,7 +204,7 @@ class StudyCreateInputSerializer(serializers.Serializer):
     allow_changes = serializers.BooleanField(required=False, help_text="default false")
     relevance_ratings = serializers.BooleanField(required=False, help_text="default false")
     reveal_results = serializers.BooleanField(required=False, help_text="default false")
-    seed = serializers.IntegerField(required=False, min_value=0, max_value=MAX_INT32,
+    seed = serializers.IntegerField(required=False, min_value=0, max_value=MAX_SETTING,
                                     help_text="seeds every reader's sample and orders (default 0)")
 
 

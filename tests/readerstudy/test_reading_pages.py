@@ -224,6 +224,21 @@ def test_readers_see_only_their_own_studies_and_never_a_draft(client, make_study
     assert other.get(reverse("readerstudy:manage_list")).status_code == 403
 
 
+@pytest.mark.parametrize(("field", "value"), [("washout_hours", 10**300), ("washout_hours", 365 * 24 + 1),
+                                               ("seed", -1), ("seed", 2**31), ("cases_per_reader", 10**20)])
+def test_the_study_form_refuses_settings_out_of_range_with_400(client, study_admin, field, value):
+    """The page's form had the API's unbounded settings (found by tests/test_api_fuzz.py on the
+    API): a washout of 1e300 hours overflowed timedelta (a 500), a huge integer the database."""
+    from readerstudy.models import Study
+
+    client.raise_request_exception = False
+    form = {"name": "Bounds", "description": "", "cases_per_reader": 4, "neighbours_shown": 6,
+            "washout_hours": 24, "task2_rotation": 180, "seed": 7, field: value}
+    response = signed_in(client, study_admin).post(reverse("readerstudy:manage_list"), form)
+    assert response.status_code == 400 and field in response.context["form"].errors
+    assert not Study.objects.exists()
+
+
 def test_study_admin_creates_assigns_opens_and_closes_through_the_pages(client, study_index, study_admin, readers):
     from readerstudy.models import Study
     from readerstudy.services import study_prepare
