@@ -97,6 +97,7 @@ def protected_media(request, path: str):
 def bad_request(request, exception):
     """handler400: an unreadable request body gets a message saying why (413 when it is too large)."""
     from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+    from django.http.multipartparser import MultiPartParserError
     from django.shortcuts import render
 
     from lesionsearch.middleware import too_large_response
@@ -106,6 +107,8 @@ def bad_request(request, exception):
                                            f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)} MB.")
     if isinstance(exception, (TooManyFieldsSent, TooManyFilesSent)):
         message = "The form has too many fields or files."
+    elif isinstance(exception, MultiPartParserError):  # e.g. no boundary, a file name over Django's header limit
+        message = f"The uploaded form could not be read: {exception}"
     else:
         message = "The request could not be read."
     if request.path_info.startswith("/api/"):

@@ -11,8 +11,12 @@ class CaseAdmin(admin.ModelAdmin):
     list_display = ("image_id", "collection", "lesion_id", "dx", "dx_type", "split", "age", "sex", "localization")
     list_filter = ("collection", "dx", "split", "dx_type", "sex")
     search_fields = ("image_id", "lesion_id", "sha256")
-    readonly_fields = ("sha256", "width", "height", "created_at")
+    # Images come in through import_ham10000 (services.case_create inspects each): no upload here.
+    readonly_fields = ("image", "mask", "sha256", "width", "height", "created_at")
     actions = ["check_collection"]
+
+    def has_add_permission(self, request):
+        return False
 
     @admin.action(description="Check the integrity of the selected cases' collections (background)")
     def check_collection(self, request, queryset):

@@ -12,6 +12,8 @@ from PIL import Image, UnidentifiedImageError
 FORMAT_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "TIFF": "tif", "WEBP": "webp", "BMP": "bmp"}
 DEFAULT_MAX_PIXELS = 40_000_000  # a 6000x6000 dermoscope photo fits; a decompression bomb does not
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+#: Pixel modes with no agreed mapping to 0-255 colours (TIFF float and 32-bit integer images).
+UNSHOWABLE_MODES = {"F": "floating-point", "I": "32-bit integer"}
 
 
 class ImageRejected(ValueError):
@@ -30,8 +32,8 @@ class ImageInfo:
 def inspect_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> ImageInfo:
     """Validate image bytes fully (header, size limits, and a complete decode).
 
-    Raises :class:`ImageRejected` for empty, oversize, unreadable, truncated, unsupported or
-    decompression-bomb input.
+    Raises :class:`ImageRejected` for empty, oversize, unreadable, truncated, unsupported,
+    multi-image (pages, animation frames), floating-point or decompression-bomb input.
     """
     if not data:
         raise ImageRejected("the file is empty")
@@ -49,6 +51,16 @@ def inspect_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_byte
                     raise ImageRejected("the image has no pixels")
                 if width * height > max_pixels:
                     raise ImageRejected(f"the image is too large ({width}x{height} pixels; at most {max_pixels:,})")
+                if probe.mode in UNSHOWABLE_MODES:
+                    raise ImageRejected(f"the image has {UNSHOWABLE_MODES[probe.mode]} pixels, which are not a photo's "
+                                        "colours; save it as an 8- or 16-bit image")
+                try:
+                    frames = getattr(probe, "n_frames", 1)
+                except (EOFError, KeyError, TypeError) as exc:  # Pillow's errors for a damaged next page
+                    raise ImageRejected(f"the image is damaged or truncated ({exc or type(exc).__name__})") from None
+                if frames > 1:  # which page or frame was meant is a guess: refuse rather than pick one
+                    raise ImageRejected(f"the file holds {frames} images (pages or animation frames); "
+                                        "upload a single image")
                 probe.verify()
             # verify() does not decode pixel data; a full load catches truncated files.
             with Image.open(io.BytesIO(data)) as full:

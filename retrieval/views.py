@@ -76,6 +76,9 @@ def library(request):
     })
 
 
+ONE_IMAGE = "Upload one image at a time: the form held several files."
+
+
 class QueryUploadForm(forms.Form):
     """Parses the no-JS upload; the image itself is validated by ``services.query_submit``."""
 
@@ -84,6 +87,11 @@ class QueryUploadForm(forms.Form):
         "invalid": f"The number of similar cases must be a whole number from 1 to {settings.QUERY_MAX_K}.",
     })
     method = forms.CharField(required=False, max_length=16)
+
+    def clean_image(self):
+        if len(self.files.getlist("image")) > 1:  # which one was meant is a guess: refuse rather than pick
+            raise forms.ValidationError(ONE_IMAGE)
+        return self.cleaned_data["image"]
 
 
 @clinician_required

@@ -303,10 +303,11 @@ MATRIX.update({
 })
 #: Every model in the admin: whether the study admin may view it (the study admin group has only
 #: retrieval.view_case, from the roles migration), and what the superuser gets on its add and delete
-#: pages (read-only records refuse both; the audit log can be neither added to nor deleted from).
+#: pages (read-only records refuse both; library cases are added only by import_ham10000, which inspects
+#: every image; the audit log can be neither added to nor deleted from).
 ADMIN_MODELS = {
     "auth/group": (403, 200, 200), "auth/user": (403, 200, 200), "authtoken/tokenproxy": (403, 200, 200),
-    "retrieval/case": (200, 200, 200), "retrieval/librarycheck": (403, 200, 200),
+    "retrieval/case": (200, 403, 200), "retrieval/librarycheck": (403, 200, 200),
     "retrieval/modelversion": (403, 200, 200), "retrieval/indexversion": (403, 403, 200),
     "retrieval/query": (403, 403, 200), "readerstudy/study": (403, 403, 200),
     "readerstudy/assignment": (403, 403, 403), "readerstudy/answer": (403, 403, 403),

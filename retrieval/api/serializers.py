@@ -35,6 +35,11 @@ class QueryCreateInputSerializer(serializers.Serializer):
                   "current index serves (409 when it does not serve the one asked for)",
     )
 
+    def validate_image(self, image):
+        if hasattr(self.initial_data, "getlist") and len(self.initial_data.getlist("image")) > 1:
+            raise serializers.ValidationError("Upload one image at a time: the request held several files.")
+        return image
+
 
 class QueryCreatedSerializer(serializers.Serializer):
     id = serializers.IntegerField()

@@ -76,13 +76,16 @@ def _normalised_upload(data: bytes, fmt: str) -> tuple[bytes, str, int, int]:
     """Bytes to store, their extension and size: EXIF orientation applied, browser-displayable.
 
     JPEG and PNG without a rotation are kept byte for byte; everything else (TIFF, WebP, BMP,
-    rotated photos) is stored as a lossless PNG of the upright image.
+    rotated photos, 16-bit greyscale) is stored as a lossless PNG of the upright image.
     """
     with Image.open(io.BytesIO(data)) as image:
         orientation = image.getexif().get(0x0112, 1)
-        if fmt in ("JPEG", "PNG") and orientation in (1, None):
+        deep = image.mode.startswith("I;16")  # Pillow's own conversion to 8 bits clips at 255 (all white)
+        if fmt in ("JPEG", "PNG") and orientation in (1, None) and not deep:
             return data, "jpg" if fmt == "JPEG" else "png", image.width, image.height
         upright = ImageOps.exif_transpose(image)
+        if deep:  # 16-bit greyscale: keep the high byte
+            upright = Image.fromarray((np.asarray(upright).astype(np.uint16) >> 8).astype(np.uint8), "L")
         if upright.mode not in ("RGB", "RGBA", "L"):
             upright = upright.convert("RGB")
         buffer = io.BytesIO()
