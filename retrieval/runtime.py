@@ -69,8 +69,10 @@ def load_rgb(path: str) -> np.ndarray:
     """An image file as an RGB uint8 array (as stored: library images and queries are upright)."""
     from PIL import Image
 
+    from retrieval.ml.features import as_rgb
+
     with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        return np.asarray(as_rgb(image), dtype=np.uint8)
 
 
 def descriptor_encoder_for(index: IndexVersion, *, with_style_projection: bool = True):

@@ -22,9 +22,20 @@ SALIENCY_MEAN = 0.5
 SALIENCY_STD = 0.5
 
 
+def as_rgb(image: Image.Image) -> Image.Image:
+    """The image in RGB. 16-bit greyscale (modes I;16*, and I holding values above 255) keeps its
+    high byte: Pillow's own conversion clips every value above 255 to white."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image).astype(np.int64)
+        if image.mode.startswith("I;16") or values.max(initial=0) > 255:
+            values = values.clip(0, 65535) >> 8
+        image = Image.fromarray(values.clip(0, 255).astype(np.uint8))  # mode L
+    return image.convert("RGB")
+
+
 def resize_rgb(image: Image.Image, size: int) -> np.ndarray:
     """RGB uint8 (size, size, 3). Images are resized, not cropped: lesions may touch the border."""
-    return np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.uint8)
+    return np.asarray(as_rgb(image).resize((size, size), Image.BICUBIC), dtype=np.uint8)
 
 
 def normalise(images: np.ndarray, config: ModelConfig) -> torch.Tensor:

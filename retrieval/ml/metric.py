@@ -64,7 +64,7 @@ import retrieval.ml  # noqa: F401  (torchvision shim before timm)
 import timm
 from retrieval.ml import augment
 from retrieval.ml.configs import ModelConfig, get_config
-from retrieval.ml.features import normalise
+from retrieval.ml.features import as_rgb, normalise
 from retrieval.ml.metrics import DEFAULT_KS, precision_at_k
 from retrieval.ml.network import RGB_CHANNELS, SECBIRNet
 from retrieval.ml.schedule import LearningRates, make_scheduler
@@ -388,7 +388,7 @@ class TupleDataset(Dataset):
         images = []
         for slot, item_index in enumerate(self.tuples[index].tolist()):
             with Image.open(self.items[item_index].path) as image:
-                array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+                array = np.asarray(as_rgb(image), dtype=np.uint8)
             rng = np.random.default_rng([self.seed, self.epoch, index, slot])
             images.append(np.array(self.augment(array, rng), dtype=np.uint8))
         same = bool(self.same[index]) if self.same is not None else False

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from retrieval.ml import augment
 from retrieval.ml.configs import ModelConfig, get_config
-from retrieval.ml.features import normalise, resize_rgb, with_saliency
+from retrieval.ml.features import as_rgb, normalise, resize_rgb, with_saliency
 from retrieval.ml.losses import FocalLoss
 from retrieval.ml.metrics import classification_scores
 from retrieval.ml.network import NUM_CLASSES, SECBIRNet, build_model, stem_parameter_names, widen_to_saliency
@@ -142,7 +142,7 @@ class RGBDataset(Dataset):
         item = self.items[index]
         if self.train:
             with Image.open(item.path) as image:
-                array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+                array = np.asarray(as_rgb(image), dtype=np.uint8)
             array = self.augment(array, np.random.default_rng([self.seed, self.epoch, index]))
         else:
             array = load_resized(item.path, self.size)

@@ -197,6 +197,7 @@ def _heartbeat(query_id: int, worker: str) -> None:
 
 def _analyse(query: Query, worker: str) -> None:
     from retrieval import methods as m
+    from retrieval.ml.features import as_rgb
     from retrieval.ml.methods import method_topk
     from retrieval.ml.overlay import render_overlay
 
@@ -209,7 +210,7 @@ def _analyse(query: Query, worker: str) -> None:
     encoder = runtime.descriptor_encoder_for(index)
     loaded = runtime.loaded_index(index)
     with query.image.open("rb") as handle, Image.open(handle) as image:
-        pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        pixels = np.asarray(as_rgb(image), dtype=np.uint8)
     method = m.get_method(query.method)
     # SE-CBIR always runs: its saliency map is shown for every method and its best similarity
     # drives the out-of-distribution warning (calibrated on SE-CBIR similarities).
