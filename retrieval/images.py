@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 #: Formats accepted into the library and for queries, with the extension files are stored under.
-FORMAT_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "TIFF": "tif", "WEBP": "webp", "BMP": "bmp"}
+#: MPO is a JPEG whose primary image comes first, followed by extra views (phone cameras write
+#: it); the primary image is the photo, and browsers show it.
+FORMAT_EXTENSIONS = {"JPEG": "jpg", "MPO": "jpg", "PNG": "png", "TIFF": "tif", "WEBP": "webp", "BMP": "bmp"}
 DEFAULT_MAX_PIXELS = 40_000_000  # a 6000x6000 dermoscope photo fits; a decompression bomb does not
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 #: Pixel modes with no agreed mapping to 0-255 colours (TIFF float and 32-bit integer images).
@@ -58,7 +60,7 @@ def inspect_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_byte
                     frames = getattr(probe, "n_frames", 1)
                 except (EOFError, KeyError, TypeError) as exc:  # Pillow's errors for a damaged next page
                     raise ImageRejected(f"the image is damaged or truncated ({exc or type(exc).__name__})") from None
-                if frames > 1:  # which page or frame was meant is a guess: refuse rather than pick one
+                if frames > 1 and fmt != "MPO":  # which page or frame was meant is a guess: refuse rather than pick one
                     raise ImageRejected(f"the file holds {frames} images (pages or animation frames); "
                                         "upload a single image")
                 probe.verify()

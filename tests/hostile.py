@@ -101,6 +101,12 @@ def frames(image: Image.Image, fmt: str, count: int = 3) -> bytes:
     return encode(images[0], fmt, save_all=True, append_images=images[1:])
 
 
+def _mpo(primary: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    primary.save(buffer, "MPO", quality=95, save_all=True, append_images=[Image.new("RGB", primary.size, (0, 0, 255))])
+    return buffer.getvalue()
+
+
 def flip_idat_byte(png: bytes) -> bytes:
     """Corrupt one byte of the first IDAT chunk's data (its CRC no longer matches)."""
     start = png.index(b"IDAT") + 4 + 10
@@ -278,6 +284,9 @@ CORPUS = Corpus([
            stored_ext="jpg", tolerance=4),
     Upload("progressive-jpeg", "prog.jpg", lambda: encode(pattern(96, 72), "JPEG", quality=95, progressive=True),
            expect=_pattern_rgb(96, 72), stored_ext="jpg", tolerance=4),
+    # A phone camera's MPO: the primary JPEG image first, then an extra view (here a blue one).
+    Upload("mpo-phone-jpeg", "phone.jpg", lambda: _mpo(pattern(96, 72)), expect=_pattern_rgb(96, 72), stored_ext="jpg",
+           tolerance=4),
     Upload("webp", "lesion.webp", lambda: encode(pattern(96, 72), "WEBP", lossless=True), "image/webp",
            expect=_pattern_rgb(96, 72)),
     Upload("bmp", "lesion.bmp", lambda: encode(pattern(96, 72), "BMP"), "image/bmp", expect=_pattern_rgb(96, 72)),

@@ -81,8 +81,8 @@ def _normalised_upload(data: bytes, fmt: str) -> tuple[bytes, str, int, int]:
     with Image.open(io.BytesIO(data)) as image:
         orientation = image.getexif().get(0x0112, 1)
         deep = image.mode.startswith("I;16")  # Pillow's own conversion to 8 bits clips at 255 (all white)
-        if fmt in ("JPEG", "PNG") and orientation in (1, None) and not deep:
-            return data, "jpg" if fmt == "JPEG" else "png", image.width, image.height
+        if fmt in ("JPEG", "MPO", "PNG") and orientation in (1, None) and not deep:
+            return data, "png" if fmt == "PNG" else "jpg", image.width, image.height
         upright = ImageOps.exif_transpose(image)
         if deep:  # 16-bit greyscale: keep the high byte
             upright = Image.fromarray((np.asarray(upright).astype(np.uint16) >> 8).astype(np.uint8), "L")
