@@ -14,13 +14,16 @@ import subprocess
 import sys
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection
 
 from bench.load import (READ_KINDS, database_check, free_port, report, run_load, start_gunicorn, stop)
 from tests.conftest import REPO, _user, start_worker, stop_worker
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
+pytestmark = [pytest.mark.services, pytest.mark.slow,
+              pytest.mark.skipif(not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
+                                 reason="needs PostgreSQL: run `make test-services`")]  # before the fixtures
 
 CLINICIANS, BROWSERS, DURATION, MAX_QUERIES = 3, 4, 30, 40
 #: The requirement is 300 ms; LOAD_MAX_P99_MS only for a machine shared with other heavy jobs.
@@ -29,8 +32,6 @@ MAX_P99_MS = float(os.environ.get("LOAD_MAX_P99_MS", 300))
 
 def test_uploads_and_browsing_at_once_lose_nothing_and_reads_stay_fast(transactional_db, ready_index, media_root,
                                                                        django_user_model, tmp_path, capsys):
-    if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL: run `make test-services`")
     from lesionsearch.roles import CLINICIAN
     from retrieval.models import Case, Query
 

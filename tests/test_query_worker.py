@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 import pytest
 import redis
+from django.conf import settings
 
 from retrieval.models import IndexVersion, Query
 from retrieval.services.index import index_build_request
@@ -187,14 +188,14 @@ def test_a_worker_killed_mid_query_is_replaced_and_the_query_is_answered(transac
     assert list(done.neighbours.values_list("rank", flat=True)) == list(range(1, 21))
 
 
+@pytest.mark.skipif(not settings.CELERY_BROKER_URL.startswith("redis://"),
+                    reason="needs the Redis broker (make test-services)")  # checked before the fixtures run
 def test_queries_queued_when_redis_restarts_are_all_answered(transactional_db, ready_index, tiny_models, clinician,
                                                              media_root, settings):
     """Redis restarts without persistence (as CI's and a cache-like deployment's do) while queries
     wait behind a long job: their messages are gone; the worker's sweeper re-sends them from the
     database and every one is answered exactly once."""
     broker = urlparse(settings.CELERY_BROKER_URL)
-    if broker.scheme != "redis":
-        pytest.skip("needs the Redis broker (make test-services)")
     client = redis.Redis(host=broker.hostname, port=broker.port, socket_timeout=5)
     env = {"INDEX_CHUNK_SIZE": "64", "QUERY_PENDING_RESEND_SECONDS": "5", "JOB_SWEEP_SECONDS": "1"}
     worker = start_worker(media_root, log=media_root.parent / "worker.log", extra_env=env)
