@@ -10,7 +10,12 @@ the method's own descriptors, scoring against the whole index, the overlays and 
 map pairs, and the database writes. Methods are interleaved per image, so a change in machine
 load affects all alike. Prints median / p90 per method and the ratio to SE-CBIR (the default).
 
-    .venv/bin/python bench/methods_end_to_end.py [--library 300] [--queries 10] [--threads 2]
+With ``--evaluate DIR`` it also runs ``evaluate_retrieval --methods all --out DIR`` on the same
+instance (every method scored on the same split; with this brief training the figures show the
+pipeline working, not what the methods can reach).
+
+    .venv/bin/python bench/methods_end_to_end.py [--library 300] [--queries 10] [--threads 2] [--evaluate DIR]
+                                                 [--reuse DIR]
 """
 from __future__ import annotations
 
@@ -44,9 +49,13 @@ def main() -> None:
     parser.add_argument("--library", type=int, default=300, help="synthetic library size")
     parser.add_argument("--queries", type=int, default=10, help="test images, each queried with every method")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--reuse", type=Path, metavar="DIR",
+                        help="an instance folder a previous run set up (its path is printed): skip the setup")
+    parser.add_argument("--evaluate", type=Path, metavar="DIR",
+                        help="also write evaluate_retrieval --methods all's tables into DIR")
     args = parser.parse_args()
 
-    var = Path(tempfile.mkdtemp(prefix="lesionsearch-bench-methods-"))
+    var = args.reuse.resolve() if args.reuse else Path(tempfile.mkdtemp(prefix="lesionsearch-bench-methods-"))
     os.environ.update({"LESIONSEARCH_VAR_DIR": str(var), "DJANGO_SETTINGS_MODULE": "lesionsearch.settings",
                        "OMP_NUM_THREADS": str(args.threads), "OPENBLAS_NUM_THREADS": "1", "LOG_LEVEL": "warning"})
     import django
@@ -54,10 +63,13 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     django.setup()
-    print(f"Setting up a private instance in {var} (library {args.library}, brief training) ...", flush=True)
-    started = time.monotonic()
-    setup(args.library)
-    print(f"  ready in {time.monotonic() - started:.0f} s", flush=True)
+    if args.reuse:
+        print(f"Reusing the instance in {var}", flush=True)
+    else:
+        print(f"Setting up a private instance in {var} (library {args.library}, brief training) ...", flush=True)
+        started = time.monotonic()
+        setup(args.library)
+        print(f"  ready in {time.monotonic() - started:.0f} s", flush=True)
 
     from django.contrib.auth import get_user_model
 
@@ -71,7 +83,7 @@ def main() -> None:
     missing = sorted(set(METHODS) - set(methods))
     if missing:
         raise SystemExit(f"the index does not serve {', '.join(missing)}")
-    user = get_user_model().objects.create_user("bench", password=uuid.uuid4().hex)
+    user = get_user_model().objects.create_user(f"bench-{uuid.uuid4().hex[:8]}", password=uuid.uuid4().hex)
     images = [case.image.read() for case in Case.objects.filter(split="test").order_by("id")[:args.queries + 1]]
 
     def run(data: bytes, method: str) -> float:
@@ -90,6 +102,12 @@ def main() -> None:
     for data in images[1:]:
         for method in methods:
             times[method].append(run(data, method))
+
+    if args.evaluate:
+        from django.core.management import call_command
+
+        call_command("evaluate_retrieval", "--methods", "all", "--out", str(args.evaluate.resolve()), verbosity=0)
+        print(f"evaluate_retrieval --methods all: tables in {args.evaluate}")
 
     base = statistics.median(times[DEFAULT_METHOD])
     print(f"\nEnd-to-end query cost per method (query_run in process), {len(images) - 1} queries each, "
