@@ -246,9 +246,9 @@ def tiny_method_models(tiny_models, tiny_method_assets):
     return versions
 
 
-@pytest.fixture
-def tiny_models(db, media_root, tiny_assets):
-    """The synthetic library imported and split, and the tiny models registered as ModelVersions."""
+def import_tiny_library(tiny_assets) -> dict:
+    """Import and split the tiny synthetic library and register the tiny 3-/4-channel models as
+    ModelVersions (in the current database and media root); returns them by stage."""
     from django.core.management import call_command
 
     from retrieval.ml.train import checkpoint_digest
@@ -268,6 +268,12 @@ def tiny_models(db, media_root, tiny_assets):
             collection="synthetic", checkpoint=name, checkpoint_sha256=digest, data_fingerprint="test",
             metrics=result.metrics, epochs=1)
     return versions
+
+
+@pytest.fixture
+def tiny_models(db, media_root, tiny_assets):
+    """The synthetic library imported and split, and the tiny models registered as ModelVersions."""
+    return import_tiny_library(tiny_assets)
 
 
 def build_index_here(**kwargs):

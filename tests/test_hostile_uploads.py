@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from django.core.management import call_command
 from django.test import override_settings
 from PIL import Image
 
@@ -28,7 +27,7 @@ from lesionsearch.audit.models import AuditEvent
 from retrieval.ml.overlay import overlay_size
 from retrieval.models import Case, IndexVersion, LibraryCheck, ModelVersion, Query
 from retrieval.services.queries import query_run
-from tests.conftest import build_index_here
+from tests.conftest import build_index_here, import_tiny_library
 from tests.hostile import CORPUS, LIMIT_MB, REQUESTS, upload_body
 from tests.retrieval.test_api import api, error_of
 
@@ -47,8 +46,6 @@ def real_index(django_db_setup, django_db_blocker, tiny_assets, tmp_path_factory
     Its rows are committed (the tests' own rows roll back as usual) and deleted at the end; its
     files live in this module's own media root."""
     from retrieval import runtime
-    from retrieval.ml.train import checkpoint_digest
-    from retrieval.services.library import _store_content_file
 
     media = tmp_path_factory.mktemp("hostile") / "media"
     overrides = override_settings(MEDIA_ROOT=str(media), INDEX_CHUNK_SIZE=16)
@@ -58,17 +55,7 @@ def real_index(django_db_setup, django_db_blocker, tiny_assets, tmp_path_factory
         overrides.enable()
         runtime.forget()
         try:
-            call_command("import_ham10000", str(tiny_assets["folder"]), "--metadata", str(tiny_assets["metadata"]),
-                         "--collection", "synthetic", verbosity=0)
-            call_command("split_library", "--collection", "synthetic", "--seed", "71", verbosity=0)
-            versions = {}
-            for stage, key in (("3ch", "rgb"), ("4ch", "wide")):
-                result = tiny_assets[key]
-                digest = checkpoint_digest(result.checkpoint)
-                name, _ = _store_content_file("models", digest, "pt", result.checkpoint)
-                versions[stage] = ModelVersion.objects.create(
-                    config="tiny", stage=stage, parent=versions.get("3ch"), collection="synthetic", checkpoint=name,
-                    checkpoint_sha256=digest, data_fingerprint="test", metrics=result.metrics, epochs=1)
+            versions = import_tiny_library(tiny_assets)
             index = build_index_here(model_version=versions["4ch"])
             assert index.status == "done" and index.active, index.message
             yield index, media
