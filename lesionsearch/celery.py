@@ -11,7 +11,7 @@ import os
 from functools import partial
 
 from celery import Celery, bootsteps
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lesionsearch.settings")
 
@@ -53,6 +53,22 @@ def sweep_unfinished_jobs() -> int:
     except Exception:
         logging.getLogger(__name__).exception("sweeping unfinished jobs failed")
         return 0
+
+
+def lower_priority(niceness: int) -> int:
+    """Raise this process's niceness by ``niceness`` (its pool processes inherit it); returns the
+    niceness it runs at."""
+    return os.nice(niceness) if niceness else os.nice(0)
+
+
+@worker_init.connect
+def _yield_the_cpu_to_the_web_tier(**kwargs) -> None:
+    """Inference runs at WORKER_NICE, so that reads keep their latency while the worker is busy."""
+    import logging
+
+    from django.conf import settings
+
+    logging.getLogger(__name__).info("worker running at niceness %s", lower_priority(settings.WORKER_NICE))
 
 
 @worker_ready.connect

@@ -184,6 +184,12 @@ JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 #: Every worker re-checks unfinished jobs this often (lost broker messages, dead workers), so
 #: recovery never waits for someone to open the job's page or the next worker start.
 JOB_SWEEP_SECONDS = env_int("JOB_SWEEP_SECONDS", 30, minimum=1)
+#: CPU niceness a worker gives itself at start-up (0-19; 0 = none): where the web tier shares the
+#: CPUs with inference (make run, one host), page and API reads go first and the model work takes
+#: the CPU they leave. Raising niceness needs no privilege.
+WORKER_NICE = env_int("WORKER_NICE", 10, minimum=0)
+if WORKER_NICE > 19:
+    raise ImproperlyConfigured(f"WORKER_NICE={WORKER_NICE} must be at most 19.")
 #: Search backend: "auto" = exact below SEARCH_FAISS_MIN_VECTORS vectors, FAISS HNSW above.
 SEARCH_BACKEND = env_choice("SEARCH_BACKEND", ("auto", "exact", "faiss-hnsw", "faiss-ivf"), "auto")
 SEARCH_FAISS_MIN_VECTORS = env_int("SEARCH_FAISS_MIN_VECTORS", 100_000, minimum=1)

@@ -54,11 +54,16 @@ def library_summary(*, collection: str) -> dict:
 def case_examples(*, collection: str, per_class: int = 4) -> dict[str, list[Case]]:
     """A few library images per class, never from the test split: test images are the held-out
     queries of reader studies, and a reader must not see one of them with its diagnosis."""
-    return {
-        cls.code: list(Case.objects.filter(collection=collection, dx=cls.code).exclude(split=TEST)
-                       .order_by("image_id")[:per_class])
-        for cls in CLASSES
-    }
+    from django.db.models import F, Window
+    from django.db.models.functions import RowNumber
+
+    ranked = (Case.objects.filter(collection=collection).exclude(split=TEST)
+              .annotate(rank=Window(RowNumber(), partition_by=[F("dx")], order_by=F("image_id").asc()))
+              .filter(rank__lte=per_class).order_by("dx", "image_id"))  # one query, not one per class
+    examples: dict[str, list[Case]] = {cls.code: [] for cls in CLASSES}
+    for case in ranked:
+        examples.setdefault(case.dx, []).append(case)
+    return examples
 
 
 def library_check_latest(*, collection: str) -> LibraryCheck | None:

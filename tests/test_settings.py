@@ -70,6 +70,8 @@ def test_production_env_selects_postgres_and_redis(tmp_path):
     ({"DEBUG": "0", "SECRET_KEY": "k" * 50}, "ALLOWED_HOSTS must be set when DEBUG is off"),
     ({"CACHE_URL": "memcached://cache:11211"}, "CACHE_URL='memcached://cache:11211': use redis://"),
     ({"LOGIN_FAILURE_LIMIT": "0"}, "LOGIN_FAILURE_LIMIT=0 must be at least 1"),
+    ({"WORKER_NICE": "20"}, "WORKER_NICE=20 must be at most 19"),
+    ({"WORKER_NICE": "-5"}, "WORKER_NICE=-5 must be at least 0"),
 ])
 def test_invalid_values_fail_at_start_up_with_a_clear_message(tmp_path, env, message):
     result = start(LESIONSEARCH_VAR_DIR=str(tmp_path), **env)

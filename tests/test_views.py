@@ -32,6 +32,26 @@ def test_clinician_sees_the_library_overview(client, clinician, library):
     assert 'src="/media/cases/' in page
 
 
+def test_library_examples_are_the_first_library_cases_of_each_class_in_one_query(tmp_path, media_root,
+                                                                               django_assert_num_queries):
+    from retrieval.classes import CODES
+    from retrieval.models import Case
+    from retrieval.selectors import case_examples
+
+    rows = real_metadata_rows()
+    picked = [row for code in CODES for row in [r for r in rows if r["dx"] == code][:6]]  # 6 of every class
+    write_ham_folder(tmp_path / "ham", picked)
+    call_command("import_ham10000", str(tmp_path / "ham"), verbosity=0)
+    call_command("split_library", verbosity=0)
+    with django_assert_num_queries(1):
+        examples = case_examples(collection="ham10000", per_class=2)
+    assert set(examples) == set(CODES)
+    for code in CODES:
+        expected = list(Case.objects.filter(collection="ham10000", dx=code).exclude(split="test")
+                        .order_by("image_id")[:2])
+        assert len(expected) == 2 and examples[code] == expected
+
+
 def test_empty_library_explains_how_to_fill_it(client, clinician):
     client.force_login(clinician)
     response = client.get("/")

@@ -15,6 +15,19 @@ from tests.conftest import real_metadata_rows, wait_for, write_ham_folder
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 
+def test_the_worker_runs_below_the_web_tier_s_cpu_priority(celery_worker_process, settings):
+    """Inference yields the CPU to page and API reads on a shared machine (WORKER_NICE)."""
+    import os
+
+    assert settings.WORKER_NICE == 10
+    web = os.getpriority(os.PRIO_PROCESS, 0)
+    worker = os.getpriority(os.PRIO_PROCESS, celery_worker_process.pid)
+    assert worker == min(web + settings.WORKER_NICE, 19)
+    pool = [int(pid) for pid in open(f"/proc/{celery_worker_process.pid}/task/{celery_worker_process.pid}/children")
+            .read().split()]
+    assert pool and all(os.getpriority(os.PRIO_PROCESS, pid) == worker for pid in pool)  # forked after it
+
+
 def test_library_check_runs_on_the_worker_and_finds_a_damaged_file(celery_worker_process, tmp_path, media_root):
     write_ham_folder(tmp_path / "ham", real_metadata_rows(8))
     call_command("import_ham10000", str(tmp_path / "ham"), verbosity=0)
