@@ -51,6 +51,23 @@ MAX_SETTING = 2**31 - 1
 MAX_WASHOUT_SECONDS = 365 * 24 * 3600
 
 
+class Design(models.TextChoices):
+    """Which cases each reader reads: the two designs a multi-reader multi-case analysis takes.
+
+    ``overlapping`` is how studies were sampled before designs existed (independent random samples
+    that may share cases): kept for those studies, never offered for new ones, and refused by the
+    MRMC analysis (docs/readerstudy.md says why).
+    """
+
+    CROSSED = "crossed", "Fully crossed: every reader reads the same cases (the MRMC standard)"
+    NESTED = "nested", "Nested: each reader reads their own cases, no case shared (the thesis's design)"
+    OVERLAPPING = "overlapping", "Overlapping random samples (studies created before designs; no MRMC analysis)"
+
+
+#: The designs a new study can have.
+NEW_STUDY_DESIGNS = (Design.CROSSED, Design.NESTED)
+
+
 class Study(models.Model):
     class Status(models.TextChoices):
         PREPARING = "preparing", "Preparing (computing the query set)"
@@ -65,6 +82,8 @@ class Study(models.Model):
     index_version = models.ForeignKey(IndexVersion, on_delete=models.PROTECT, related_name="studies",
                                       help_text="frozen at creation: every reader sees the same neighbours")
     method = models.CharField(max_length=32, default="secbir", help_text="retrieval method shown in Task 2")
+    design = models.CharField(max_length=12, choices=Design.choices, default=Design.CROSSED,
+                              help_text="which cases each reader reads (fixed at creation)")
     cases_per_reader = models.PositiveIntegerField(default=100)
     neighbours_shown = models.PositiveSmallIntegerField(default=6)
     washout = models.DurationField(default=timedelta(hours=24),

@@ -23,8 +23,8 @@ from django.utils import timezone
 from lesionsearch.audit import services as audit
 from lesionsearch.roles import READER, has_role
 from readerstudy.models import (
-    LIKERT_MAX, LIKERT_MIN, RELEVANCE_MAX, RELEVANCE_MIN, TASK_IMAGE_ONLY, TASK_WITH_NEIGHBOURS, TASKS, Answer,
-    AssignedCase, Assignment, RelevanceRating, Study, StudyCase, StudyNeighbour,
+    LIKERT_MAX, LIKERT_MIN, NEW_STUDY_DESIGNS, RELEVANCE_MAX, RELEVANCE_MIN, TASK_IMAGE_ONLY, TASK_WITH_NEIGHBOURS,
+    TASKS, Answer, AssignedCase, Assignment, Design, RelevanceRating, Study, StudyCase, StudyNeighbour,
 )
 from retrieval.classes import CODES, TEST
 from retrieval.models import Case, IndexVersion
@@ -54,10 +54,14 @@ class StudyError(ValueError):
 def study_create(*, user, name: str, index_version: IndexVersion | None = None, description: str = "",
                  cases_per_reader: int = 100, neighbours_shown: int = 6, washout: timedelta = timedelta(hours=24),
                  task2_rotation: int = 180, allow_changes: bool = False, relevance_ratings: bool = False,
-                 reveal_results: bool = False, seed: int = 0, enqueue: bool = True) -> Study:
+                 reveal_results: bool = False, seed: int = 0, design: str = Design.CROSSED,
+                 enqueue: bool = True) -> Study:
     """Create a study frozen on ``index_version`` (default: the index queries use now) and enqueue
     its preparation (``enqueue=False``: the caller runs ``study_prepare`` itself, as
-    ``prepare_demo`` does). The study is a draft once its query set is curated."""
+    ``prepare_demo`` does). The study is a draft once its query set is curated.
+
+    ``design``: ``crossed`` (every reader reads the same ``cases_per_reader`` cases) or ``nested``
+    (each reader their own ``cases_per_reader`` cases, no case shared)."""
     from retrieval.services.queries import index_for_queries
 
     name = (name or "").strip()
@@ -77,15 +81,18 @@ def study_create(*, user, name: str, index_version: IndexVersion | None = None, 
         raise StudyError("The washout cannot be negative.")
     if task2_rotation not in (0, 90, 180, 270):
         raise StudyError("The Task 2 rotation must be 0, 90, 180 or 270 degrees.")
+    if design not in NEW_STUDY_DESIGNS:
+        raise StudyError(f"The design must be one of {', '.join(NEW_STUDY_DESIGNS)} (not {design!r}).")
     with transaction.atomic():
         study = Study.objects.create(
-            name=name, description=description, collection=index.collection, index_version=index,
+            name=name, description=description, collection=index.collection, index_version=index, design=design,
             cases_per_reader=cases_per_reader, neighbours_shown=neighbours_shown, washout=washout,
             task2_rotation=task2_rotation, allow_changes=allow_changes, relevance_ratings=relevance_ratings,
             reveal_results=reveal_results, seed=seed, created_by=user if user and user.is_authenticated else None,
             message="Waiting for a worker to compute the query set and its neighbours.")
         audit.record(audit.Action.STUDY_CREATE, user=user, obj=study,
-                     detail={"name": name, "index": index.id, "cases_per_reader": cases_per_reader})
+                     detail={"name": name, "index": index.id, "cases_per_reader": cases_per_reader,
+                             "design": design})
         if enqueue:
             transaction.on_commit(lambda: _enqueue(study.id))
     return study
@@ -256,8 +263,15 @@ def reader_seed(study: Study, reader) -> int:
 
 
 def study_assign(*, study: Study, readers, user=None) -> list[Assignment]:
-    """Give each reader (users in the reader group) a seeded random sample of the query set, in a
-    seeded Task 1 order and a different seeded Task 2 order. Readers already assigned are kept."""
+    """Give each reader (users in the reader group) their cases of the query set by the study's
+    design, in a seeded Task 1 order and a different seeded Task 2 order. Readers already assigned
+    are kept.
+
+    - ``crossed``: every reader gets the same seeded sample of ``cases_per_reader`` cases.
+    - ``nested``: each new reader gets the next ``cases_per_reader`` cases of a seeded permutation
+      that no assigned reader has; refused when the query set has too few left.
+    - ``overlapping`` (studies from before designs): each reader an independent seeded sample.
+    """
     if study.status not in (Status.DRAFT, Status.OPEN):
         raise StudyError(f"Readers can be assigned to a draft or open study, not a {study.get_status_display().lower()} one.",
                          409, "wrong_status")
@@ -267,13 +281,14 @@ def study_assign(*, study: Study, readers, user=None) -> list[Assignment]:
     cases = list(StudyCase.objects.filter(study=study).order_by("position").values_list("id", flat=True))
     created = []
     with transaction.atomic():
+        taken = set(AssignedCase.objects.filter(assignment__study=study).values_list("study_case_id", flat=True))
         for reader in readers:
             if Assignment.objects.filter(study=study, reader=reader).exists():
                 continue
             seed = reader_seed(study, reader)
-            rng = np.random.default_rng(seed)
-            n = min(study.cases_per_reader, len(cases))
-            sample = sorted(rng.choice(len(cases), size=n, replace=False).tolist())
+            sample = _design_sample(study, cases, seed, taken, reader)
+            n = len(sample)
+            taken.update(sample)
             first, second = _orders(n, seed + 1)
             assignment = Assignment.objects.create(study=study, reader=reader, seed=seed)
             # first[i] is the sample member shown i-th in Task 1: invert the permutations into positions.
@@ -282,14 +297,34 @@ def study_assign(*, study: Study, readers, user=None) -> list[Assignment]:
             pos2 = np.empty(n, int)
             pos2[second] = np.arange(1, n + 1)
             AssignedCase.objects.bulk_create([
-                AssignedCase(assignment=assignment, study_case_id=cases[member], task1_position=int(pos1[j]),
+                AssignedCase(assignment=assignment, study_case_id=case_id, task1_position=int(pos1[j]),
                              task2_position=int(pos2[j]))
-                for j, member in enumerate(sample)])
+                for j, case_id in enumerate(sample)])
             created.append(assignment)
         if created:
             audit.record(audit.Action.STUDY_ASSIGN, user=user, obj=study,
                          detail={"readers": sorted(a.reader.get_username() for a in created)})
     return created
+
+
+def _design_sample(study: Study, cases: list[int], seed: int, taken: set[int], reader) -> list[int]:
+    """The study-case ids a new reader reads, in query-set order (see ``study_assign``)."""
+    n = min(study.cases_per_reader, len(cases))
+    if study.design == Design.OVERLAPPING:
+        rng = np.random.default_rng(seed)
+        return [cases[i] for i in sorted(rng.choice(len(cases), size=n, replace=False).tolist())]
+    # One permutation of the query set per study, the same for every reader.
+    permutation = np.random.default_rng(np.random.SeedSequence([study.seed, len(cases)])).permutation(len(cases))
+    if study.design == Design.CROSSED:
+        return [cases[i] for i in sorted(permutation[:n].tolist())]
+    free = [i for i in permutation.tolist() if cases[i] not in taken]
+    if len(free) < study.cases_per_reader:
+        raise StudyError(
+            f"Not enough cases left for {reader.username}: in a nested study each reader reads "
+            f"{study.cases_per_reader} cases of their own; the query set has {len(cases)}, other readers have "
+            f"{len(taken)}, leaving {len(free)}. Create the study with "
+            "fewer cases per reader, or choose the fully crossed design.", 409, "not_enough_cases")
+    return [cases[i] for i in sorted(free[:study.cases_per_reader])]
 
 
 def study_unassign(*, study: Study, reader, user=None) -> None:

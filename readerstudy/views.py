@@ -27,7 +27,7 @@ from lesionsearch.roles import READER
 from readerstudy import selectors, services
 from readerstudy.models import (
     LIKERT_CHOICES, MAX_SETTING, MAX_WASHOUT_SECONDS, RELEVANCE_CHOICES, ROTATION_CHOICES, TASK_IMAGE_ONLY,
-    TASK_WITH_NEIGHBOURS, TASKS, AssignedCase, Assignment, Study, StudyNeighbour,
+    NEW_STUDY_DESIGNS, TASK_WITH_NEIGHBOURS, TASKS, AssignedCase, Assignment, Design, Study, StudyNeighbour,
 )
 from retrieval.classes import BY_CODE, CLASSES
 
@@ -234,6 +234,9 @@ def my_results(request, study_id: int):
 class StudyForm(forms.Form):
     name = forms.CharField(max_length=120)
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    design = forms.ChoiceField(choices=[(d.value, d.label) for d in NEW_STUDY_DESIGNS], initial=Design.CROSSED,
+                               widget=forms.RadioSelect, label="Design", required=False,
+                               help_text="Fully crossed unless you choose otherwise.")
     cases_per_reader = forms.IntegerField(min_value=1, max_value=MAX_SETTING, initial=100)
     neighbours_shown = forms.IntegerField(min_value=1, max_value=20, initial=6)
     washout_hours = forms.FloatField(min_value=0, max_value=MAX_WASHOUT_SECONDS / 3600, initial=24,
@@ -260,7 +263,7 @@ def manage_list(request):
                     cases_per_reader=data["cases_per_reader"], neighbours_shown=data["neighbours_shown"],
                     washout=timedelta(hours=data["washout_hours"]), task2_rotation=data["task2_rotation"],
                     allow_changes=data["allow_changes"], relevance_ratings=data["relevance_ratings"],
-                    reveal_results=data["reveal_results"], seed=data["seed"])
+                    reveal_results=data["reveal_results"], seed=data["seed"], design=data["design"] or Design.CROSSED)
             except services.StudyError as exc:
                 form.add_error(None, str(exc))
                 status = exc.status_code

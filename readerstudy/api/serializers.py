@@ -13,7 +13,7 @@ from rest_framework import serializers
 
 from readerstudy.models import (
     LIKERT_MAX, LIKERT_MIN, MAX_SETTING, MAX_WASHOUT_SECONDS, RELEVANCE_MAX, RELEVANCE_MIN, ROTATION_CHOICES,
-    TASK_CHOICES, Study,
+    NEW_STUDY_DESIGNS, TASK_CHOICES, Design, Study,
 )
 from retrieval.classes import DX_CHOICES
 from retrieval.models import IndexVersion
@@ -167,6 +167,8 @@ class ManagedStudySerializer(serializers.Serializer):
     index_version = serializers.IntegerField(source="study.index_version_id",
                                              help_text="the frozen index whose neighbours readers see")
     method = serializers.CharField(source="study.method")
+    design = serializers.ChoiceField(source="study.design", choices=Design.choices,
+                                     help_text="which cases each reader reads")
     cases_per_reader = serializers.IntegerField(source="study.cases_per_reader")
     neighbours_shown = serializers.IntegerField(source="study.neighbours_shown")
     washout_seconds = SecondsField(source="study.washout")
@@ -193,6 +195,9 @@ class StudyCreateInputSerializer(serializers.Serializer):
     index_version = serializers.PrimaryKeyRelatedField(
         queryset=IndexVersion.objects.all(), required=False,
         help_text="the finished index to freeze the study on (default: the one queries use now)")
+    design = serializers.ChoiceField(
+        required=False, choices=[(d.value, d.label) for d in NEW_STUDY_DESIGNS],
+        help_text="crossed (default): every reader reads the same cases; nested: each reader their own cases")
     cases_per_reader = serializers.IntegerField(required=False, min_value=1, max_value=MAX_SETTING,
                                                 help_text="default 100")
     neighbours_shown = serializers.IntegerField(required=False, min_value=1, max_value=20, help_text="default 6")

@@ -337,7 +337,7 @@ def test_study_admins_create_prepare_assign_open_follow_report_export_and_close(
     with django_capture_on_commit_callbacks(execute=True):
         created = admin.post(MANAGE, {"name": "API pilot", "description": "Two tasks", "cases_per_reader": 3,
                                       "washout_seconds": 3600, "task2_rotation": 90, "seed": 5,
-                                      "index_version": study_index.id}, format="json")
+                                      "index_version": study_index.id, "design": "nested"}, format="json")
     assert created.status_code == 202, created.content
     body = created.json()
     study = Study.objects.get(name="API pilot")
@@ -345,8 +345,8 @@ def test_study_admins_create_prepare_assign_open_follow_report_export_and_close(
     assert no_broker == [study.id]  # its preparation is queued
     assert (body["status"], body["washout_seconds"], body["task2_rotation"], body["cases_per_reader"]) == (
         "preparing", 3600, 90, 3)
-    assert (body["index_version"], body["readers"], body["neighbours_shown"], body["seed"]) == (
-        study_index.id, [], 6, 5)
+    assert (body["index_version"], body["readers"], body["neighbours_shown"], body["seed"], body["design"]) == (
+        study_index.id, [], 6, 5, "nested")
     assert study.washout == timedelta(hours=1) and study.created_by == study_admin
 
     # Refusals: the service's (a taken name) and the input's.
@@ -354,6 +354,7 @@ def test_study_admins_create_prepare_assign_open_follow_report_export_and_close(
     for payload, field in [({}, "name"), ({"name": "X", "neighbours_shown": 0}, "neighbours_shown"),
                            ({"name": "X", "washout_seconds": -1}, "washout_seconds"),
                            ({"name": "X", "task2_rotation": 45}, "task2_rotation"),
+                           ({"name": "X", "design": "overlapping"}, "design"),
                            ({"name": "X", "index_version": 999999}, "index_version")]:
         assert field in error_of(admin.post(MANAGE, payload, format="json"), 400)["fields"]
     assert Study.objects.count() == 1
