@@ -181,4 +181,4 @@ def study_report(study: Study) -> tuple[dict, list, list]:
     reads, ratings = study_reads(study)
     if not reads:
         raise StudyError("No answers yet: there is nothing to report.", 409, "no_answers")
-    return build_report(reads, ratings=ratings, seed=study.seed), reads, ratings
+    return build_report(reads, ratings=ratings, design=study.design), reads, ratings

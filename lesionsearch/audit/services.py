@@ -75,3 +75,19 @@ def record(action: str, *, user=None, obj: models.Model | None = None, object_ty
     return AuditEvent.objects.create(user=user, actor=actor[:150], action=action, object_type=object_type[:64],
                                      object_id=str(object_id)[:64], detail=detail or {}, ip=client_ip(request),
                                      via=via)
+
+
+def record_if_database(action: str, **options) -> str | None:
+    """``record`` when the audit log's table exists; otherwise nothing is written and the reason is
+    returned (for commands that also work on a checkout without a database, such as the reader
+    study and MRMC reports). Errors while writing to an existing table still propagate."""
+    from django.db import DatabaseError, connection
+
+    try:
+        tables = connection.introspection.table_names()
+    except DatabaseError as exc:
+        return f"no database ({exc})"
+    if AuditEvent._meta.db_table not in tables:
+        return "the database has no audit log table (run `python manage.py migrate`)"
+    record(action, **options)
+    return None

@@ -8,6 +8,7 @@ on reads that the CSV validator would have refused.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -204,6 +205,12 @@ def check_ratings(ratings: Sequence[RelevanceRating]) -> list[tuple[int, str]]:
         else:
             seen[key] = position
     return problems
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that puts "reader 2" before "reader 10" (and treatment "2" before "10")."""
+    parts = re.split(r"(\d+)", name)
+    return tuple(int(part) if i % 2 else part.lower() for i, part in enumerate(parts)), name
 
 
 def _is_int(value: object) -> bool:

@@ -11,26 +11,30 @@ Definitions, as in SPEC.md "Reader study protocol" and docs/readerstudy.md:
 from __future__ import annotations
 
 import itertools
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 
 from readerstudy.analysis import statistics
+from readerstudy.analysis.endpoints import mrmc_section
 from readerstudy.analysis.reads import (
     MELANOMA, TASK_IMAGE_ALONE, TASK_WITH_NEIGHBOURS, TASKS, Read, RelevanceRating, check_ratings, check_reads,
+    natural_key,
 )
 from retrieval.classes import CODES
 
-DEFAULT_BOOTSTRAP = 2000
+#: What the per-reader tests are, said wherever they are shown.
+PER_READER_NOTE = (
+    "descriptive per-reader figures: each reader's test uses only that reader's cases and says nothing about "
+    "readers in general; the inference across readers and cases is the MRMC analysis (mrmc)"
+)
 
 
-def build_report(
-    reads: Sequence[Read], *, ratings: Sequence[RelevanceRating] = (), seed: int = 0,
-    n_bootstrap: int = DEFAULT_BOOTSTRAP,
-) -> dict:
+def build_report(reads: Sequence[Read], *, ratings: Sequence[RelevanceRating] = (), design: str | None = None) -> dict:
     """Every figure of the report; raises ``ValueError`` listing every problem with the input.
 
     ``reads`` may be empty (a study nobody has read yet): counts are then 0 and figures ``None``.
+    ``design`` is the study's design when known (``crossed``, ``nested`` or ``overlapping``); the
+    MRMC section finds it from the reads otherwise.
     """
     reads, ratings = list(reads), list(ratings)
     _refuse("reads", check_reads(reads))
@@ -49,12 +53,13 @@ def build_report(
             for task in TASKS
         },
         "statistics": {
+            "note": PER_READER_NOTE,
             "mcnemar": study.mcnemar(),
-            "accuracy_difference": study.accuracy_difference(seed=seed, n_bootstrap=n_bootstrap),
-            "wilcoxon_confidence": statistics.wilcoxon_signed_rank(
-                [t2.confidence - t1.confidence for t1, t2 in study.all_pairs]),
+            "accuracy_difference": study.accuracy_difference(),
+            "wilcoxon_confidence": study.wilcoxon(),
             "kappa": study.kappa(),
         },
+        "mrmc": mrmc_section(reads, design=design),
         "relevance": relevance(ratings) if ratings else None,
         "n_reads": len(reads),
         "n_readers": len(study.readers),
@@ -91,12 +96,6 @@ def relevance(ratings: Sequence[RelevanceRating]) -> dict:
             for method, values in sorted(per_method.items())
         ],
     }
-
-
-def natural_key(name: str) -> tuple:
-    """Sort key that puts "reader 2" before "reader 10"."""
-    parts = re.split(r"(\d+)", name)
-    return tuple(int(part) if i % 2 else part.lower() for i, part in enumerate(parts)), name
 
 
 class _Study:
@@ -147,18 +146,25 @@ class _Study:
         return summary
 
     def changes(self) -> dict:
-        wrong_to_right = [t2 for t1, t2 in self.all_pairs if not t1.correct and t2.correct]
-        right_to_wrong = [t2 for t1, t2 in self.all_pairs if t1.correct and not t2.correct]
+        """Changes of diagnosis between the tasks, and how the neighbours' vote stood to each:
+        ``..._agreeing_with_majority_vote`` counts Task 2 answers equal to the vote; the thesis's
+        "changed although the vote agreed with the Task 1 diagnosis" (8 of its 20 right -> wrong
+        changes) is ``..._majority_vote_agreed_with_task1``."""
+        wrong_to_right = [(t1, t2) for t1, t2 in self.all_pairs if not t1.correct and t2.correct]
+        right_to_wrong = [(t1, t2) for t1, t2 in self.all_pairs if t1.correct and not t2.correct]
         return {
             "n_pairs": len(self.all_pairs),
             "wrong_to_right": len(wrong_to_right),
             "right_to_wrong": len(right_to_wrong),
-            "wrong_to_right_agreeing_with_majority_vote": self._agreeing(wrong_to_right),
-            "right_to_wrong_agreeing_with_majority_vote": self._agreeing(right_to_wrong),
+            "wrong_to_right_agreeing_with_majority_vote": self._agreeing([t2 for _, t2 in wrong_to_right]),
+            "right_to_wrong_agreeing_with_majority_vote": self._agreeing([t2 for _, t2 in right_to_wrong]),
+            "wrong_to_right_majority_vote_agreed_with_task1": self._agreeing([t1 for t1, _ in wrong_to_right]),
+            "right_to_wrong_majority_vote_agreed_with_task1": self._agreeing([t1 for t1, _ in right_to_wrong]),
         }
 
-    def _agreeing(self, task2_reads: list[Read]) -> int:
-        return sum(1 for read in task2_reads if self.votes.get(read.case) == read.answer)
+    def _agreeing(self, reads: list[Read]) -> int:
+        """How many of ``reads`` answered the case's neighbour vote."""
+        return sum(1 for read in reads if self.votes.get(read.case) == read.answer)
 
     def confusion(self, task: int) -> list[list[int]]:
         index = {code: i for i, code in enumerate(CODES)}
@@ -181,25 +187,26 @@ class _Study:
         return figures
 
     def mcnemar(self) -> dict:
-        return {
-            "per_reader": [{"reader": reader, **_mcnemar(self.pairs[reader])} for reader in self.readers],
-            "pooled": _mcnemar(self.all_pairs),
-        }
+        """Exact McNemar per reader (no pooled test: pooling treats reads as independent)."""
+        return {"per_reader": [{"reader": reader, **_mcnemar(self.pairs[reader])} for reader in self.readers],
+                "note": PER_READER_NOTE}
 
-    def accuracy_difference(self, *, seed: int, n_bootstrap: int) -> dict:
-        differences = {reader: [int(t2.correct) - int(t1.correct) for t1, t2 in pairs]
-                       for reader, pairs in self.pairs.items()}
-        pooled = [d for values in differences.values() for d in values]
-        interval = statistics.bootstrap_difference(differences, n_bootstrap=n_bootstrap, seed=seed)
+    def accuracy_difference(self) -> dict:
+        """Mean of Task 2 minus Task 1 correctness over the pairs (descriptive; CI and test in mrmc)."""
+        pooled = [int(t2.correct) - int(t1.correct) for t1, t2 in self.all_pairs]
         return {
             "estimate": statistics.mean(pooled),
-            "ci95": list(interval) if interval else None,
             "n_pairs": len(pooled),
-            "n_readers": sum(1 for values in differences.values() if values),
-            "n_bootstrap": n_bootstrap,
-            "seed": seed,
-            "method": statistics.BOOTSTRAP_METHOD,
+            "n_readers": sum(1 for pairs in self.pairs.values() if pairs),
+            "note": "descriptive mean over (reader, case) pairs; its confidence interval and test across "
+                    "readers and cases: mrmc.accuracy",
         }
+
+    def wilcoxon(self) -> dict:
+        """Wilcoxon signed-rank test of each reader's paired confidences (Task 2 - Task 1)."""
+        return {"per_reader": [{"reader": reader, **statistics.wilcoxon_signed_rank(
+            [t2.confidence - t1.confidence for t1, t2 in self.pairs[reader]])} for reader in self.readers],
+            "note": PER_READER_NOTE}
 
     def kappa(self) -> list[dict]:
         answers: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)

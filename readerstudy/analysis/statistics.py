@@ -11,12 +11,6 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-#: Two-sided 95 % percentile interval.
-CI_PERCENTILES = (2.5, 97.5)
-BOOTSTRAP_METHOD = (
-    "two-level percentile bootstrap: readers drawn with replacement, then each drawn reader's "
-    "paired cases drawn with replacement; numpy.random.default_rng(seed)"
-)
 #: nDCG cut-off: the six neighbours shown in Task 2.
 NDCG_AT = 6
 
@@ -61,38 +55,6 @@ def cohen_kappa(answers_a: Sequence[Hashable], answers_b: Sequence[Hashable]) ->
     if math.isclose(chance, 1.0):
         return None
     return float((observed - chance) / (1.0 - chance))
-
-
-def bootstrap_difference(
-    differences: Mapping[str, Sequence[float]], *, n_bootstrap: int, seed: int,
-) -> tuple[float, float] | None:
-    """95 % percentile interval of the pooled mean of paired differences, two-level bootstrap.
-
-    ``differences`` maps each reader to their per-case differences (task 2 minus task 1). One
-    bootstrap sample draws as many readers as there are, with replacement, then for each drawn
-    reader as many of their cases as they have, with replacement, and pools all drawn cases.
-    ``None`` when there are no differences. Readers are taken in sorted order and each reader's
-    differences sorted, so the interval depends only on ``seed`` and the data, not on the order
-    in which the reads came.
-    """
-    if n_bootstrap < 1:
-        raise ValueError("n_bootstrap must be at least 1")
-    readers = [reader for reader in sorted(differences) if len(differences[reader])]
-    if not readers:
-        return None
-    rng = np.random.default_rng(seed)
-    drawn = rng.integers(0, len(readers), size=(n_bootstrap, len(readers)))
-    sums = np.zeros(n_bootstrap)
-    counts = np.zeros(n_bootstrap)
-    for index, reader in enumerate(readers):
-        values = np.sort(np.asarray(differences[reader], dtype=float))  # independent of the order of cases
-        # Each time this reader was drawn, resample their cases: one row per draw.
-        samples, _ = np.nonzero(drawn == index)
-        picks = rng.integers(0, len(values), size=(len(samples), len(values)))
-        np.add.at(sums, samples, values[picks].sum(axis=1))
-        np.add.at(counts, samples, len(values))
-    low, high = np.percentile(sums / counts, CI_PERCENTILES)
-    return float(low), float(high)
 
 
 def wilcoxon_signed_rank(differences: Sequence[float]) -> dict:

@@ -13,7 +13,10 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from readerstudy.analysis import endpoints
 from readerstudy.analysis.figures import TASK_TITLES, accuracy_png, confusion_png
+from readerstudy.analysis.mrmc import formats as mrmc_formats
+from readerstudy.analysis.mrmc import report as mrmc_report
 from readerstudy.analysis.reads import TASKS, Read, RelevanceRating
 from readerstudy.analysis.responses import COLUMNS, format_responses
 
@@ -25,9 +28,8 @@ AVERAGE = "Average"
 STANDARD_DEVIATION = "Standard deviation"
 ALL_READERS = "All readers"
 MISSING = "–"
-#: MRMC modalities: Task 1 is the unaided read, Task 2 the CBIR-aided one.
-MRMC_COLUMNS = ("reader", "case", "modality", "score")
-MRMC_MODALITIES = {1: "task1", 2: "task2"}
+#: The MRMC analyses of an endpoint, in the order of OR-DBM MRMC's output.
+MRMC_ANALYSES = ("random_readers_random_cases", "fixed_readers_random_cases", "random_readers_fixed_cases")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so that the same report zips to the same bytes
 
 Table = tuple[list[str], list[list]]  # header, rows of raw values (None where undefined)
@@ -40,6 +42,8 @@ SHEETS = {  # table name -> XLSX sheet title
     "changes": "Changes",
     "statistics": "Statistics",
     "mcnemar": "McNemar",
+    "mrmc": "MRMC",
+    "mrmc_variance": "MRMC variance",
     "kappa": "Kappa",
     "reads": "Reads",
     "relevance": "Relevance",
@@ -113,8 +117,9 @@ def render_files(
                 files[f"confusion_task{task}.png"] = confusion_png(
                     report["confusion"][f"task{task}"], classes, f"Confusion matrix, {TASK_TITLES[task]}")
             files["accuracy_per_reader.png"] = accuracy_png(report)
+            files.update(mrmc_figures(report, reads))
         elif output_format == "mrmc":
-            files["mrmc.csv"] = mrmc(reads).encode()
+            files.update(mrmc_files(report, reads))
     return files
 
 
@@ -137,6 +142,8 @@ def tables(report: dict, reads: Sequence[Read], ratings: Sequence[RelevanceRatin
         "changes": _changes(report["changes"]),
         "statistics": _statistics(report),
         "mcnemar": _mcnemar(report["statistics"]["mcnemar"]),
+        "mrmc": _mrmc_differences(report["mrmc"]),
+        "mrmc_variance": _mrmc_variance(report["mrmc"]),
         "kappa": (["reader_a", "reader_b", "task", "n_shared", "kappa"],
                   [[row["reader_a"], row["reader_b"], row["task"], row["n_shared"], row["kappa"]]
                    for row in report["statistics"]["kappa"]]),
@@ -173,31 +180,95 @@ def _table4(report: dict) -> Table:
 
 
 def _changes(changes: dict) -> Table:
-    return (["change", "pairs", "agreeing_with_majority_vote"], [
-        ["wrong_to_right", changes["wrong_to_right"], changes["wrong_to_right_agreeing_with_majority_vote"]],
-        ["right_to_wrong", changes["right_to_wrong"], changes["right_to_wrong_agreeing_with_majority_vote"]],
+    return (["change", "pairs", "task2_answer_is_majority_vote", "majority_vote_was_task1_answer"], [
+        ["wrong_to_right", changes["wrong_to_right"], changes["wrong_to_right_agreeing_with_majority_vote"],
+         changes["wrong_to_right_majority_vote_agreed_with_task1"]],
+        ["right_to_wrong", changes["right_to_wrong"], changes["right_to_wrong_agreeing_with_majority_vote"],
+         changes["right_to_wrong_majority_vote_agreed_with_task1"]],
     ])
 
 
 def _mcnemar(mcnemar: dict) -> Table:
     columns = ["n_pairs", "wrong_to_right", "right_to_wrong", "p_value"]
-    rows = [[row["reader"], *[row[c] for c in columns]] for row in mcnemar["per_reader"]]
-    rows.append([ALL_READERS, *[mcnemar["pooled"][c] for c in columns]])
-    return ["reader", *columns], rows
+    return ["reader", *columns], [[row["reader"], *[row[c] for c in columns]] for row in mcnemar["per_reader"]]
 
 
 def _statistics(report: dict) -> Table:
     """Long format ``statistic,key,value`` for the single-number results."""
     stats = report["statistics"]
     difference = stats["accuracy_difference"]
-    ci95 = difference["ci95"] or [None, None]
     rows = [["melanoma_false_positives", f"task{t}", report["melanoma_false_positives"][f"task{t}"]] for t in TASKS]
-    rows += [["mcnemar_pooled", key, value] for key, value in stats["mcnemar"]["pooled"].items()]
-    rows += [["accuracy_difference", key, difference[key]] for key in ("estimate", "n_pairs", "n_readers")]
-    rows += [["accuracy_difference", "ci95_low", ci95[0]], ["accuracy_difference", "ci95_high", ci95[1]]]
-    rows += [["accuracy_difference", key, difference[key]] for key in ("n_bootstrap", "seed", "method")]
-    rows += [["wilcoxon_confidence", key, value] for key, value in stats["wilcoxon_confidence"].items()]
+    rows += [["accuracy_difference", key, difference[key]] for key in ("estimate", "n_pairs", "n_readers", "note")]
+    for row in stats["wilcoxon_confidence"]["per_reader"]:
+        rows += [[f"wilcoxon_confidence:{row['reader']}", key, row[key]]
+                 for key in ("n_pairs", "n_nonzero", "statistic", "p_value", "median_difference", "note")]
+    rows.append(["per_reader_tests", "note", stats["note"]])
     return ["statistic", "key", "value"], rows
+
+
+def _mrmc_differences(mrmc: dict) -> Table:
+    """One row per endpoint, analysis and difference (``a - b``, as the MRMC tools print it)."""
+    header = ["endpoint", "figure_of_merit", "analysis", "a", "b", "difference", "se", "df", "p", "ci95_low",
+              "ci95_high", "test_statistic", "test_df", "test_p", "design", "refused"]
+    rows = []
+    for endpoint in endpoints.ENDPOINTS:
+        result = mrmc[endpoint]
+        if "refused" in result:
+            rows.append([endpoint, None, None, None, None, None, None, None, None, None, None, None, None, None,
+                         None, result["refused"]])
+            continue
+        for analysis in MRMC_ANALYSES:
+            test = result[analysis]
+            statistic = test.get("F", test.get("chi2"))
+            test_df = test.get("ddf", test.get("df"))
+            for d in test["differences"]:
+                ci = d["ci95"] or [None, None]
+                rows.append([endpoint, result["figure_of_merit"], analysis, d["a"], d["b"], d["difference"], d["se"],
+                             d["df"], d["p"], ci[0], ci[1], statistic, test_df, test["p"], result["design"], None])
+    return header, rows
+
+
+def _mrmc_variance(mrmc: dict) -> Table:
+    keys = ("var_r", "var_tr", "cov1", "cov2", "cov3", "var_error")
+    rows = [[endpoint, *[mrmc[endpoint]["variance_components"][k] for k in keys]]
+            for endpoint in endpoints.ENDPOINTS if "refused" not in mrmc[endpoint]]
+    return ["endpoint", *keys], rows
+
+
+def mrmc_files(report: dict, reads: Sequence[Read]) -> dict[str, bytes]:
+    """For each endpoint, the ratings analysed as MRMCaov/RJafroc long CSV and as iMRMC input."""
+    paired, _ = endpoints.paired_reads(reads, report["mrmc"].get("study_design"))
+    files = {}
+    for endpoint, spec in endpoints.ENDPOINTS.items():
+        ratings = endpoints.endpoint_ratings(paired, endpoint)
+        files[f"mrmc_{endpoint}.csv"] = mrmc_formats.long_csv(ratings).encode()
+        description = (f"LesionSearch reader study, endpoint {endpoint}: {spec['label']}. Modalities: "
+                       + ", ".join(f"{k} = {v}" for k, v in endpoints.TREATMENT_LABELS.items()) + ".")
+        if spec["positive"] is None:
+            description += " Truth is 1 for every case and the score 1 correct / 0 wrong (percent correct)."
+        else:
+            description += f" Truth 1: {', '.join(spec['positive'])}. Score: {endpoints.SUSPICION_SCALE}."
+        if ratings:
+            files[f"mrmc_{endpoint}.imrmc"] = mrmc_formats.imrmc(ratings, description).encode()
+    return files
+
+
+def mrmc_figures(report: dict, reads: Sequence[Read]) -> dict[str, bytes]:
+    """ROC curves of the AUC endpoints and forest plots of every analysed endpoint."""
+    paired, _ = endpoints.paired_reads(reads, report["mrmc"].get("study_design"))
+    files = {}
+    for endpoint, spec in endpoints.ENDPOINTS.items():
+        result = report["mrmc"][endpoint]
+        if "refused" in result:
+            continue
+        labels = endpoints.TREATMENT_LABELS
+        if result["figure_of_merit"] == "auc":
+            files[f"mrmc_roc_{endpoint}.png"] = mrmc_report.roc_png(
+                endpoints.endpoint_ratings(paired, endpoint), result, treatment_labels=labels,
+                title=f"ROC curves, {spec['label'].split(',')[0]}")
+        files[f"mrmc_forest_{endpoint}.png"] = mrmc_report.forest_png(
+            result, treatment_labels=labels, title=f"{endpoint}: reader differences and the MRMC difference")
+    return files
 
 
 def _csv(table: Table) -> str:
@@ -244,15 +315,6 @@ def workbook(all_tables: dict[str, Table]) -> bytes:
     return buffer.getvalue()
 
 
-def mrmc(reads: Sequence[Read]) -> str:
-    """``reader,case,modality,score``: one row per read, score 1 correct and 0 wrong."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(MRMC_COLUMNS)
-    writer.writerows([read.reader, read.case, MRMC_MODALITIES[read.task], int(read.correct)] for read in reads)
-    return buffer.getvalue()
-
-
 # --- Markdown ------------------------------------------------------------------------------------
 
 
@@ -289,10 +351,15 @@ def markdown(report: dict) -> str:
         "",
         f"Over {changes['n_pairs']} (reader, case) pairs read in both tasks.",
         "",
-        "| Change | Pairs | Of which the Task 2 answer is the majority vote |",
-        "|---|---:|---:|",
-        f"| wrong → right | {changes['wrong_to_right']} | {changes['wrong_to_right_agreeing_with_majority_vote']} |",
-        f"| right → wrong | {changes['right_to_wrong']} | {changes['right_to_wrong_agreeing_with_majority_vote']} |",
+        "| Change | Pairs | Task 2 answer = the neighbours' majority vote | Majority vote = the Task 1 answer |",
+        "|---|---:|---:|---:|",
+        f"| wrong → right | {changes['wrong_to_right']} | {changes['wrong_to_right_agreeing_with_majority_vote']} "
+        f"| {changes['wrong_to_right_majority_vote_agreed_with_task1']} |",
+        f"| right → wrong | {changes['right_to_wrong']} | {changes['right_to_wrong_agreeing_with_majority_vote']} "
+        f"| {changes['right_to_wrong_majority_vote_agreed_with_task1']} |",
+        "",
+        "The last column of right → wrong is the thesis's count (8 of its 20): the reader changed a correct "
+        "diagnosis although the majority vote agreed with it.",
         "",
         "## False positives of melanoma",
         "",
@@ -317,41 +384,80 @@ def markdown(report: dict) -> str:
             _percent(report["per_class"][f"task{t}"][code]["sensitivity"]),
             _percent(report["per_class"][f"task{t}"][code]["specificity"]),
             str(report["per_class"][f"task{t}"][code]["n"]))]]))
+    lines += _md_mrmc(report["mrmc"])
     lines += _md_statistics(report["statistics"])
     if report.get("relevance"):
         lines += _md_relevance(report["relevance"])
     return "\n".join(lines) + "\n"
 
 
+def _md_mrmc(mrmc: dict) -> list[str]:
+    """The MRMC result next to Table 4.II: one line per endpoint, then each analysis in full."""
+    labels = mrmc["treatment_labels"]
+    lines = ["", "## Does retrieval help? Multi-reader multi-case analysis (Task 2 vs Task 1)", "",
+             "Readers and cases as random samples (Obuchowski-Rockette with Hillis's degrees of freedom). The "
+             "difference is Task 2 − Task 1: positive means readers did better with the similar cases.", "",
+             "| Endpoint | Task 1 | Task 2 | Difference | 95 % CI | p |", "|---|---:|---:|---:|---|---:|"]
+    for endpoint in endpoints.ENDPOINTS:
+        result = mrmc[endpoint]
+        if "refused" in result:
+            lines.append(_md_row([endpoint, MISSING, MISSING, MISSING, MISSING, MISSING]))
+            continue
+        task1, task2 = (result["treatments"][t]["fom"] for t in ("task1", "task2"))
+        d = helped(result)
+        lines.append(_md_row([endpoint, f"{task1:.3f}", f"{task2:.3f}",
+                              MISSING if d is None else f"{d['difference']:+.3f}",
+                              MISSING if d is None or d["ci95"] is None else f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]",
+                              MISSING if d is None else _p(d["p"])]))
+    refused = [(e, mrmc[e]["refused"]) for e in endpoints.ENDPOINTS if "refused" in mrmc[e]]
+    lines += [""] + [f"- {endpoint}: not analysed: {reason}" for endpoint, reason in refused]
+    pairs = mrmc.get("pairs")
+    if pairs:
+        lines.append(f"\n{pairs['analysed_pairs']} (reader, case) pairs analysed; {pairs['unpaired_left_out']} read in "
+                     f"one task only and {pairs['not_common_left_out']} not read by every reader were left out.")
+    for endpoint in endpoints.ENDPOINTS:
+        if "refused" not in mrmc[endpoint]:
+            lines += ["", mrmc_report.markdown(mrmc[endpoint], title=f"MRMC: {endpoint} ({mrmc[endpoint]['label']})",
+                                               level=3, treatment_labels=labels).rstrip("\n")]
+    return lines
+
+
+def helped(result: dict) -> dict | None:
+    """The random-readers-random-cases difference as Task 2 − Task 1 (the tools print task1 − task2)."""
+    test = result["random_readers_random_cases"] if result["random_readers_random_cases"]["F"] is not None \
+        else result["fixed_readers_random_cases"]
+    for d in test["differences"]:
+        if (d["a"], d["b"]) == ("task1", "task2"):
+            ci = None if d["ci95"] is None else [-d["ci95"][1], -d["ci95"][0]]
+            return {**d, "difference": -d["difference"], "ci95": ci, "a": "task2", "b": "task1"}
+    return None
+
+
 def _md_statistics(stats: dict) -> list[str]:
     mcnemar, difference, wilcoxon = stats["mcnemar"], stats["accuracy_difference"], stats["wilcoxon_confidence"]
-    pooled = mcnemar["pooled"]
     lines = [
-        "", "## Statistics", "",
-        "### McNemar's exact test (Task 1 vs Task 2 correctness)", "",
-        "Two-sided binomial test on the discordant pairs.", "",
+        "", "## Per-reader statistics (descriptive)", "",
+        stats["note"][0].upper() + stats["note"][1:] + ".", "",
+        "### McNemar's exact test per reader (Task 1 vs Task 2 correctness)", "",
+        "Two-sided binomial test on the reader's discordant pairs.", "",
         "| Reader | Pairs | Wrong → right | Right → wrong | p |", "|---|---:|---:|---:|---:|",
     ]
     for row in mcnemar["per_reader"]:
         lines.append(_md_row([_md_text(row["reader"]), str(row["n_pairs"]), str(row["wrong_to_right"]),
                               str(row["right_to_wrong"]), _p(row["p_value"])]))
-    lines.append(_md_row([f"**{ALL_READERS}**", str(pooled["n_pairs"]), str(pooled["wrong_to_right"]),
-                          str(pooled["right_to_wrong"]), _p(pooled["p_value"])]))
-    lines += ["", "### Accuracy difference (Task 2 − Task 1)", ""]
+    lines += ["", "### Accuracy difference (Task 2 − Task 1), mean over pairs", ""]
     if difference["estimate"] is None:
         lines.append("No (reader, case) pair was read in both tasks.")
     else:
-        low, high = difference["ci95"]
         lines.append(f"{_points(difference['estimate'])} percentage points over {difference['n_pairs']} pairs of "
-                     f"{difference['n_readers']} readers; 95 % CI [{_points(low)}, {_points(high)}] "
-                     f"({difference['method']}; {difference['n_bootstrap']} resamples, seed {difference['seed']}).")
-    lines += ["", "### Wilcoxon signed-rank test of confidence (Task 2 − Task 1)", ""]
-    if wilcoxon["statistic"] is None:
-        lines.append(f"Not computed: {wilcoxon['note']} ({wilcoxon['n_pairs']} pairs).")
-    else:
-        lines.append(f"{wilcoxon['n_pairs']} pairs ({wilcoxon['n_nonzero']} with a change), median difference "
-                     f"{wilcoxon['median_difference']:+g}, W = {wilcoxon['statistic']:g}, "
-                     f"p = {_p(wilcoxon['p_value'])}.")
+                     f"{difference['n_readers']} readers ({difference['note']}).")
+    lines += ["", "### Wilcoxon signed-rank test of confidence per reader (Task 2 − Task 1)", "",
+              "| Reader | Pairs | Changed | Median difference | W | p |", "|---|---:|---:|---:|---:|---:|"]
+    for row in wilcoxon["per_reader"]:
+        lines.append(_md_row([_md_text(row["reader"]), str(row["n_pairs"]), str(row["n_nonzero"]),
+                              MISSING if row["median_difference"] is None else f"{row['median_difference']:+g}",
+                              MISSING if row["statistic"] is None else f"{row['statistic']:g}",
+                              _p(row["p_value"]) if row["p_value"] is not None else (row["note"] or MISSING)]))
     lines += ["", "### Inter-reader agreement (Cohen's kappa on shared cases)", ""]
     shared = [row for row in stats["kappa"] if row["n_shared"]]
     if shared:
@@ -418,15 +524,22 @@ def _p(value: float | None) -> str:
 
 
 def summary_lines(report: dict) -> list[str]:
-    """A few plain-text lines: counts and the Table 4.II averages (for a command's output)."""
+    """A few plain-text lines: counts, the Table 4.II averages and the MRMC result (for a command)."""
     summary, changes = report["summary"], report["changes"]
     tasks = "; ".join(
         f"Task {t} {_percent_mean_std(summary[f'task{t}']['accuracy'])} %, "
         f"confidence {_confidences(summary[f'task{t}'])}" for t in TASKS
     )
-    return [
+    lines = [
         f"{report['n_readers']} readers, {report['n_cases']} cases, {report['n_reads']} reads.",
         f"Majority vote {_percent_mean_std(summary['majority_vote_accuracy'])} %; {tasks}.",
-        f"Changes: {changes['wrong_to_right']} wrong -> right, {changes['right_to_wrong']} right -> wrong; "
-        f"McNemar (pooled) p = {_p(report['statistics']['mcnemar']['pooled']['p_value'])}.",
+        f"Changes: {changes['wrong_to_right']} wrong -> right, {changes['right_to_wrong']} right -> wrong.",
     ]
+    primary = report["mrmc"][endpoints.PRIMARY]
+    if "refused" in primary:
+        lines.append(f"MRMC ({endpoints.PRIMARY}): not analysed: {primary['refused']}")
+    else:
+        d = helped(primary)
+        ci = "" if d["ci95"] is None else f", 95 % CI [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+        lines.append(f"MRMC ({endpoints.PRIMARY}, Task 2 - Task 1): {d['difference']:+.3f}{ci}, p = {_p(d['p'])}.")
+    return lines

@@ -28,7 +28,7 @@ def test_export_and_command_give_the_same_report(client, rows_only_study, reader
     archive = zipfile.ZipFile(io.BytesIO(export.content))
     (tmp_path / "reads.csv").write_bytes(archive.read("reads.csv"))
     call_command("readerstudy_report", "--responses", str(tmp_path / "reads.csv"), "--out", str(tmp_path / "out"),
-                 "--format", "json", "--seed", str(rows_only_study.seed), stdout=io.StringIO())
+                 "--format", "json", "--design", rows_only_study.design, stdout=io.StringIO())
     from_app = json.loads(archive.read("report.json"))
     from_command = json.loads((tmp_path / "out" / "report.json").read_text())
     assert from_command == from_app

@@ -39,15 +39,18 @@ def snapshot(folder):
 
 def test_writes_every_format_and_prints_the_averages(responses, tmp_path):
     out = tmp_path / "reports" / "pilot"
-    printed = run("--responses", str(responses), "--out", str(out), "--bootstrap", "100", "--seed", "4")
+    printed = run("--responses", str(responses), "--out", str(out))
     assert sorted(path.name for path in out.iterdir()) == sorted([
         "report.json", "report.md", "table4.csv", "confusion_task1.csv", "confusion_task2.csv", "per_class.csv",
-        "changes.csv", "statistics.csv", "mcnemar.csv", "kappa.csv", "reads.csv", "report.xlsx",
-        "confusion_task1.png", "confusion_task2.png", "accuracy_per_reader.png", "mrmc.csv",
+        "changes.csv", "statistics.csv", "mcnemar.csv", "mrmc.csv", "mrmc_variance.csv", "kappa.csv", "reads.csv",
+        "report.xlsx", "confusion_task1.png", "confusion_task2.png", "accuracy_per_reader.png",
+        *[f"mrmc_{e}.{s}" for e in ("accuracy", "auc_melanoma", "auc_malignant") for s in ("csv", "imrmc")],
     ])
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    assert report["statistics"]["accuracy_difference"]["n_bootstrap"] == 100
-    assert report["statistics"]["accuracy_difference"]["seed"] == 4
+    # the scenario's readers share some cases but not all: refused, with the reason, in every endpoint
+    assert set(report["mrmc"]) >= {"accuracy", "auc_melanoma", "auc_malignant"}
+    assert "neither fully crossed nor nested" in report["mrmc"]["accuracy"]["refused"]
+    assert "MRMC (accuracy): not analysed: readers 'alice' and 'bob' share" in printed
     assert "3 readers, 5 cases, 16 reads." in printed
     assert "Majority vote 50.0 ± 50.0 %; Task 1 44.4 ± 9.6 %, confidence 2.89 (4.00 / 2.00); " \
            "Task 2 87.5 ± 17.7 %, confidence 4.00 (4.17 / 3.00)." in printed
@@ -55,7 +58,7 @@ def test_writes_every_format_and_prints_the_averages(responses, tmp_path):
 
 
 def test_format_option_limits_the_files(responses, tmp_path):
-    run("--responses", str(responses), "--out", str(tmp_path / "out"), "--format", "json, md", "--bootstrap", "10")
+    run("--responses", str(responses), "--out", str(tmp_path / "out"), "--format", "json, md")
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["report.json", "report.md"]
 
 
@@ -86,7 +89,7 @@ def test_malformed_responses_list_every_line_and_write_nothing(tmp_path):
 
 def test_malformed_responses_leave_an_existing_folder_untouched(responses, tmp_path):
     out = tmp_path / "out"
-    run("--responses", str(responses), "--out", str(out), "--format", "json,csv", "--bootstrap", "10")
+    run("--responses", str(responses), "--out", str(out), "--format", "json,csv")
     (out / "notes.txt").write_text("mine", encoding="utf-8")
     before = snapshot(out)
     bad = tmp_path / "bad.csv"
@@ -101,7 +104,7 @@ def test_an_existing_folder_gets_new_files_and_keeps_others(responses, tmp_path)
     out.mkdir()
     (out / "report.json").write_text("{}", encoding="utf-8")
     (out / "notes.txt").write_text("mine", encoding="utf-8")
-    run("--responses", str(responses), "--out", str(out), "--format", "json", "--bootstrap", "10")
+    run("--responses", str(responses), "--out", str(out), "--format", "json")
     assert json.loads((out / "report.json").read_text(encoding="utf-8"))["n_reads"] == 16
     assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out", "responses.csv"]
@@ -126,10 +129,30 @@ def test_not_utf8_names_the_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_file_and_bad_bootstrap(tmp_path, responses):
+def test_missing_file(tmp_path, responses):
     with pytest.raises(CommandError, match="cannot read"):
         run("--responses", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "out"))
-    with pytest.raises(CommandError, match="--bootstrap"):
-        run("--responses", str(responses), "--out", str(tmp_path / "out"), "--bootstrap", "0")
     assert not (tmp_path / "out").exists()
 
+
+def test_a_crossed_or_nested_study_gets_its_mrmc_analysis(tmp_path):
+    """Three readers read the same six cases in both tasks (crossed); a fourth did not finish."""
+    rows = ["reader,case,truth,task,answer,confidence"]
+    truth = ["mel", "nv", "mel", "bkl", "nv", "bcc"]
+    for r, reader in enumerate(("r1", "r2", "r3")):
+        for k, dx in enumerate(truth):
+            first = dx if (k + r) % 3 else "nv"
+            rows.append(f"{reader},c{k},{dx},1,{first},{2 + (k % 3)}")
+            rows.append(f"{reader},c{k},{dx},2,{dx if (k + r) % 4 else 'nv'},{3 + (k % 2)}")
+    rows.append("r4,c0,mel,1,mel,3")  # Task 1 only: not analysed, and c0 is then not common to all
+    path = tmp_path / "crossed.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    printed = run("--responses", str(path), "--out", str(tmp_path / "out"), "--format", "json", "--design",
+                  "crossed")
+    mrmc = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))["mrmc"]
+    accuracy = mrmc["accuracy"]
+    assert accuracy["design"] == "factorial" and accuracy["n_readers"] == 3 and accuracy["n_cases"] == 6
+    assert mrmc["pairs"]["unpaired_left_out"] == 1
+    assert accuracy["random_readers_random_cases"]["differences"][0]["a"] == "task1"
+    assert mrmc["auc_melanoma"]["positive_classes"] == ["mel"]
+    assert "MRMC (accuracy, Task 2 - Task 1):" in printed

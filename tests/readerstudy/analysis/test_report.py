@@ -17,7 +17,7 @@ approx = pytest.approx
 
 @pytest.fixture(scope="module")
 def report():
-    return build_report(study_reads(), ratings=study_ratings(), seed=7, n_bootstrap=500)
+    return build_report(study_reads(), ratings=study_ratings())
 
 
 def reader_row(report, name):
@@ -81,6 +81,8 @@ def test_changes_and_agreement_with_the_majority_vote(report):
         "right_to_wrong": 1,  # alice c3
         "wrong_to_right_agreeing_with_majority_vote": 3,  # not alice c4 (vote nv, answer mel)
         "right_to_wrong_agreeing_with_majority_vote": 1,  # alice answered the vote's bkl
+        "wrong_to_right_majority_vote_agreed_with_task1": 1,  # alice c4: the vote nv was her Task 1 answer
+        "right_to_wrong_majority_vote_agreed_with_task1": 0,  # alice c3: vote bkl, Task 1 bcc (the thesis's count)
     }
 
 
@@ -122,7 +124,7 @@ def test_melanoma_false_positives(report):
     assert report["melanoma_false_positives"] == {"task1": 1, "task2": 0}
 
 
-def test_mcnemar_per_reader_and_pooled(report):
+def test_mcnemar_per_reader_only(report):
     mcnemar = report["statistics"]["mcnemar"]
     by_reader = {row["reader"]: row for row in mcnemar["per_reader"]}
     # alice: 2 wrong->right, 1 right->wrong: P(X<=1) + P(X>=2) of Bin(3, 1/2) covers everything
@@ -132,47 +134,44 @@ def test_mcnemar_per_reader_and_pooled(report):
     assert by_reader["bob"]["p_value"] == approx(0.5)
     assert by_reader["carol"] == {"reader": "carol", "n_pairs": 0, "wrong_to_right": 0, "right_to_wrong": 0,
                                   "p_value": 1.0}
-    # pooled 4 vs 1: 2 * P(X >= 4) = 2 * (5 + 1) / 32
-    assert mcnemar["pooled"] == {"n_pairs": 7, "wrong_to_right": 4, "right_to_wrong": 1,
-                                 "p_value": approx(12 / 32)}
+    # No pooled test: it would treat 7 reads of 2 readers as independent.
+    assert "pooled" not in mcnemar and "descriptive per-reader" in mcnemar["note"]
 
 
-def test_accuracy_difference_bootstrap(report):
+def test_accuracy_difference_is_a_descriptive_mean_pointing_to_the_mrmc(report):
     difference = report["statistics"]["accuracy_difference"]
     # per pair Task 2 - Task 1: alice +1, 0, -1, +1; bob 0, +1, +1 -> 3 / 7
     assert difference["estimate"] == approx(3 / 7)
-    low, high = difference["ci95"]
-    assert -1 <= low <= difference["estimate"] <= high <= 1
     assert (difference["n_pairs"], difference["n_readers"]) == (7, 2)
-    assert (difference["n_bootstrap"], difference["seed"]) == (500, 7)
-    assert "readers" in difference["method"]
+    assert "ci95" not in difference and "mrmc.accuracy" in difference["note"]
 
 
-def test_bootstrap_is_deterministic_for_a_seed_and_varies_with_it():
-    reads = study_reads()
-    first = build_report(reads, seed=3, n_bootstrap=300)["statistics"]["accuracy_difference"]["ci95"]
-    again = build_report(list(reversed(reads)), seed=3, n_bootstrap=300)["statistics"]["accuracy_difference"]["ci95"]
-    others = {tuple(build_report(reads, seed=seed, n_bootstrap=300)["statistics"]["accuracy_difference"]["ci95"])
-              for seed in range(4, 9)}
-    assert first == again
-    assert len(others | {tuple(first)}) > 1
+def test_changes_count_both_ways_the_vote_stood(report):
+    changes = report["changes"]
+    # wrong -> right: alice c1 (vote mel = Task 2), alice c4 (vote nv = Task 1), bob c2 (nv = Task 2),
+    # bob c5 (bkl = Task 2); right -> wrong: alice c3 (vote bkl = Task 2 answer, not the Task 1 bcc)
+    assert (changes["wrong_to_right"], changes["right_to_wrong"]) == (4, 1)
+    assert changes["wrong_to_right_agreeing_with_majority_vote"] == 3
+    assert changes["wrong_to_right_majority_vote_agreed_with_task1"] == 1
+    assert changes["right_to_wrong_agreeing_with_majority_vote"] == 1
+    assert changes["right_to_wrong_majority_vote_agreed_with_task1"] == 0
 
 
-def test_wilcoxon_on_paired_confidences_matches_scipy(report):
-    wilcoxon = report["statistics"]["wilcoxon_confidence"]
+def test_wilcoxon_on_paired_confidences_per_reader_matches_scipy(report):
+    wilcoxon = {row["reader"]: row for row in report["statistics"]["wilcoxon_confidence"]["per_reader"]}
     # Task 2 - Task 1 confidence: alice 2, 1, 0, 1; bob 0, 2, 2
-    differences = [2, 1, 0, 1, 0, 2, 2]
-    expected = scipy_stats.wilcoxon(differences)
-    assert wilcoxon["n_pairs"] == 7
-    assert wilcoxon["n_nonzero"] == 5
-    assert wilcoxon["median_difference"] == 1.0
-    assert wilcoxon["statistic"] == 0.0  # no negative difference
-    assert wilcoxon["p_value"] == approx(float(expected.pvalue))
+    alice = wilcoxon["alice"]
+    assert (alice["n_pairs"], alice["n_nonzero"], alice["median_difference"]) == (4, 3, 1.0)
+    assert alice["statistic"] == 0.0  # no negative difference
+    assert alice["p_value"] == approx(float(scipy_stats.wilcoxon([2, 1, 0, 1]).pvalue))
+    assert wilcoxon["bob"]["p_value"] == approx(float(scipy_stats.wilcoxon([0, 2, 2]).pvalue))
+    assert wilcoxon["carol"]["note"] == "no paired reads"
+    assert "pooled" not in report["statistics"]["wilcoxon_confidence"]
 
 
 def test_wilcoxon_is_undefined_when_nothing_changes():
     reads = [Read("a", "c1", "mel", 1, "mel", 3), Read("a", "c1", "mel", 2, "mel", 3)]
-    wilcoxon = build_report(reads, n_bootstrap=10)["statistics"]["wilcoxon_confidence"]
+    wilcoxon = build_report(reads)["statistics"]["wilcoxon_confidence"]["per_reader"][0]
     assert (wilcoxon["statistic"], wilcoxon["p_value"]) == (None, None)
     assert "zero" in wilcoxon["note"]
 
@@ -217,7 +216,7 @@ def test_relevance_ignores_ranks_beyond_6_in_the_gain():
 
 
 def test_no_ratings_no_relevance():
-    assert build_report(study_reads(), n_bootstrap=10)["relevance"] is None
+    assert build_report(study_reads())["relevance"] is None
 
 
 def test_report_is_json_without_nan(report):
@@ -229,20 +228,21 @@ def test_empty_study_gives_zeros_and_none():
     report = build_report([])
     assert (report["n_reads"], report["readers"]) == (0, [])
     assert report["summary"]["task1"]["accuracy"] == {"mean": None, "std": None}
-    assert report["statistics"]["accuracy_difference"]["ci95"] is None
+    assert report["statistics"]["accuracy_difference"]["estimate"] is None
+    assert report["mrmc"]["accuracy"]["refused"] == "no (reader, case) pair has been read in both tasks yet"
     json.dumps(report, allow_nan=False)
 
 
 def test_single_reader_has_no_std():
     reads = [Read("a", "c1", "mel", 1, "mel", 3, "mel"), Read("a", "c1", "mel", 2, "mel", 4, "mel")]
-    summary = build_report(reads, n_bootstrap=10)["summary"]
+    summary = build_report(reads)["summary"]
     assert summary["task1"]["accuracy"] == {"mean": 1.0, "std": None}
     assert summary["majority_vote_accuracy"] == {"mean": 1.0, "std": None}
 
 
 def test_readers_sort_naturally():
     reads = [Read(name, "c1", "nv", 1, "nv", 3) for name in ("reader 10", "reader 2", "Reader 1")]
-    assert [row["reader"] for row in build_report(reads, n_bootstrap=10)["readers"]] == \
+    assert [row["reader"] for row in build_report(reads)["readers"]] == \
         ["Reader 1", "reader 2", "reader 10"]
 
 

@@ -41,20 +41,6 @@ def test_cohen_kappa_is_undefined_when_chance_agreement_is_one():
         statistics.cohen_kappa(["nv"], ["nv", "mel"])
 
 
-def test_bootstrap_of_constant_differences_is_that_constant():
-    assert statistics.bootstrap_difference({"a": [1, 1], "b": [1]}, n_bootstrap=50, seed=0) == (1.0, 1.0)
-    assert statistics.bootstrap_difference({"a": []}, n_bootstrap=50, seed=0) is None
-    with pytest.raises(ValueError):
-        statistics.bootstrap_difference({"a": [1]}, n_bootstrap=0, seed=0)
-
-
-def test_bootstrap_resamples_readers_as_well_as_cases():
-    # Each reader is constant, so only the reader level varies: a sample is the share of
-    # cases from reader "up" (1) among the drawn ones; both extremes occur with 2 readers.
-    low, high = statistics.bootstrap_difference({"down": [-1, -1], "up": [1, 1]}, n_bootstrap=400, seed=1)
-    assert (low, high) == (-1.0, 1.0)
-
-
 def test_dcg_and_ndcg_by_hand():
     # 3/log2(2) + 2/log2(3) + 1/log2(4)
     assert statistics.dcg({1: 3, 2: 2, 3: 1}) == pytest.approx(3 + 2 / math.log2(3) + 0.5)

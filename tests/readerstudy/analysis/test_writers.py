@@ -17,7 +17,9 @@ from retrieval.classes import CODES
 from tests.readerstudy.analysis.scenario import study_ratings, study_reads
 
 CSV_FILES = ["table4.csv", "confusion_task1.csv", "confusion_task2.csv", "per_class.csv", "changes.csv",
-             "statistics.csv", "mcnemar.csv", "kappa.csv", "reads.csv"]
+             "statistics.csv", "mcnemar.csv", "mrmc.csv", "mrmc_variance.csv", "kappa.csv", "reads.csv"]
+MRMC_FILES = [f"mrmc_{endpoint}.{suffix}" for endpoint in ("accuracy", "auc_melanoma", "auc_malignant")
+              for suffix in ("csv", "imrmc")]
 PNG_FILES = ["confusion_task1.png", "confusion_task2.png", "accuracy_per_reader.png"]
 
 
@@ -28,7 +30,7 @@ def reads():
 
 @pytest.fixture(scope="module")
 def report(reads):
-    return build_report(reads, seed=1, n_bootstrap=200)
+    return build_report(reads)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +45,9 @@ def rows_of(path) -> list[list[str]]:
 
 def test_all_formats_by_default_into_a_new_folder(written):
     out, paths = written
+    # The scenario's readers share some cases but not all: its MRMC is refused, so no MRMC figures.
     assert [path.name for path in paths] == ["report.json", "report.md", *CSV_FILES, "report.xlsx", *PNG_FILES,
-                                             "mrmc.csv"]
+                                             *MRMC_FILES]
     assert all(path.parent == out and path.stat().st_size > 0 for path in paths)
 
 
@@ -91,31 +94,48 @@ def test_confusion_and_per_class_csv(written, report):
 def test_statistics_csvs(written):
     mcnemar = rows_of(written[0] / "mcnemar.csv")
     assert mcnemar[0] == ["reader", "n_pairs", "wrong_to_right", "right_to_wrong", "p_value"]
-    assert mcnemar[-1] == ["All readers", "7", "4", "1", "0.375"]
+    assert [row[0] for row in mcnemar[1:]] == ["alice", "bob", "carol"]  # no pooled row
     statistics = {(row[0], row[1]): row[2] for row in rows_of(written[0] / "statistics.csv")[1:]}
     assert float(statistics["accuracy_difference", "estimate"]) == pytest.approx(3 / 7, abs=1e-6)
     assert statistics["melanoma_false_positives", "task1"] == "1"
+    assert "descriptive per-reader" in statistics["per_reader_tests", "note"]
+    assert float(statistics["wilcoxon_confidence:bob", "median_difference"]) == 2.0
     assert rows_of(written[0] / "kappa.csv")[0] == ["reader_a", "reader_b", "task", "n_shared", "kappa"]
-    assert rows_of(written[0] / "changes.csv")[1:] == [["wrong_to_right", "4", "3"], ["right_to_wrong", "1", "1"]]
+    assert rows_of(written[0] / "changes.csv")[1:] == [["wrong_to_right", "4", "3", "1"],
+                                                       ["right_to_wrong", "1", "1", "0"]]
+    refused = rows_of(written[0] / "mrmc.csv")
+    assert refused[0][:3] == ["endpoint", "figure_of_merit", "analysis"]
+    assert [row[0] for row in refused[1:]] == ["accuracy", "auc_melanoma", "auc_malignant"]
+    assert all("neither fully crossed nor nested" in row[-1] for row in refused[1:])
 
 
 def test_reads_csv_is_a_responses_file_of_the_same_reads(written, reads):
     assert parse_responses((written[0] / "reads.csv").read_text(encoding="utf-8")) == reads
 
 
-def test_mrmc_has_exactly_reader_case_modality_score(written, reads):
-    rows = rows_of(written[0] / "mrmc.csv")
-    assert rows[0] == ["reader", "case", "modality", "score"]
-    assert len(rows) == 1 + len(reads)
-    assert ["alice", "c1", "task1", "0"] in rows and ["alice", "c1", "task2", "1"] in rows
-    assert {row[2] for row in rows[1:]} == {"task1", "task2"}
-    assert sum(int(row[3]) for row in rows[1:]) == sum(read.correct for read in reads)
+def test_mrmc_files_are_the_paired_reads_in_the_tools_formats(written, reads):
+    from readerstudy.analysis.mrmc.formats import read_imrmc, read_long_csv
+
+    paired = [read for read in reads if read.reader != "carol"]  # carol read Task 1 only
+    accuracy = read_long_csv((written[0] / "mrmc_accuracy.csv").read_text(encoding="utf-8"))
+    assert len(accuracy) == len(paired) == 14
+    assert {(r.reader, r.treatment, r.case, r.truth, r.rating) for r in accuracy} == {
+        (read.reader, f"task{read.task}", read.case, 1, float(read.correct)) for read in paired}
+    melanoma = read_long_csv((written[0] / "mrmc_auc_melanoma.csv").read_text(encoding="utf-8"))
+    # alice c1 Task 2 answered mel with confidence 4: 5 + 4; Task 1 nv with confidence 2: 6 - 2
+    by_key = {(r.reader, r.treatment, r.case): (r.truth, r.rating) for r in melanoma}
+    assert by_key["alice", "task2", "c1"] == (1, 9.0) and by_key["alice", "task1", "c1"] == (1, 4.0)
+    assert by_key["bob", "task1", "c2"] == (0, 7.0)  # nv case answered mel with confidence 2
+    back = read_imrmc((written[0] / "mrmc_auc_melanoma.imrmc").read_text(encoding="utf-8"))
+    numbers = {case: str(i) for i, case in enumerate(["c1", "c2", "c3", "c4", "c5"], start=1)}
+    assert sorted((r.reader, r.treatment, r.case, r.truth, r.rating) for r in back) == sorted(
+        (r.reader, r.treatment, numbers[r.case], r.truth, r.rating) for r in melanoma)
 
 
 def test_xlsx_has_one_sheet_per_table(written):
     book = load_workbook(written[0] / "report.xlsx")
     assert book.sheetnames == ["Table 4.II", "Confusion task 1", "Confusion task 2", "Per class", "Changes",
-                               "Statistics", "McNemar", "Kappa", "Reads"]
+                               "Statistics", "McNemar", "MRMC", "MRMC variance", "Kappa", "Reads"]
     table = book["Table 4.II"]
     assert [cell.value for cell in table[2]][:4] == ["alice", 4, 0.5, 0.5]
     assert table["C2"].number_format == "0.0%"
@@ -141,8 +161,8 @@ def test_archive_holds_the_same_files(written, report, reads):
 
 def test_a_subset_of_formats(report, reads, tmp_path):
     paths = write_report(report, reads, tmp_path, formats=["mrmc", "json"])
-    assert [path.name for path in paths] == ["report.json", "mrmc.csv"]
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["mrmc.csv", "report.json"]
+    assert [path.name for path in paths] == ["report.json", *MRMC_FILES]
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(["report.json", *MRMC_FILES])
 
 
 def test_unknown_format_is_refused(report, reads, tmp_path):
@@ -153,7 +173,7 @@ def test_unknown_format_is_refused(report, reads, tmp_path):
 
 def test_relevance_files_with_ratings(reads, tmp_path):
     ratings = study_ratings()
-    report = build_report(reads, ratings=ratings, n_bootstrap=50)
+    report = build_report(reads, ratings=ratings)
     files = render_files(report, reads, formats=["csv", "xlsx", "md"], ratings=ratings)
     relevance = list(csv.reader(io.StringIO(files["relevance.csv"].decode())))
     assert relevance[0] == ["reader", "method", "ndcg_at_6", "n_cases"]
@@ -167,5 +187,6 @@ def test_relevance_files_with_ratings(reads, tmp_path):
 def test_an_empty_study_still_writes_every_format(tmp_path):
     report = build_report([])
     paths = write_report(report, [], tmp_path)
-    assert len(paths) == 1 + 1 + len(CSV_FILES) + 1 + len(PNG_FILES) + 1
+    # no reads: the MRMC long files have a header only, and no iMRMC file is written
+    assert len(paths) == 1 + 1 + len(CSV_FILES) + 1 + len(PNG_FILES) + 3
     assert "0 readers, 0 cases, 0 reads" in (tmp_path / "report.md").read_text(encoding="utf-8")
