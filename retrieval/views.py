@@ -36,7 +36,8 @@ STATUS_TEXTS = {
     Query.Status.DONE: "Done.",
     Query.Status.FAILED: "The search failed.",
 }
-VOTE_NOTE = "Neighbour vote — the share of similar cases per class, weighted by rank. It is not a diagnosis."
+VOTE_NOTE = ("Neighbour vote — the share of the similar cases per class: how many of them have that class; "
+             "equal counts are listed by rank. It is not a diagnosis.")
 
 
 def clinician_required(view):
@@ -198,17 +199,23 @@ def _own_query(request, pk: int) -> Query:
 def _history_row(query: Query) -> dict:
     if query.status not in FINAL_STATUSES:
         query = selectors.query_refresh(query=query)
-    top = (query.neighbour_vote or {}).get("top") if query.status == Query.Status.DONE else None
-    return {"query": query, "top": BY_CODE[top] if top else None}
+    vote = query.neighbour_vote if query.status == Query.Status.DONE else None
+    top = _vote_rows(vote)[:1]
+    return {"query": query, "top": top[0] if top else None}
 
 
 def _vote_rows(vote: dict | None) -> list[dict]:
-    """The vote's classes with a non-zero weight, largest share first, as shares of the total."""
+    """The stored vote's classes in its own order (the winner first), with count and share.
+
+    The order comes from the stored ``order`` and never from sorting the shares here: the rule
+    that breaks ties lives in ``retrieval.ml.metrics.neighbour_vote_tally`` only."""
     if not vote:
         return []
-    scores = {code: float(weight) for code, weight in vote["scores"].items() if float(weight) > 0}
-    total = sum(scores.values())
-    rows = [{"cls": BY_CODE[code], "share": weight / total, "percent": round(100 * weight / total)}
-            for code, weight in scores.items()]
-    order = {c.code: i for i, c in enumerate(CLASSES)}
-    return sorted(rows, key=lambda row: (-row["share"], order[row["cls"].code]))
+    n = vote["n"]
+    return [{"cls": BY_CODE[code], "count": vote["counts"][code], "n": n, "share": vote["counts"][code] / n,
+             "percent": _percent(vote["counts"][code], n)} for code in vote["order"]]
+
+
+def _percent(count: int, n: int) -> int:
+    """count / n in whole percent, halves rounded up (as query.js's Math.round, so both pages agree)."""
+    return (200 * count + n) // (2 * n)

@@ -109,11 +109,23 @@ class NeighbourSerializer(serializers.Serializer):
 
 
 class NeighbourVoteSerializer(serializers.Serializer):
+    """How many of the neighbours have each class: the share of the similar cases per class, not a diagnosis."""
+
     label = serializers.CharField(help_text='always "neighbour vote": it is not a diagnosis')
-    top = serializers.ChoiceField(choices=DX_CHOICES, help_text="the class most of the neighbours have")
-    scores = serializers.DictField(child=serializers.FloatField(),
-                                   help_text="class code -> share of the neighbours weighted by 1/rank (sums to 1)")
-    counts = serializers.DictField(child=serializers.IntegerField(), help_text="class code -> neighbours of that class")
+    top = serializers.ChoiceField(
+        choices=DX_CHOICES, help_text="the class most of the neighbours have; a tie in the count goes to the class "
+                                      "with the larger sum of 1/rank, then to the one with the best rank (= order[0])")
+    order = serializers.ListField(
+        child=serializers.ChoiceField(choices=DX_CHOICES),
+        help_text="the classes present among the neighbours, in the vote's order (most neighbours first, ties "
+                  "broken by rank as for top); show counts and scores in this order")
+    n = serializers.IntegerField(min_value=1, help_text="how many neighbours voted (the number of similar cases)")
+    scores = serializers.DictField(
+        child=serializers.FloatField(min_value=0, max_value=1),
+        help_text="class code -> share of the neighbours of that class, counts / n rounded to 4 decimals (sum 1 "
+                  "up to rounding); rank does not weigh in")
+    counts = serializers.DictField(child=serializers.IntegerField(min_value=1),
+                                   help_text="class code -> neighbours of that class (sums to n)")
     note = serializers.CharField()
 
 

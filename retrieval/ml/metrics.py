@@ -198,13 +198,31 @@ def classification_scores(
     )
 
 
-def neighbour_vote(neighbour_labels: Sequence[str], classes: Sequence[str] = CODES) -> str:
-    """The neighbour vote, not a diagnosis: the class most frequent among the neighbours.
+@dataclass(frozen=True)
+class NeighbourVote:
+    """The whole neighbour vote of one query, not a diagnosis (see :func:`neighbour_vote_tally`).
 
-    ``neighbour_labels`` is in rank order (rank 1 first). Ties in the count are broken as in
-    the thesis, by weighting the ranks: among the tied classes the one with the larger sum of
-    1/rank wins; if that is still tied (possible with many neighbours), the class whose best
-    (smallest) rank comes first. Sums are exact fractions so that float rounding cannot decide.
+    ``order`` lists the classes present among the neighbours, the winner first; ``counts`` and
+    ``shares`` (count / ``n``, summing to 1) hold exactly those classes; ``top`` is ``order[0]``.
+    """
+
+    top: str
+    order: tuple[str, ...]
+    counts: dict[str, int]
+    shares: dict[str, float]
+    n: int
+
+
+def neighbour_vote_tally(neighbour_labels: Sequence[str], classes: Sequence[str] = CODES) -> NeighbourVote:
+    """The neighbour vote, not a diagnosis: how many neighbours have each class, ranked by the thesis's rule.
+
+    ``neighbour_labels`` is in rank order (rank 1 first). The class with the most neighbours
+    wins. Ties in the count are broken as in the thesis, by weighting the ranks: among the tied
+    classes the one with the larger sum of 1/rank comes first; if that is still tied (possible
+    with many neighbours), the class whose best (smallest) rank is smaller. The same rule orders
+    every class, not only the winner, so a list of shares shown in ``order`` always starts with
+    ``top``. Ranks only break ties: a share is the count over the number of neighbours. Weights
+    are exact fractions so that float rounding cannot decide.
     """
     if not neighbour_labels:
         raise ValueError("a vote needs at least one neighbour")
@@ -216,8 +234,22 @@ def neighbour_vote(neighbour_labels: Sequence[str], classes: Sequence[str] = COD
         count[label] = count.get(label, 0) + 1
         weight[label] = weight.get(label, Fraction(0)) + Fraction(1, rank)
         best_rank.setdefault(label, rank)
-    # max() over (count, weight, -best rank): each later key only matters on a tie of the earlier.
-    return max(count, key=lambda label: (count[label], weight[label], -best_rank[label]))
+    # Sorted on (count, weight, best rank): each later key only matters on a tie of the earlier.
+    # Best ranks differ between classes, so the order is total and needs no further tie-break.
+    order = tuple(sorted(count, key=lambda label: (-count[label], -weight[label], best_rank[label])))
+    n = len(neighbour_labels)
+    return NeighbourVote(
+        top=order[0],
+        order=order,
+        counts={label: count[label] for label in order},
+        shares={label: count[label] / n for label in order},
+        n=n,
+    )
+
+
+def neighbour_vote(neighbour_labels: Sequence[str], classes: Sequence[str] = CODES) -> str:
+    """The class that wins the neighbour vote (not a diagnosis): ``neighbour_vote_tally(...).top``."""
+    return neighbour_vote_tally(neighbour_labels, classes).top
 
 
 def _precision_matrix(

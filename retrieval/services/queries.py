@@ -13,7 +13,6 @@ import io
 import logging
 import uuid
 from datetime import timedelta
-from fractions import Fraction
 
 import numpy as np
 from django.conf import settings
@@ -42,6 +41,9 @@ OOD_WARNING = (
     "{share} of validation images' closest matches). It may not be a dermoscopic image of a skin "
     "lesion, or it may be of unusual quality. The similar cases below may not be meaningful."
 )
+#: Stored with every vote; the result page says the same (``retrieval.views.VOTE_NOTE``).
+VOTE_NOTE = ("The share of the similar cases per class: how many of them have that class; equal counts are "
+             "listed by rank. It is not a diagnosis.")
 INTERNAL_ERROR = (
     "The image could not be analysed because of an internal error (reference: query #{id}). "
     "Please try again; if it happens again, contact support."
@@ -173,21 +175,23 @@ def query_run(*, query_id: int, worker: str) -> bool:
 
 
 def neighbour_vote(labels: list[str]) -> dict:
-    """The neighbours' rank-weighted vote (weights 1/rank, shares summing to 1). Not a diagnosis."""
-    from retrieval.ml.metrics import neighbour_vote as majority
+    """The stored and served neighbour vote (``Query.neighbour_vote``) of neighbours in rank order.
 
-    weights: dict[str, Fraction] = {}
-    counts: dict[str, int] = {}
-    for rank, label in enumerate(labels, start=1):
-        weights[label] = weights.get(label, Fraction(0)) + Fraction(1, rank)
-        counts[label] = counts.get(label, 0) + 1
-    total = sum(weights.values())
+    Everything in it comes from ``retrieval.ml.metrics.neighbour_vote_tally``, the one rule: the
+    class with the most neighbours first, ties broken by rank. ``scores`` are the shares
+    count / ``n``, ``order`` is the order to show them in, ``top`` its first class. Not a diagnosis.
+    """
+    from retrieval.ml.metrics import neighbour_vote_tally
+
+    tally = neighbour_vote_tally(labels)
     return {
         "label": "neighbour vote",
-        "top": majority(labels),
-        "scores": {code: round(float(weights[code] / total), 4) for code in CODES if code in weights},
-        "counts": {code: counts[code] for code in CODES if code in counts},
-        "note": "The share of the similar cases per class, weighted by rank. It is not a diagnosis.",
+        "top": tally.top,
+        "order": list(tally.order),
+        "n": tally.n,
+        "counts": dict(tally.counts),
+        "scores": {code: round(share, 4) for code, share in tally.shares.items()},
+        "note": VOTE_NOTE,
     }
 
 

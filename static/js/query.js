@@ -403,32 +403,27 @@
       return li;
     }
 
+    // The vote's classes in the order the server sent (vote.order: most neighbours first, ties
+    // broken by rank), never re-sorted here, so this list and the page rendered by the server agree.
     function renderVote(vote) {
       var section = byId("vote");
       var rows = byId("vote-rows");
-      if (!vote || !vote.scores) { section.hidden = true; return; }
-      var order = Object.keys(classes);
-      var total = 0;
-      var entries = Object.keys(vote.scores).map(function (code) {
-        return { code: code, weight: Number(vote.scores[code]) };
-      }).filter(function (entry) { return entry.weight > 0; });
-      entries.forEach(function (entry) { total += entry.weight; });
-      entries.sort(function (a, b) {
-        return (b.weight - a.weight) || (order.indexOf(a.code) - order.indexOf(b.code));
-      });
+      if (!vote || !vote.order) { section.hidden = true; return; }
       rows.textContent = "";
-      entries.forEach(function (entry) {
+      vote.order.forEach(function (code) {
         var row = byId("vote-row-template").content.firstElementChild.cloneNode(true);
-        var percent = Math.round((100 * entry.weight) / total);
-        var cls = classes[entry.code];
+        var count = Number(vote.counts[code]);
+        var percent = Math.round((100 * count) / vote.n);
+        var cls = classes[code];
         row.style.setProperty("--c", cls ? cls.colour : "#777");
         row.style.setProperty("--share", percent + "%");
-        slot(row, "code").textContent = entry.code;
+        slot(row, "code").textContent = code;
         slot(row, "label").textContent = cls ? cls.label : "";
+        slot(row, "count").textContent = count + " of " + vote.n;
         slot(row, "share").textContent = percent + " %";
         rows.appendChild(row);
       });
-      section.hidden = entries.length === 0;
+      section.hidden = vote.order.length === 0;
     }
 
     function render(payload) {

@@ -23,6 +23,7 @@ from retrieval.api.serializers import MAX_WAIT_SECONDS
 from retrieval.api.views import QuerySubmitThrottle
 from retrieval.models import Case, IndexVersion, ModelVersion, Query
 from tests.conftest import jpeg_bytes, real_metadata_rows, write_ham_folder
+from tests.retrieval.conftest import ISSUE_15_LABELS
 
 pytestmark = pytest.mark.django_db
 
@@ -490,6 +491,21 @@ def test_a_finished_query_returns_its_neighbours_and_its_files_only_to_its_owner
         assert client.delete(created["url"]).status_code == 204
     assert not saliency.exists() and not image.exists()
     assert client.get(own_files[0]).status_code == 404
+
+
+def test_the_vote_of_issue_15_is_served_count_based_in_the_rules_order(clinician, stored_done_query):
+    query = stored_done_query(clinician, ISSUE_15_LABELS)
+    payload = api(clinician).get(f"{QUERIES}{query.id}/").json()
+
+    vote = payload["neighbour_vote"]
+    assert [n["diagnosis"] for n in payload["neighbours"]] == ISSUE_15_LABELS
+    assert vote["top"] == "nv" and vote["order"] == ["nv", "bkl", "mel", "akiec"] and vote["n"] == 6
+    assert vote["counts"] == {"nv": 2, "bkl": 2, "mel": 1, "akiec": 1}
+    assert vote["scores"] == {"nv": 0.3333, "bkl": 0.3333, "mel": 0.1667, "akiec": 0.1667}
+    assert "not a diagnosis" in vote["note"] and "weighted" not in vote["note"]
+    documented = _schema()["components"]["schemas"]["NeighbourVote"]
+    assert set(vote) == set(documented["properties"]) == set(documented["required"])
+    assert "counts / n" in documented["properties"]["scores"]["description"]
 
 
 # --- Cases ---------------------------------------------------------------------------------

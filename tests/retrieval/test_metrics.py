@@ -2,16 +2,22 @@
 each against a small example computed by hand. Pure NumPy, no database."""
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from retrieval.classes import CODES
 from retrieval.ml.metrics import (
     DEFAULT_KS,
+    NeighbourVote,
     RetrievalScores,
     classification_scores,
     combine_scores,
     neighbour_vote,
+    neighbour_vote_tally,
     precision_at_k,
     remove_same_lesion,
     validate_ks,
@@ -177,6 +183,62 @@ def test_neighbour_vote_equal_weights_go_to_the_better_best_rank():
 def test_neighbour_vote_needs_neighbours():
     with pytest.raises(ValueError, match="at least one neighbour"):
         neighbour_vote([])
+    with pytest.raises(ValueError, match="at least one neighbour"):
+        neighbour_vote_tally([])
+
+
+def test_neighbour_vote_refuses_unknown_labels():
+    with pytest.raises(ValueError, match="unknown class"):
+        neighbour_vote_tally([MEL, "melanoma"])
+
+
+#: Issue 15's example: the search list said nv (count) while the result page listed mel first (1/rank weights).
+ISSUE_15 = ["mel", "nv", "nv", "bkl", "bkl", "akiec"]
+
+
+def test_the_vote_of_issue_15_is_count_based_with_rank_breaking_ties():
+    tally = neighbour_vote_tally(ISSUE_15)
+
+    # nv and bkl 2 each, nv first on 1/rank (1/2 + 1/3 > 1/4 + 1/5); mel and akiec 1 each, mel on rank (1 < 6).
+    assert tally == NeighbourVote(
+        top="nv",
+        order=("nv", "bkl", "mel", "akiec"),
+        counts={"nv": 2, "bkl": 2, "mel": 1, "akiec": 1},
+        shares={"nv": 2 / 6, "bkl": 2 / 6, "mel": 1 / 6, "akiec": 1 / 6},
+        n=6,
+    )
+    assert list(tally.counts) == list(tally.shares) == list(tally.order)
+    assert neighbour_vote(ISSUE_15) == "nv"
+
+
+def test_every_class_is_ordered_by_the_rule_not_only_the_winner():
+    # mel 2 (1/1 + 1/4), nv 2 (1/2 + 1/3), bcc 2 (1/5 + 1/6): one count, three weights.
+    assert neighbour_vote_tally([MEL, NV, NV, MEL, BCC, BCC]).order == (MEL, NV, BCC)
+    # Three singletons after the majority: their ranks order them.
+    assert neighbour_vote_tally([BCC, NV, MEL, NV, NV, "df"]).order == (NV, BCC, MEL, "df")
+
+
+def _rule_key(labels: list[str], code: str) -> tuple[int, Fraction, int]:
+    """The thesis's rule, written out for the test oracle: (count, sum of 1/rank, -best rank)."""
+    ranks = [rank for rank, label in enumerate(labels, start=1) if label == code]
+    return len(ranks), sum((Fraction(1, rank) for rank in ranks), Fraction(0)), -ranks[0]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(st.lists(st.sampled_from(CODES), min_size=1, max_size=20))
+def test_the_tally_agrees_with_itself_for_any_neighbours(labels):
+    tally = neighbour_vote_tally(labels)
+
+    assert tally.top == neighbour_vote(labels) == tally.order[0]
+    assert set(tally.order) == set(labels) and len(tally.order) == len(set(labels))
+    assert tally.n == len(labels) and sum(tally.counts.values()) == len(labels)
+    assert sum(tally.shares.values()) == pytest.approx(1.0)
+    assert all(tally.shares[code] == tally.counts[code] / len(labels) for code in tally.order)
+    assert all(tally.counts[code] == labels.count(code) for code in tally.order)
+    # Shown in this order, the shares never increase, and each step down is decided by the rule.
+    keys = [_rule_key(labels, code) for code in tally.order]
+    assert keys == sorted(keys, reverse=True) and len(set(keys)) == len(keys)
+    assert [tally.shares[code] for code in tally.order] == sorted(tally.shares.values(), reverse=True)
 
 
 def test_retrieval_scores_fields():

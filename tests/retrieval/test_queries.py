@@ -8,11 +8,19 @@ import numpy as np
 import pytest
 from django.core.files.storage import default_storage
 from django.utils import timezone
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from PIL import Image
 
+from retrieval.classes import CODES
+from retrieval.ml.metrics import neighbour_vote as vote_winner
 from retrieval.models import Case, IndexVersion, Query, QueryNeighbour
 from retrieval.selectors import query_payload
-from retrieval.services.queries import QueryRejected, query_delete, query_refresh, query_run, query_submit
+from retrieval.services.queries import (
+    VOTE_NOTE, QueryRejected, neighbour_vote, query_delete, query_refresh, query_run, query_submit,
+)
+from tests.retrieval.conftest import ISSUE_15_LABELS
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -73,6 +81,7 @@ def test_a_query_runs_to_six_ranked_neighbours_with_overlays_and_a_vote(ready_in
     assert vote["label"] == "neighbour vote" and "not a diagnosis" in vote["note"]
     assert sum(vote["scores"].values()) == pytest.approx(1.0, abs=1e-3)
     assert sum(vote["counts"].values()) == 6 and vote["top"] in vote["counts"]
+    assert vote == neighbour_vote([n.case.dx for n in neighbours]) and vote["top"] == vote["order"][0]
 
     with Image.open(query.saliency.path) as overlay:  # at most 512 px on the long side, same aspect
         assert overlay.mode == "RGBA" and overlay.size == (512, round(512 * query.height / query.width))
@@ -85,6 +94,32 @@ def test_a_query_runs_to_six_ranked_neighbours_with_overlays_and_a_vote(ready_in
     again = query_submit(user=clinician, image_data=_test_case_bytes())
     query_run(query_id=again.id, worker="w")
     assert cached.stat().st_mtime_ns == mtime  # library overlays are rendered once per index version
+
+
+def test_the_stored_vote_of_issue_15_is_count_based_in_the_rules_order():
+    assert neighbour_vote(ISSUE_15_LABELS) == {
+        "label": "neighbour vote",
+        "top": "nv",
+        "order": ["nv", "bkl", "mel", "akiec"],
+        "n": 6,
+        "counts": {"nv": 2, "bkl": 2, "mel": 1, "akiec": 1},
+        "scores": {"nv": 0.3333, "bkl": 0.3333, "mel": 0.1667, "akiec": 0.1667},
+        "note": VOTE_NOTE,
+    }
+    assert "not a diagnosis" in VOTE_NOTE and "weighted" not in VOTE_NOTE
+
+
+@hypothesis_settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(st.lists(st.sampled_from(CODES), min_size=1, max_size=20))
+def test_the_stored_vote_names_the_reader_studys_class_first_for_any_neighbours(labels):
+    vote = neighbour_vote(labels)
+
+    # readerstudy.services stores neighbour_vote(...) of the metrics module as the majority vote.
+    assert vote["top"] == vote_winner(labels) == vote["order"][0]
+    assert vote["n"] == len(labels) and sum(vote["counts"].values()) == len(labels)
+    assert set(vote["order"]) == set(vote["counts"]) == set(vote["scores"]) == set(labels)
+    assert sum(vote["scores"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert [vote["counts"][code] for code in vote["order"]] == sorted(vote["counts"].values(), reverse=True)
 
 
 def test_payload_has_the_api_shape(ready_index, clinician):

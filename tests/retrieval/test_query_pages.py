@@ -18,6 +18,7 @@ from retrieval.models import Query
 from retrieval.services.queries import neighbour_vote, query_run
 from retrieval.views import VOTE_NOTE
 from tests.conftest import jpeg_bytes
+from tests.retrieval.conftest import ISSUE_15_LABELS
 
 pytestmark = pytest.mark.django_db
 
@@ -206,6 +207,34 @@ def test_nobody_deletes_another_users_query(client, clinician, other_clinician, 
     assert Query.objects.filter(pk=theirs.pk).exists()
 
 
+def vote_rows(page: str) -> list[tuple[str, str, str]]:
+    """(class code, count, share) of each server-rendered vote row, top to bottom."""
+    rows = re.findall(r'<li class="vote-row".*?</li>', section(page, "vote"), re.S)
+    slots = [dict(re.findall(r'data-slot="(\w+)">([^<]*)<', row)) for row in rows]
+    return [(slot["code"], slot["count"], slot["share"]) for slot in slots]
+
+
+def test_the_vote_of_issue_15_reads_the_same_on_the_result_page_and_in_the_history(client, clinician,
+                                                                                   stored_done_query):
+    query = stored_done_query(clinician, ISSUE_15_LABELS)
+    client.force_login(clinician)
+
+    page = client.get(f"/queries/{query.pk}/").content.decode()
+    # Counts with rank only breaking ties: nv before bkl on 1/rank, mel before akiec on rank.
+    assert vote_rows(page) == [("nv", "2 of 6", "33 %"), ("bkl", "2 of 6", "33 %"),
+                               ("mel", "1 of 6", "17 %"), ("akiec", "1 of 6", "17 %")]
+    assert VOTE_NOTE in text_of(section(page, "vote")) and "weighted" not in VOTE_NOTE
+    # query.js renders the same rows from the embedded API JSON, in its order.
+    embedded = json.loads(re.search(r'<script id="query-data" type="application/json">(.*?)</script>',
+                                    page, re.S).group(1))
+    assert embedded["neighbour_vote"]["order"] == ["nv", "bkl", "mel", "akiec"]
+    assert embedded["neighbour_vote"]["top"] == "nv"
+
+    history = client.get("/search/").content.decode()
+    row = text_of(re.search(rf'<tr id="history-{query.pk}".*?</tr>', history, re.S).group(0))
+    assert "nv Melanocytic nevus · 2 of 6" in row and "Melanoma" not in row
+
+
 # --- The result page rendered by the server -------------------------------------------------
 
 @pytest.fixture
@@ -251,9 +280,12 @@ def test_a_done_result_renders_six_framed_neighbours_and_the_neighbour_vote(clie
     # The only mention of a diagnosis near the vote is the sentence that says it is not one.
     assert "diagnos" not in vote.replace("It is not a diagnosis.", "").lower()
     shares = [int(p) for p in re.findall(r"(\d+) %", vote)]
-    scores = payload["neighbour_vote"]["scores"]
-    assert len(shares) == len([w for w in scores.values() if w > 0]) and 98 <= sum(shares) <= 102
+    stored = payload["neighbour_vote"]
+    assert len(shares) == len(stored["order"]) and 98 <= sum(shares) <= 102
     assert shares == sorted(shares, reverse=True)
+    assert [(code, f"{stored['counts'][code]} of 6") for code in stored["order"]] == [
+        (code, count) for code, count, _ in vote_rows(page)]
+    assert stored["order"][0] == stored["top"]
 
     legend = text_of(section(page, "class-legend"))
     for cls in BY_CODE.values():

@@ -1,0 +1,50 @@
+"""Retrieval scenario fixtures that need no model: finished queries built from database rows."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+
+from tests.conftest import jpeg_bytes
+
+#: Issue 15's neighbours (rank 1 first): the search list said nv (count) while the result page
+#: listed mel first (1/rank-weighted shares).
+ISSUE_15_LABELS = ["mel", "nv", "nv", "bkl", "bkl", "akiec"]
+#: What the worker stored for them before the vote was count-based: shares weighted by 1/rank
+#: (mel 1, nv 1/2 + 1/3, bkl 1/4 + 1/5, akiec 1/6, over 49/20), keys in class-code order.
+ISSUE_15_OLD_VOTE = {
+    "label": "neighbour vote", "top": "nv",
+    "scores": {"akiec": 0.068, "bkl": 0.1837, "mel": 0.4082, "nv": 0.3401},
+    "counts": {"akiec": 1, "bkl": 2, "mel": 1, "nv": 2},
+    "note": "The share of the similar cases per class, weighted by rank. It is not a diagnosis.",
+}
+
+
+@pytest.fixture
+def stored_done_query(db, media_root):
+    """Factory: a DONE query of ``user`` whose stored neighbours have the diagnoses ``labels``
+    (rank 1 first), with the vote the worker stores for them, or ``vote`` when given (an old
+    row). Rows only: no model, no index, no worker."""
+    from retrieval.models import Case, Query, QueryNeighbour
+    from retrieval.services.queries import neighbour_vote
+
+    serial = itertools.count(1)
+
+    def make(user, labels: list[str], *, vote: dict | None = None):
+        number = next(serial)
+        name = default_storage.save(f"queries/{user.id}/vote-{number}.jpg", ContentFile(jpeg_bytes(number)))
+        query = Query.objects.create(user=user, image=name, original_name=f"vote-{number}.jpg",
+                                     sha256=f"{number:064x}", width=60, height=45, k=len(labels),
+                                     status=Query.Status.DONE,
+                                     neighbour_vote=neighbour_vote(labels) if vote is None else vote)
+        for rank, dx in enumerate(labels, start=1):
+            key = 1000 * number + rank
+            case = Case.objects.create(collection="votes", image=f"cases/vote-{key}.jpg", sha256=f"c{key:063x}",
+                                       width=4, height=3, image_id=f"VOTE_{key}", lesion_id=f"LES_{key}", dx=dx,
+                                       dx_type="histo", split="train")
+            QueryNeighbour.objects.create(query=query, rank=rank, case=case, similarity=1 - rank / 10)
+        return query
+
+    return make
