@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from readerstudy.models import Answer, Assignment, RelevanceRating, Study
+from readerstudy.models import Answer, Assignment, NeighbourView, RelevanceRating, Study
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -43,6 +43,15 @@ class AnswerAdmin(ReadOnlyAdmin):
 @admin.register(RelevanceRating)
 class RelevanceRatingAdmin(ReadOnlyAdmin):
     list_display = ("item", "rank", "rating", "rated_at")
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(NeighbourView)
+class NeighbourViewAdmin(ReadOnlyAdmin):
+    list_display = ("item", "task", "rank", "seconds_after_shown", "seconds_open", "opened_at", "received_at")
+    list_filter = ("item__assignment__study",)
 
     def has_delete_permission(self, request, obj=None):
         return False

@@ -123,7 +123,7 @@ class Study(models.Model):
 
 
 class StudyCase(models.Model):
-    """A query of the curated set, with its neighbours' rank-weighted majority vote (staff only)."""
+    """A query of the curated set, with its neighbours' majority vote, ties broken by rank (staff only)."""
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="cases")
     case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="+")
@@ -226,3 +226,45 @@ class RelevanceRating(models.Model):
                                    name="relevance_0_to_3"),
         ]
 
+
+
+#: Most neighbour enlargements one request may carry, and one reader may store per case: far more
+#: than anyone looks at six images, few enough that a looping client cannot fill the database.
+MAX_VIEWS_PER_REQUEST = 200
+MAX_VIEWS_PER_CASE = 1000
+#: A page's own id for one enlargement (so that a batch sent twice is stored once).
+VIEW_ID_MAX_LENGTH = 64
+
+
+class NeighbourView(models.Model):
+    """A reader enlarged the neighbour shown at ``rank`` of a Task 2 case (what readers looked at).
+
+    ``seconds_after_shown`` and ``seconds_open`` are measured by the reader's page (or API client)
+    from the moment the case was shown; ``shown_at`` is when the server served that showing (from
+    the case's signed ``shown`` token, null without a valid one) and ``opened_at`` the two added up,
+    on the server's clock. The page's own ``client_id`` makes a repeated batch harmless.
+    """
+
+    item = models.ForeignKey(AssignedCase, on_delete=models.PROTECT, related_name="neighbour_views")
+    task = models.PositiveSmallIntegerField(choices=TASK_CHOICES, default=TASK_WITH_NEIGHBOURS)
+    rank = models.PositiveSmallIntegerField()
+    client_id = models.CharField(max_length=VIEW_ID_MAX_LENGTH,
+                                 help_text="the page's id of the enlargement: a batch sent twice is stored once")
+    seconds_after_shown = models.FloatField(help_text="seconds from the case being shown to the enlargement")
+    seconds_open = models.FloatField(null=True, blank=True,
+                                     help_text="how long the enlarged view stayed open; null when not reported")
+    shown_at = models.DateTimeField(null=True, blank=True,
+                                    help_text="when the server served the showing the seconds count from")
+    opened_at = models.DateTimeField(null=True, blank=True,
+                                     help_text="server time of the enlargement (shown_at + seconds_after_shown)")
+    received_at = models.DateTimeField(help_text="when the server received it")
+
+    class Meta:
+        ordering = ["item", "opened_at", "seconds_after_shown"]
+        constraints = [
+            models.UniqueConstraint(fields=["item", "client_id"], name="neighbourview_unique_client_id"),
+            models.CheckConstraint(condition=Q(task=TASK_WITH_NEIGHBOURS), name="neighbourview_task_2"),
+            models.CheckConstraint(condition=Q(seconds_after_shown__gte=0), name="neighbourview_after_shown"),
+            models.CheckConstraint(condition=Q(seconds_open__isnull=True) | Q(seconds_open__gte=0),
+                                   name="neighbourview_open_not_negative"),
+        ]

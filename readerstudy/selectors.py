@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -173,12 +174,23 @@ def study_reads(study: Study) -> tuple[list, list]:
     return reads, ratings
 
 
-def study_report(study: Study) -> tuple[dict, list, list]:
+class StudyReport(NamedTuple):
+    """A study's report and the rows it was computed from (what the export writes beside it)."""
+
+    report: dict
+    reads: list
+    ratings: list
+    views: list
+
+
+def study_report(study: Study) -> StudyReport:
     """The study's report (``readerstudy.analysis.report.build_report``), the same as
-    ``readerstudy_report`` computes from a responses file."""
+    ``readerstudy_report`` computes from a responses file (and a views file)."""
     from readerstudy.analysis.report import build_report
+    from readerstudy.viewing import study_views
 
     reads, ratings = study_reads(study)
     if not reads:
         raise StudyError("No answers yet: there is nothing to report.", 409, "no_answers")
-    return build_report(reads, ratings=ratings, design=study.design), reads, ratings
+    views = study_views(study)
+    return StudyReport(build_report(reads, ratings=ratings, design=study.design, views=views), reads, ratings, views)

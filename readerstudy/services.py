@@ -4,11 +4,15 @@ Preparation (the worker's part) freezes what readers will see: the curated query
 test split and each query's neighbours in the study's index, written in one transaction with a
 conditional status change, so a redelivered or re-sent task duplicates nothing. Answers are
 saved one at a time as they are given; the database allows one answer per reader, case and
-task, and a second identical submission (a double click, a retry) returns the first.
+task, and a second identical submission (a double click, a retry) returns the first. The
+neighbour enlargements readers report in Task 2 are stored once per page-given id, so a batch
+sent twice is harmless.
 """
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +30,7 @@ from readerstudy.models import (
     LIKERT_MAX, LIKERT_MIN, NEW_STUDY_DESIGNS, RELEVANCE_MAX, RELEVANCE_MIN, TASK_IMAGE_ONLY, TASK_WITH_NEIGHBOURS,
     TASKS, Answer, AssignedCase, Assignment, Design, RelevanceRating, Study, StudyCase, StudyNeighbour,
 )
+from readerstudy.models import MAX_VIEWS_PER_CASE, MAX_VIEWS_PER_REQUEST, VIEW_ID_MAX_LENGTH, NeighbourView
 from retrieval.classes import CODES, TEST
 from retrieval.models import Case, IndexVersion
 
@@ -522,3 +527,169 @@ def _mark_finished(assignment: Assignment, task: int, now: datetime) -> None:
     if total and answered >= total:
         if Assignment.objects.filter(id=assignment.id, **{field + "__isnull": True}).update(**{field: now}):
             setattr(assignment, field, now)
+
+
+# --- What readers looked at: enlargements of Task 2 neighbours --------------------------------
+
+#: How far an enlargement's end (seconds after the showing plus seconds open) may lie past the
+#: server's time since that showing: the page's clock starts after the server served the case, so
+#: only rounding and clock drift can put it later; beyond this it would lie in the future.
+VIEW_CLOCK_SLACK_SECONDS = 5.0
+_VIEW_ID = re.compile(r"[A-Za-z0-9_-]{1,%d}" % VIEW_ID_MAX_LENGTH)
+_VIEW_REQUIRED = ("id", "rank", "seconds_after_shown")
+_VIEW_FIELDS = (*_VIEW_REQUIRED, "seconds_open")
+#: Problems listed in one refusal (a batch of 200 broken events need not give 200 sentences).
+_VIEW_PROBLEMS_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class ViewsRecorded:
+    """What ``neighbour_views_record`` did with one request."""
+
+    stored: int  # enlargements stored now
+    repeated: int  # enlargements of the request stored already (the same batch sent again)
+    total: int  # the reader's enlargements stored for this case in all
+
+
+@dataclass(frozen=True)
+class _CheckedView:
+    client_id: str
+    rank: int
+    seconds_after_shown: float
+    seconds_open: float | None
+
+
+def neighbour_views_record(*, assignment: Assignment, task: int, position, views, token: str = "") -> ViewsRecorded:
+    """Store the neighbour enlargements that a reader's page (or API client) reports for the case
+    at ``position`` of their Task 2 order.
+
+    ``views`` is a list of at most ``MAX_VIEWS_PER_REQUEST`` objects ``{"id", "rank",
+    "seconds_after_shown", "seconds_open"}``: ``id`` the client's own name for the enlargement
+    (1-64 letters, digits, ``-`` or ``_``), ``rank`` a rank shown with the case, the seconds (from
+    the case being shown to the enlargement, and how long it stayed open; the latter may be null
+    or left out) from 0 to ``SHOWN_MAX_AGE``. Refused as a whole, nothing stored: Task 1 (404: it
+    shows no neighbours), a task not open or a case not reached (``check_task_open``,
+    ``check_reachable``), any malformed event (400, every problem listed), an id already stored
+    for the case with other values (409 ``view_conflict``), more than ``MAX_VIEWS_PER_CASE`` for
+    the case (409 ``view_limit``).
+
+    Idempotent by id: an event whose id is stored already for this case is not stored again, so a
+    batch sent twice (a retry, the page-hide beacon after a fetch) stores each enlargement once.
+    With the case's valid ``shown`` token the enlargements are also placed on the server's clock
+    (``shown_at``, ``opened_at``), and one that would end after now is refused; without it
+    (``shown`` missing, forged, or another case's) they are stored with null server times, as an
+    answer without a token is stored without ``seconds``.
+
+    Enlargements of an answered case are accepted: the page's last batch may reach the server
+    after the answer it preceded (both are sent as the reader saves), and where answers may be
+    changed a revisit informs the change. The analysis places each one before or after the answer.
+    """
+    if task != TASK_WITH_NEIGHBOURS:
+        raise StudyError(f"Only Task {TASK_WITH_NEIGHBOURS} shows similar cases to enlarge.", 404, "not_found")
+    check_task_open(assignment, task)
+    if isinstance(position, bool) or not isinstance(position, (int, str)) or not str(position).strip().isdigit():
+        raise StudyError("The case number must be a whole number.")
+    position = int(position)
+    check_reachable(assignment, task, position)  # 404 no such case, 403 not reached
+    item = AssignedCase.objects.get(assignment=assignment, task2_position=position)
+    ranks = sorted(StudyNeighbour.objects.filter(study_case_id=item.study_case_id).values_list("rank", flat=True))
+    now = timezone.now()
+    shown_at = _shown_at(token, assignment, task, position) if isinstance(token, str) else None
+    checked = _checked_views(views, ranks, None if shown_at is None else (now - shown_at).total_seconds())
+    try:
+        with transaction.atomic():
+            return _store_views(item, checked, shown_at, now)
+    except IntegrityError:
+        # The same batch stored by a concurrent request (the beacon and the fetch at once): once
+        # more, its events are found stored and not stored again.
+        with transaction.atomic():
+            return _store_views(item, checked, shown_at, now)
+
+
+def _checked_views(views, ranks: list[int], since_shown: float | None) -> list[_CheckedView]:
+    if not isinstance(views, list):
+        raise StudyError("`views` must be a list of enlargements.")
+    if len(views) > MAX_VIEWS_PER_REQUEST:
+        raise StudyError(f"At most {MAX_VIEWS_PER_REQUEST} enlargements can be sent at once ({len(views)} were).")
+    limit = SHOWN_MAX_AGE.total_seconds()
+    problems: list[str] = []
+    checked: list[_CheckedView] = []
+    first_of: dict[str, int] = {}
+    shown_ranks = ", ".join(map(str, ranks))
+    for number, view in enumerate(views, start=1):
+        where = f"view {number}"
+        if not isinstance(view, dict):
+            problems.append(f"{where} is not an object with {', '.join(_VIEW_REQUIRED)}")
+            continue
+        before = len(problems)
+        missing = [name for name in _VIEW_REQUIRED if name not in view]
+        unknown = sorted(str(name) for name in view if name not in _VIEW_FIELDS)
+        if missing:
+            problems.append(f"{where} lacks {', '.join(missing)}")
+        if unknown:
+            problems.append(f"{where} has unknown field(s) {', '.join(unknown)} (allowed: {', '.join(_VIEW_FIELDS)})")
+        client_id, rank = view.get("id"), view.get("rank")
+        if "id" in view:
+            if not isinstance(client_id, str) or not _VIEW_ID.fullmatch(client_id):
+                problems.append(f"{where}: id must be 1 to {VIEW_ID_MAX_LENGTH} letters, digits, - or _")
+            elif client_id in first_of:
+                problems.append(f"{where}: id {client_id!r} is view {first_of[client_id]}'s already")
+            else:
+                first_of[client_id] = number
+        if "rank" in view and (not _whole(rank) or rank not in ranks):
+            problems.append(f"{where}: rank {rank!r} is not a rank shown with this case ({shown_ranks})")
+        after = _view_seconds(view, "seconds_after_shown", where, limit, problems)
+        open_for = _view_seconds(view, "seconds_open", where, limit, problems, nullable=True)
+        if after is not None and since_shown is not None \
+                and after + (open_for or 0.0) > since_shown + VIEW_CLOCK_SLACK_SECONDS:
+            problems.append(f"{where} would end {after + (open_for or 0.0):.1f} s after the case was shown, "
+                            f"but it was shown {max(since_shown, 0.0):.1f} s ago")
+        if len(problems) == before:
+            checked.append(_CheckedView(client_id, rank, after, open_for))
+    if problems:
+        more = len(problems) - _VIEW_PROBLEMS_SHOWN
+        raise StudyError("Nothing was stored: " + "; ".join(problems[:_VIEW_PROBLEMS_SHOWN])
+                         + (f"; and {more} more problem(s)" if more > 0 else "") + ".")
+    return checked
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _view_seconds(view: dict, name: str, where: str, limit: float, problems: list[str],
+                  nullable: bool = False) -> float | None:
+    value = view.get(name)
+    if value is None:
+        if name in view and not nullable:
+            problems.append(f"{where}: {name} must be a number of seconds, not null")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 <= value <= limit:
+        problems.append(f"{where}: {name} {value!r} is not a number of seconds from 0 to {limit:.0f}")
+        return None
+    return float(value)
+
+
+def _store_views(item: AssignedCase, views: list[_CheckedView], shown_at: datetime | None,
+                 now: datetime) -> ViewsRecorded:
+    stored = {view.client_id: view for view in
+              NeighbourView.objects.filter(item=item, client_id__in=[v.client_id for v in views])}
+    conflicts = [v.client_id for v in views if v.client_id in stored and (
+        stored[v.client_id].rank, stored[v.client_id].seconds_after_shown, stored[v.client_id].seconds_open)
+        != (v.rank, v.seconds_after_shown, v.seconds_open)]
+    if conflicts:
+        raise StudyError("Stored already with other values (an id names one enlargement): "
+                         + ", ".join(conflicts[:_VIEW_PROBLEMS_SHOWN]) + ". Nothing was stored.", 409, "view_conflict")
+    new = [v for v in views if v.client_id not in stored]
+    total = NeighbourView.objects.filter(item=item).count()
+    if total + len(new) > MAX_VIEWS_PER_CASE:
+        raise StudyError(f"At most {MAX_VIEWS_PER_CASE} enlargements are stored per case ({total} are); "
+                         "nothing was stored.", 409, "view_limit")
+    NeighbourView.objects.bulk_create([
+        NeighbourView(item=item, task=TASK_WITH_NEIGHBOURS, rank=v.rank, client_id=v.client_id,
+                      seconds_after_shown=v.seconds_after_shown, seconds_open=v.seconds_open, shown_at=shown_at,
+                      opened_at=None if shown_at is None else shown_at + timedelta(seconds=v.seconds_after_shown),
+                      received_at=now)
+        for v in new])
+    return ViewsRecorded(stored=len(new), repeated=len(views) - len(new), total=total + len(new))

@@ -7,6 +7,7 @@ so nothing on a reader's page identifies a study case or its diagnosis.
 from __future__ import annotations
 
 import io
+import json
 from datetime import timedelta
 from functools import wraps
 
@@ -219,6 +220,26 @@ def neighbour_image(request, study_id: int, position: int, rank: int):
 
 
 @login_required
+@require_POST
+def case_views(request, study_id: int, position: int):
+    """The neighbour enlargements the Task 2 page reports for one case (``study.js``: a fetch, or a
+    beacon when the page is hidden). Form-encoded, so that a beacon can carry the CSRF token:
+    ``shown`` (the case's token) and ``views`` (a JSON list, see ``services.neighbour_views_record``).
+    Answers JSON: what was stored, or the refusal."""
+    assignment = _assignment(request, study_id)
+    try:
+        views = json.loads(request.POST.get("views", ""))
+    except (ValueError, RecursionError):
+        return JsonResponse({"error": "`views` must be a JSON list of enlargements.", "code": "invalid"}, status=400)
+    try:
+        recorded = services.neighbour_views_record(assignment=assignment, task=TASK_WITH_NEIGHBOURS, position=position,
+                                                   views=views, token=request.POST.get("shown", ""))
+    except services.StudyError as exc:
+        return JsonResponse({"error": str(exc), "code": exc.code}, status=exc.status_code)
+    return JsonResponse({"stored": recorded.stored, "repeated": recorded.repeated, "total": recorded.total})
+
+
+@login_required
 @require_GET
 def my_results(request, study_id: int):
     assignment = _assignment(request, study_id)
@@ -286,14 +307,82 @@ def manage_study(request, study_id: int):
     report = error = None
     if study.assignments.filter(items__answers__isnull=False).exists():
         try:
-            report, _, _ = selectors.study_report(study)
+            report = selectors.study_report(study).report
         except services.StudyError as exc:
             error = str(exc)
+    planning = PlanningForm(request.GET or None)
     return render(request, "readerstudy/manage_study.html", {
         "study": study, "progress": selectors.study_progress(study), "candidates": candidates,
         "report": report, "report_error": error, "readers_rows": _table_rows(report) if report else [],
-        "formats": _formats(),
+        "formats": _formats(), "mrmc": _mrmc_rows(study, report) if report else [],
+        "planning_form": planning, "planning": _planning(report, planning) if report else None,
     })
+
+
+class PlanningForm(forms.Form):
+    """The difference a next study should detect and the power it should have (dashboard)."""
+
+    effect = forms.FloatField(min_value=0.001, max_value=1, required=False, label="Difference to detect",
+                              help_text="e.g. 0.05 = 5 percentage points of accuracy; empty: the one observed here")
+    power = forms.FloatField(min_value=0.5, max_value=0.99, required=False, initial=0.8, label="Power",
+                             help_text="chance of showing the difference if it is real (0.8 usual)")
+
+
+def _mrmc_rows(study: Study, report: dict) -> list[dict]:
+    """One dashboard row per MRMC endpoint: Task 1, Task 2, Task 2 - Task 1 with its CI and p (or why not)."""
+    from readerstudy.analysis.endpoints import ENDPOINTS
+    from readerstudy.analysis.writers import helped
+
+    rows = []
+    for endpoint, spec in ENDPOINTS.items():
+        result = report["mrmc"][endpoint]
+        row = {"endpoint": endpoint, "label": spec["label"], "refused": result.get("refused")}
+        if not row["refused"]:
+            row.update(task1=result["treatments"]["task1"]["fom"], task2=result["treatments"]["task2"]["fom"],
+                       difference=helped(result), analysis=result["treatments_analysis"],
+                       figures=[name for name in (f"mrmc_roc_{endpoint}.png", f"mrmc_forest_{endpoint}.png")
+                                if name in FIGURES and (result["figure_of_merit"] == "auc" or "forest" in name)])
+        rows.append(row)
+    return rows
+
+
+def _planning(report: dict, form: PlanningForm) -> dict | None:
+    """The sample-size table of the primary endpoint for the form's difference and power."""
+    from readerstudy.analysis.endpoints import PRIMARY, planned_sample_size
+
+    result = report["mrmc"][PRIMARY]
+    if "refused" in result:
+        return None
+    effect = power = None
+    if form.is_bound and form.is_valid():
+        effect, power = form.cleaned_data["effect"], form.cleaned_data["power"]
+    return planned_sample_size(result, effect=effect, target_power=power or 0.8)
+
+
+#: The report's figures the dashboard shows (the names of the export's PNG files).
+FIGURES = {f"mrmc_{kind}_{endpoint}.png" for kind in ("roc", "forest")
+           for endpoint in ("accuracy", "auc_melanoma", "auc_malignant")}
+
+
+@study_admin_required
+@require_GET
+def manage_figure(request, study_id: int, name: str):
+    """One PNG figure of the study's report (the same bytes as in the export), for the dashboard."""
+    from readerstudy.analysis.writers import mrmc_figures
+
+    study = get_object_or_404(Study, id=study_id)
+    if name not in FIGURES:
+        raise Http404("no such figure")
+    try:
+        data = selectors.study_report(study)
+    except services.StudyError as exc:
+        raise Http404(str(exc)) from None
+    figures = mrmc_figures(data.report, data.reads, only=name)
+    if name not in figures:
+        raise Http404("this figure is not available: the endpoint was not analysed")
+    response = HttpResponse(figures[name], content_type="image/png")
+    response["Cache-Control"] = "private, no-store"
+    return response
 
 
 def _formats():
@@ -349,10 +438,10 @@ def manage_export(request, study_id: int):
         return HttpResponse("Unknown format(s): " + ", ".join(unknown) + ". Choose from " + ", ".join(FORMATS) + ".",
                             status=400, content_type="text/plain")
     try:
-        report, reads, ratings = selectors.study_report(study)
+        report = selectors.study_report(study)
     except services.StudyError as exc:
         return HttpResponse(str(exc), status=exc.status_code, content_type="text/plain")
-    data = report_archive(report, reads, formats=formats, ratings=ratings)
+    data = report_archive(report.report, report.reads, formats=formats, ratings=report.ratings, views=report.views)
     audit.record(audit.Action.STUDY_EXPORT, user=request.user, obj=study,
                  detail={"formats": list(formats), "bytes": len(data)})
     response = HttpResponse(data, content_type="application/zip")

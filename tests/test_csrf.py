@@ -77,6 +77,26 @@ def test_study_answer_form(rows_only_study, readers):  # noqa: F811
     assert assignment.items.filter(answers__isnull=False).count() == 1
 
 
+def test_study_enlargement_reports(rows_only_study, readers):  # noqa: F811
+    """The Task 2 page's enlargements (a fetch, or a beacon: form fields, so the token goes in the body)."""
+    import json
+
+    from readerstudy.models import NeighbourView
+    from readerstudy.services import answer_submit
+
+    study = rows_only_study
+    assignment = Assignment.objects.get(study=study, reader=readers[0])
+    for position in (1, 2, 3):
+        answer_submit(assignment=assignment, task=1, position=position, answer="nv", confidence=3)
+    client, token = strict(readers[0], f"/studies/{study.id}/task/2/")
+    url = f"/studies/{study.id}/task/2/case/1/views/"
+    views = {"views": json.dumps([{"id": "a1", "rank": 1, "seconds_after_shown": 1.0}])}
+    assert client.post(url, views).status_code == 403
+    assert not NeighbourView.objects.exists()
+    assert client.post(url, {**views, "csrfmiddlewaretoken": token}).status_code == 200
+    assert NeighbourView.objects.count() == 1
+
+
 def test_study_management_forms(study_admin, rows_only_study, active_index):  # noqa: F811
     client, token = strict(study_admin, "/studies/manage/")
     close = f"/studies/manage/{rows_only_study.id}/close/"

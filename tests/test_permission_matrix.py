@@ -13,6 +13,7 @@ and must not contain them (they are replaced by a marker that no page could rend
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Callable
@@ -86,7 +87,7 @@ def scenario(media_root, rows_only_study, readers, clinician, study_admin, super
     from rest_framework.authtoken.models import Token
 
     from readerstudy.models import Assignment, RelevanceRating, StudyCase
-    from readerstudy.services import answer_submit
+    from readerstudy.services import answer_submit, neighbour_views_record
     from retrieval.models import Case, LibraryCheck, ModelVersion, Query
 
     for case in Case.objects.all():  # the study's images exist on disk, as in production
@@ -114,6 +115,8 @@ def scenario(media_root, rows_only_study, readers, clinician, study_admin, super
         answer_submit(assignment=assignment, task=1, position=position, answer="nv", confidence=3)
     answer_submit(assignment=assignment, task=2, position=1, answer="mel", confidence=4)
     item = assignment.items.get(task2_position=1)
+    neighbour_views_record(assignment=assignment, task=2, position=1,
+                           views=[{"id": "v1", "rank": 2, "seconds_after_shown": 0.5}])
     token = Token.objects.create(user=clinician)
     scenario = Scenario(
         users={"clinician": clinician, "reader": reader, "study_admin": study_admin, "superuser": superuser,
@@ -133,6 +136,7 @@ def scenario(media_root, rows_only_study, readers, clinician, study_admin, super
         "readerstudy/assignment": assignment.id,
         "readerstudy/answer": item.answers.first().id,
         "readerstudy/relevancerating": RelevanceRating.objects.create(item=item, rank=1, rating=2).id,
+        "readerstudy/neighbourview": item.neighbour_views.get().id,
         "audit/auditevent": record("query.submit", user=clinician, obj=scenario.query).id,
     }
     return scenario
@@ -172,6 +176,15 @@ def _answer(task: int, position: int):
     return lambda s: {"position": position, "answer": "bcc", "confidence": 2, "shown": s.shown(task, position)}
 
 
+def _views(position: int, *, api: bool):
+    """One enlargement of rank 1 of a Task 2 case: the page's form fields (the list as JSON), or the
+    API's multipart form of the same list."""
+    view = {"id": "m1", "rank": 1, "seconds_after_shown": 0.1, "seconds_open": 0.1}
+    if api:
+        return lambda s: {"shown": s.shown(2, position), **{f"views[0]{key}": value for key, value in view.items()}}
+    return lambda s: {"shown": s.shown(2, position), "views": json.dumps([view])}
+
+
 MATRIX: dict[str, list[Probe]] = {
     # Pages: case library and queries (clinicians; staff may search too, but see only their own queries)
     "": [get("/", 302, 302, 302, 302, 302, 302, note="signed in: to the library (a collection exists)")],
@@ -201,6 +214,11 @@ MATRIX: dict[str, list[Probe]] = {
         get(_study("/studies/{study}/task/2/image/1/"), 302, 404, 200, 404, 404, 404)],
     "studies/<study_id>/task/2/image/<position>/neighbour/<rank>/": [
         get(_study("/studies/{study}/task/2/image/1/neighbour/1/"), 302, 404, 200, 404, 404, 404)],
+    "studies/<study_id>/task/2/case/<position>/views/": [
+        get(_study("/studies/{study}/task/2/case/2/views/"), 302, 405, 405, 405, 405, 405),
+        post(_study("/studies/{study}/task/2/case/2/views/"), 302, 404, 200, 404, 404, 404,
+             data=_views(2, api=False), note="the enlargements the reading page reports"),
+    ],
     "studies/<study_id>/results/": [
         get(_study("/studies/{study}/results/"), 302, 404, 403, 404, 404, 404, note="no results while open")],
     "studies/manage/": [get("/studies/manage/", 302, 403, 403, 200, 200, 403),
@@ -208,6 +226,11 @@ MATRIX: dict[str, list[Probe]] = {
     "studies/manage/<study_id>/": [get(_study("/studies/manage/{study}/"), 302, 403, 403, 200, 200, 403)],
     "studies/manage/<study_id>/export/": [
         get(_study("/studies/manage/{study}/export/"), 302, 403, 403, 200, 200, 403)],
+    # The scenario's one read pair is too few for an MRMC analysis, so staff get 404 for its figures
+    # (tests/readerstudy/test_mrmc_export.py gets one); everyone else is refused before that.
+    "studies/manage/<study_id>/figure/<name>": [
+        get(_study("/studies/manage/{study}/figure/mrmc_forest_accuracy.png"), 302, 403, 403, 404, 404, 403),
+        get(_study("/studies/manage/{study}/figure/nothing.png"), 302, 403, 403, 404, 404, 403)],
     "studies/manage/<study_id>/<action>/": [
         get(_study("/studies/manage/{study}/close/"), 302, 403, 403, 405, 405, 403),
         post(_study("/studies/manage/{study}/close/"), 302, 403, 403, 302, 302, 403),
@@ -241,6 +264,11 @@ MATRIX: dict[str, list[Probe]] = {
         get(_study("/api/v1/studies/{study}/tasks/2/next/"), 401, 403, 200, 403, 404, 403)],
     "api/v1/studies/<study_id>/tasks/<task>/cases/<position>/": [
         get(_study("/api/v1/studies/{study}/tasks/2/cases/1/"), 401, 403, 200, 403, 404, 403)],
+    "api/v1/studies/<study_id>/tasks/<task>/cases/<position>/views/": [
+        get(_study("/api/v1/studies/{study}/tasks/2/cases/2/views/"), 401, 403, 405, 403, 405, 403),
+        post(_study("/api/v1/studies/{study}/tasks/2/cases/2/views/"), 401, 403, 201, 403, 404, 403,
+             data=_views(2, api=True)),
+    ],
     "api/v1/studies/<study_id>/tasks/<task>/answers/": [
         get(_study("/api/v1/studies/{study}/tasks/2/answers/"), 401, 403, 405, 403, 405, 403),
         post(_study("/api/v1/studies/{study}/tasks/2/answers/"), 401, 403, 201, 403, 404, 403, data=_answer(2, 2)),
@@ -311,7 +339,8 @@ ADMIN_MODELS = {
     "retrieval/modelversion": (403, 200, 200), "retrieval/indexversion": (403, 403, 200),
     "retrieval/query": (403, 403, 200), "readerstudy/study": (403, 403, 200),
     "readerstudy/assignment": (403, 403, 403), "readerstudy/answer": (403, 403, 403),
-    "readerstudy/relevancerating": (403, 403, 403), "audit/auditevent": (403, 403, 403),
+    "readerstudy/relevancerating": (403, 403, 403), "readerstudy/neighbourview": (403, 403, 403),
+    "audit/auditevent": (403, 403, 403),
 }
 for _model, (_view, _add, _delete) in ADMIN_MODELS.items():
     def _object(suffix, model=_model):
@@ -410,6 +439,8 @@ def test_no_response_a_reader_gets_depends_on_or_contains_the_ground_truth(scena
     assert {url.split("?")[0] for url in before} >= {
         f"GET /studies/{scenario.study.id}/task/2/", f"GET /studies/{scenario.study.id}/task/2/image/1/",
         f"GET /api/v1/studies/{scenario.study.id}/tasks/2/next/", f"POST /api/v1/studies/{scenario.study.id}/tasks/2/answers/",
+        f"POST /studies/{scenario.study.id}/task/2/case/2/views/",
+        f"POST /api/v1/studies/{scenario.study.id}/tasks/2/cases/2/views/",
     }
     assert all(200 <= status < 300 for status, _ in before.values())
 

@@ -36,7 +36,7 @@ def confusion_png(matrix: Sequence[Sequence[int]], classes: Sequence[str], title
             axes.text(column, row, str(int(counts[row, column])), ha="center", va="center", fontsize=9,
                       color="white" if shares[row, column] > DARK_CELL else "black")
     figure.colorbar(image, ax=axes, label="share of the row (truth)")
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def accuracy_png(report: dict) -> bytes:
@@ -62,10 +62,11 @@ def accuracy_png(report: dict) -> bytes:
     axes.set_ylabel("accuracy (%)")
     axes.set_title("Accuracy per reader")
     figure.legend(loc="outside lower center", ncols=len(series), fontsize=8)
-    return _png(figure)
+    return png_bytes(figure)
 
 
-def _png(figure) -> bytes:
+def png_bytes(figure) -> bytes:
+    """A matplotlib Figure as PNG bytes, drawn on its own Agg canvas (no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(figure)

@@ -47,7 +47,7 @@ class Read:
     task: int  # TASK_IMAGE_ALONE or TASK_WITH_NEIGHBOURS
     answer: str  # class code
     confidence: int  # Likert CONFIDENCE_MIN..CONFIDENCE_MAX
-    majority_vote: str | None = None  # the neighbours' rank-weighted majority vote for this case, when known
+    majority_vote: str | None = None  # the neighbours' majority vote (ties broken by rank), when known
     seconds: float | None = None  # time spent on the case, when known
 
     @property

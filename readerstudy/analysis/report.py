@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from readerstudy.analysis import statistics
 from readerstudy.analysis.endpoints import mrmc_section
+from readerstudy.analysis.viewing import NeighbourView, viewing_summary
 from readerstudy.analysis.reads import (
     MELANOMA, TASK_IMAGE_ALONE, TASK_WITH_NEIGHBOURS, TASKS, Read, RelevanceRating, check_ratings, check_reads,
     natural_key,
@@ -29,12 +30,14 @@ PER_READER_NOTE = (
 )
 
 
-def build_report(reads: Sequence[Read], *, ratings: Sequence[RelevanceRating] = (), design: str | None = None) -> dict:
+def build_report(reads: Sequence[Read], *, ratings: Sequence[RelevanceRating] = (), design: str | None = None,
+                 views: Sequence[NeighbourView] | None = None) -> dict:
     """Every figure of the report; raises ``ValueError`` listing every problem with the input.
 
     ``reads`` may be empty (a study nobody has read yet): counts are then 0 and figures ``None``.
     ``design`` is the study's design when known (``crossed``, ``nested`` or ``overlapping``); the
-    MRMC section finds it from the reads otherwise.
+    MRMC section finds it from the reads otherwise. ``views``: the neighbour enlargements of
+    Task 2 (``readerstudy.analysis.viewing``), summarised in ``viewing`` when given.
     """
     reads, ratings = list(reads), list(ratings)
     _refuse("reads", check_reads(reads))
@@ -61,6 +64,7 @@ def build_report(reads: Sequence[Read], *, ratings: Sequence[RelevanceRating] = 
         },
         "mrmc": mrmc_section(reads, design=design),
         "relevance": relevance(ratings) if ratings else None,
+        "viewing": viewing_summary(reads, views) if views is not None else None,
         "n_reads": len(reads),
         "n_readers": len(study.readers),
         "n_cases": len(study.truth),

@@ -19,6 +19,7 @@ from readerstudy.analysis.mrmc import formats as mrmc_formats
 from readerstudy.analysis.mrmc import report as mrmc_report
 from readerstudy.analysis.reads import TASKS, Read, RelevanceRating
 from readerstudy.analysis.responses import COLUMNS, format_responses
+from readerstudy.analysis.viewing import VIEWS_FILE, NeighbourView, views_csv
 
 FORMATS = ("json", "md", "csv", "xlsx", "png", "mrmc")
 JSON_INDENT = 2
@@ -48,16 +49,17 @@ SHEETS = {  # table name -> XLSX sheet title
     "reads": "Reads",
     "relevance": "Relevance",
     "ratings": "Ratings",
+    "viewing": "Viewing",
 }
 PERCENT_COLUMNS = ("accuracy", "sensitivity", "specificity", "ndcg")
 
 
 def write_report(
     report: dict, reads: Sequence[Read], out_dir: Path, *, formats: Iterable[str] = FORMATS,
-    ratings: Sequence[RelevanceRating] = (),
+    ratings: Sequence[RelevanceRating] = (), views: Sequence[NeighbourView] | None = None,
 ) -> list[Path]:
     """Write the report's files into ``out_dir`` (created if missing); return their paths."""
-    files = render_files(report, reads, formats=formats, ratings=ratings)
+    files = render_files(report, reads, formats=formats, ratings=ratings, views=views)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -70,11 +72,12 @@ def write_report(
 
 def report_archive(
     report: dict, reads: Sequence[Read], *, formats: Iterable[str] = FORMATS, ratings: Sequence[RelevanceRating] = (),
+    views: Sequence[NeighbourView] | None = None,
 ) -> bytes:
     """A zip of the same files as ``write_report`` writes (the in-app "one download")."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, content in render_files(report, reads, formats=formats, ratings=ratings).items():
+        for name, content in render_files(report, reads, formats=formats, ratings=ratings, views=views).items():
             info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, content)
@@ -94,8 +97,10 @@ def check_formats(formats: Iterable[str]) -> list[str]:
 
 def render_files(
     report: dict, reads: Sequence[Read], *, formats: Iterable[str] = FORMATS, ratings: Sequence[RelevanceRating] = (),
+    views: Sequence[NeighbourView] | None = None,
 ) -> dict[str, bytes]:
-    """File name -> content for each requested format, in FORMATS order."""
+    """File name -> content for each requested format, in FORMATS order (``views``: the Task 2
+    enlargements, written beside the reads as ``views.csv``)."""
     files: dict[str, bytes] = {}
     all_tables = None
     for output_format in check_formats(formats):
@@ -109,6 +114,8 @@ def render_files(
             for name, table in all_tables.items():
                 # reads.csv is a responses file that parse_responses reads back unchanged
                 files[f"{name}.csv"] = (format_responses(reads) if name == "reads" else _csv(table)).encode()
+            if views is not None:
+                files[VIEWS_FILE] = views_csv(views).encode()
         elif output_format == "xlsx":
             files["report.xlsx"] = workbook(all_tables)
         elif output_format == "png":
@@ -161,7 +168,20 @@ def tables(report: dict, reads: Sequence[Read], ratings: Sequence[RelevanceRatin
     if ratings:
         result["ratings"] = (["reader", "case", "method", "rank", "rating"],
                              [[r.reader, r.case, r.method, r.rank, r.rating] for r in ratings])
+    if report.get("viewing"):
+        result["viewing"] = _viewing(report["viewing"])
     return result
+
+
+VIEWING_COLUMNS = ("cases", "cases_with_enlargement", "enlargements", "enlargements_per_case",
+                   "enlargements_after_answer", "answer_changes", "changes_after_viewing_new_class",
+                   "share_after_viewing_new_class", "untimed_cases", "untimed_changes")
+
+
+def _viewing(viewing: dict) -> Table:
+    rows = [[row["reader"], *[row[c] for c in VIEWING_COLUMNS]] for row in viewing["readers"]]
+    rows.append([ALL_READERS, *[viewing["all_readers"][c] for c in VIEWING_COLUMNS]])
+    return ["reader", *VIEWING_COLUMNS], rows
 
 
 def _table4(report: dict) -> Table:
@@ -253,21 +273,23 @@ def mrmc_files(report: dict, reads: Sequence[Read]) -> dict[str, bytes]:
     return files
 
 
-def mrmc_figures(report: dict, reads: Sequence[Read]) -> dict[str, bytes]:
-    """ROC curves of the AUC endpoints and forest plots of every analysed endpoint."""
+def mrmc_figures(report: dict, reads: Sequence[Read], only: str | None = None) -> dict[str, bytes]:
+    """ROC curves of the AUC endpoints and forest plots of every analysed endpoint (``only``: just
+    the figure of that file name, if it exists)."""
     paired, _ = endpoints.paired_reads(reads, report["mrmc"].get("study_design"))
     files = {}
+    labels = endpoints.TREATMENT_LABELS
     for endpoint, spec in endpoints.ENDPOINTS.items():
         result = report["mrmc"][endpoint]
         if "refused" in result:
             continue
-        labels = endpoints.TREATMENT_LABELS
-        if result["figure_of_merit"] == "auc":
-            files[f"mrmc_roc_{endpoint}.png"] = mrmc_report.roc_png(
-                endpoints.endpoint_ratings(paired, endpoint), result, treatment_labels=labels,
-                title=f"ROC curves, {spec['label'].split(',')[0]}")
-        files[f"mrmc_forest_{endpoint}.png"] = mrmc_report.forest_png(
-            result, treatment_labels=labels, title=f"{endpoint}: reader differences and the MRMC difference")
+        roc, forest = f"mrmc_roc_{endpoint}.png", f"mrmc_forest_{endpoint}.png"
+        if result["figure_of_merit"] == "auc" and only in (None, roc):
+            files[roc] = mrmc_report.roc_png(endpoints.endpoint_ratings(paired, endpoint), result,
+                                             treatment_labels=labels, title=f"ROC curves, {spec['label'].split(',')[0]}")
+        if only in (None, forest):
+            files[forest] = mrmc_report.forest_png(result, treatment_labels=labels, flip=True,
+                                                   title=f"{endpoint}: reader and MRMC differences")
     return files
 
 
@@ -388,7 +410,23 @@ def markdown(report: dict) -> str:
     lines += _md_statistics(report["statistics"])
     if report.get("relevance"):
         lines += _md_relevance(report["relevance"])
+    if report.get("viewing"):
+        lines += _md_viewing(report["viewing"])
     return "\n".join(lines) + "\n"
+
+
+def _md_viewing(viewing: dict) -> list[str]:
+    lines = ["", "## What readers looked at (Task 2)", "", viewing["note"], "",
+             "| Reader | Cases | With an enlargement | Enlargements per case | Answer changes | "
+             "After viewing a case of the new class |", "|---|---:|---:|---:|---:|---:|"]
+    for row in [*viewing["readers"], {"reader": f"**{ALL_READERS}**", **viewing["all_readers"]}]:
+        per_case = MISSING if row["enlargements_per_case"] is None else f"{row['enlargements_per_case']:.2f}"
+        share = "" if row["share_after_viewing_new_class"] is None else \
+            f" ({_percent(row['share_after_viewing_new_class'])} %)"
+        lines.append(_md_row([row["reader"] if row["reader"].startswith("**") else _md_text(row["reader"]),
+                              str(row["cases"]), str(row["cases_with_enlargement"]), per_case,
+                              str(row["answer_changes"]), f"{row['changes_after_viewing_new_class']}{share}"]))
+    return lines
 
 
 def _md_mrmc(mrmc: dict) -> list[str]:

@@ -12,9 +12,10 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from readerstudy.models import (
-    LIKERT_MAX, LIKERT_MIN, MAX_SETTING, MAX_WASHOUT_SECONDS, RELEVANCE_MAX, RELEVANCE_MIN, ROTATION_CHOICES,
-    NEW_STUDY_DESIGNS, TASK_CHOICES, Design, Study,
+    LIKERT_MAX, LIKERT_MIN, MAX_SETTING, MAX_VIEWS_PER_REQUEST, MAX_WASHOUT_SECONDS, RELEVANCE_MAX, RELEVANCE_MIN,
+    ROTATION_CHOICES, NEW_STUDY_DESIGNS, TASK_CHOICES, VIEW_ID_MAX_LENGTH, Design, Study,
 )
+from readerstudy.services import SHOWN_MAX_AGE
 from retrieval.classes import DX_CHOICES
 from retrieval.models import IndexVersion
 
@@ -138,6 +139,36 @@ class AnswerSerializer(serializers.Serializer):
     seconds = serializers.FloatField(allow_null=True,
                                      help_text="time from serving the case to the answer; null without a valid `shown`")
     progress = TaskProgressSerializer()
+
+
+class NeighbourViewInputSerializer(serializers.Serializer):
+    """One enlargement of a neighbour: which one, when, and for how long."""
+
+    id = serializers.RegexField(
+        r"^[A-Za-z0-9_-]+$", max_length=VIEW_ID_MAX_LENGTH,
+        help_text="your own name for this enlargement (letters, digits, - or _): an enlargement sent again "
+                  "with the same id is stored once")
+    rank = serializers.IntegerField(min_value=1, help_text="the rank of the enlarged neighbour, as shown with the case")
+    seconds_after_shown = serializers.FloatField(
+        min_value=0, max_value=SHOWN_MAX_AGE.total_seconds(),
+        help_text="seconds from the case being shown (when you received it, with its `shown` token) to the "
+                  "enlargement")
+    seconds_open = serializers.FloatField(
+        required=False, allow_null=True, min_value=0, max_value=SHOWN_MAX_AGE.total_seconds(),
+        help_text="how long the enlarged view stayed open; null or left out when unknown")
+
+
+class NeighbourViewsInputSerializer(serializers.Serializer):
+    shown = serializers.CharField(required=False, allow_blank=True, default="",
+                                  help_text="the case's `shown` token: places the enlargements on the server's clock")
+    views = serializers.ListField(child=NeighbourViewInputSerializer(), max_length=MAX_VIEWS_PER_REQUEST,
+                                  help_text=f"at most {MAX_VIEWS_PER_REQUEST} enlargements; may be empty")
+
+
+class NeighbourViewsResultSerializer(serializers.Serializer):
+    stored = serializers.IntegerField(help_text="enlargements stored by this request")
+    repeated = serializers.IntegerField(help_text="enlargements of the request that were stored already (by id)")
+    total = serializers.IntegerField(help_text="your enlargements stored for this case in all")
 
 
 # --- Study administration -------------------------------------------------------------------

@@ -16,6 +16,8 @@ urlpatterns = [
     path("studies/<id:study_id>/tasks/<id:task>/next/", views.TaskNextView.as_view(), name="study-task-next"),
     path("studies/<id:study_id>/tasks/<id:task>/cases/<id:position>/", views.TaskCaseView.as_view(),
          name="study-case"),
+    path("studies/<id:study_id>/tasks/<id:task>/cases/<id:position>/views/", views.CaseViewsCreateView.as_view(),
+         name="study-case-views"),
     path("studies/<id:study_id>/tasks/<id:task>/answers/", views.AnswerCreateView.as_view(), name="study-answers"),
     # Study administrators and staff
     path("studies/manage/", views.ManagedStudyListView.as_view(), name="managed-study-list"),

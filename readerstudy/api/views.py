@@ -176,6 +176,38 @@ class AnswerCreateView(_ReaderView):
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
+class CaseViewsCreateView(_ReaderView):
+    @extend_schema(
+        operation_id="studies_case_views_create", summary="Report which neighbours you enlarged (Task 2)",
+        description="What you looked at in a Task 2 case: each enlargement of a similar case, by its rank, with "
+                    "the seconds from the case being shown to the enlargement and how long it stayed open. "
+                    "Send the case's `shown` token with them. 201 when something new was stored; 200 when every "
+                    "enlargement was stored already (by `id`: a batch sent again stores nothing twice) or the list "
+                    "was empty. A malformed batch is refused as a whole (400, nothing stored). Enlargements of "
+                    "an answered case are accepted.",
+        request=s.NeighbourViewsInputSerializer,
+        responses={201: s.NeighbourViewsResultSerializer,
+                   200: OpenApiResponse(s.NeighbourViewsResultSerializer,
+                                        description="nothing new: every enlargement was stored already"),
+                   **errors(400, 404, 409, e403=_TASK_CLOSED + ", or `not_reached`: a case after the next "
+                                                               "unanswered one",
+                            e404="no such study of yours, no such case, or Task 1 (it shows no similar cases)",
+                            e409="`view_conflict`: an `id` stored already with other values, or `view_limit`: "
+                                 "too many enlargements stored for the case")},
+    )
+    def post(self, request, study_id: int, task: int, position: int):
+        assignment = self._assignment(study_id)
+        self._open_task(assignment, task)
+        data = s.NeighbourViewsInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        recorded = services.neighbour_views_record(
+            assignment=assignment, task=task, position=position, token=data.validated_data["shown"],
+            views=[dict(view) for view in data.validated_data["views"]])
+        body = {"stored": recorded.stored, "repeated": recorded.repeated, "total": recorded.total}
+        return Response(s.NeighbourViewsResultSerializer(body).data,
+                        status=status.HTTP_201_CREATED if recorded.stored else status.HTTP_200_OK)
+
+
 # --- Study administration -------------------------------------------------------------------
 class _ManageView(_StudyView):
     permission_classes = [IsAuthenticated, IsStudyAdmin]
@@ -281,13 +313,14 @@ class ManagedStudyReportView(_ManageView):
     @extend_schema(
         operation_id="studies_manage_report", summary="The study's report (every figure, as JSON)",
         description="The report `readerstudy_report` computes (reader table, summary, answer changes, confusion "
-                    "matrices, per-class figures, statistics, relevance); the same as `report.json` of the export.",
+                    "matrices, per-class figures, the MRMC analysis of Task 2 vs Task 1, per-reader statistics, "
+                    "relevance, what readers looked at); the same as `report.json` of the export.",
         responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="the report"),
                    **errors(404, 409, e409="`no_answers`: nobody has answered yet")},
     )
     def get(self, request, study_id: int):
         study = self._study(study_id)
-        report, _, _ = selectors.study_report(study)
+        report = selectors.study_report(study).report
         audit.record(audit.Action.STUDY_REPORT, user=request.user, obj=study)
         return Response(report)
 
@@ -319,8 +352,9 @@ class ManagedStudyExportView(_ManageView):
             formats = check_formats(request.query_params.getlist("format") or FORMATS)
         except ValueError as exc:
             raise ValidationError({"format": [str(exc)]}) from None
-        report, reads, ratings = selectors.study_report(study)
-        data = report_archive(report, reads, formats=formats, ratings=ratings)
+        report = selectors.study_report(study)
+        data = report_archive(report.report, report.reads, formats=formats, ratings=report.ratings,
+                              views=report.views)
         audit.record(audit.Action.STUDY_EXPORT, user=request.user, obj=study,
                      detail={"formats": list(formats), "bytes": len(data)})
         response = HttpResponse(data, content_type="application/zip")

@@ -1,14 +1,25 @@
 // Reader-study pages: keyboard shortcuts (class letters pick a class, 1-5 the confidence, Enter
-// saves, ? opens or closes the help), the help in a dialog, and a Save button that is enabled once
-// the answer is complete. Everything works without this script: a plain form POST per answer
-// (the server validates), and the help as a <details> at the end of the page.
+// saves, ? opens or closes the help), the help in a dialog, a Save button that is enabled once
+// the answer is complete, and in Task 2 an enlarged view of each similar case whose use is
+// recorded (which neighbour, when, for how long). Everything works without this script: a plain
+// form POST per answer (the server validates), the help as a <details> at the end of the page,
+// and the similar cases at their size on the page.
 (function () {
   "use strict";
+  // The case counts as shown from here: the server has served it (its `shown` token) by now, so
+  // the times measured from here never run ahead of the server's.
+  var shownAt = now();
   document.documentElement.classList.add("js");
   var form = document.getElementById("answer-form");
   var save = document.getElementById("save");
   var helpDialog = document.getElementById("help-dialog");
   var helpBody = document.getElementById("help-body");
+  var enlarge = initEnlarge(document.querySelector("section.similar[data-views-url]"),
+                            document.getElementById("enlarge"));
+
+  function now() {
+    return window.performance && performance.now ? performance.now() : Date.now();
+  }
 
   // --- Help window ---------------------------------------------------------------------------
   if (helpDialog && helpBody && typeof helpDialog.showModal === "function") {
@@ -69,6 +80,7 @@
     form.addEventListener("change", update);
     form.addEventListener("submit", function (event) {
       if (missing().length) { event.preventDefault(); update(); return; }
+      if (enlarge) enlarge.send(); // what is still unsent goes with the answer (a keepalive fetch)
       // One request per answer: a second Enter while the first is on its way sends nothing more.
       window.setTimeout(function () { save.disabled = true; }, 0);
     });
@@ -88,6 +100,7 @@
     if (event.altKey || event.ctrlKey || event.metaKey || event.isComposing) return;
     var target = event.target;
     if (typing(target)) return;
+    if (enlarge && enlarge.isOpen()) return; // the enlarged case is modal: its own keys only (Escape closes it)
     if (event.key === "?") {
       toggleHelp();
       event.preventDefault();
@@ -111,4 +124,127 @@
       event.preventDefault();
     }
   });
+
+  // --- Task 2: enlarge a similar case, and record it -------------------------------------------
+  // Each similar case becomes a button (click, Enter or Space) that opens it large beside the
+  // case being read. Each enlargement is recorded as {id, rank, seconds_after_shown, seconds_open}
+  // and sent when it is closed, again with the answer, and by beacon when the page is hidden: the
+  // id makes a batch sent twice harmless. Only what the page shows is used: the same image URLs,
+  // ranks and class names; nothing else about the neighbours reaches the page.
+  function initEnlarge(section, dialog) {
+    if (!section || !dialog || typeof dialog.showModal !== "function") return null;
+    var url = section.dataset.viewsUrl;
+    var csrf = form && form.querySelector('input[name="csrfmiddlewaretoken"]');
+    var shown = form && form.querySelector('input[name="shown"]');
+    var caseImage = document.querySelector('[data-testid="case-image"]');
+    var target = document.getElementById("enlarge-case");
+    var query = document.getElementById("enlarge-query");
+    var pending = []; // finished enlargements the server has not acknowledged
+    var current = null; // the open one
+    var opener = null;
+    var MAX_BATCH = 200; // the server takes at most this many per request
+
+    Array.prototype.forEach.call(section.querySelectorAll("li.neighbour[data-rank]"), function (li) {
+      var figure = li.querySelector("figure");
+      var image = figure && figure.querySelector("img");
+      if (!image) return;
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "enlarge";
+      button.setAttribute("aria-haspopup", "dialog");
+      button.setAttribute("aria-label", "Enlarge rank " + li.dataset.rank + ": " + text(li, ".label"));
+      figure.insertBefore(button, image);
+      button.appendChild(image);
+      button.addEventListener("click", function () { open(li, button); });
+    });
+
+    function text(root, selector) {
+      var element = root.querySelector(selector);
+      return element ? element.textContent : "";
+    }
+
+    function copyImage(into, from) {
+      into.setAttribute("src", from.getAttribute("src"));
+      into.alt = from.alt;
+    }
+
+    function open(li, button) {
+      finish(); // (one at a time; a second open cannot happen while the dialog is modal)
+      target.style.setProperty("--c", li.style.getPropertyValue("--c"));
+      copyImage(target.querySelector("img"), li.querySelector("img"));
+      if (caseImage) copyImage(query.querySelector("img"), caseImage);
+      ["rank", "label", "code"].forEach(function (name) {
+        target.querySelector('[data-slot="' + name + '"]').textContent = text(li, "." + name);
+      });
+      document.getElementById("enlarge-title").textContent = "Rank " + li.dataset.rank + ": " + text(li, ".label");
+      current = { id: newId(), rank: Number(li.dataset.rank), opened: now() };
+      opener = button;
+      dialog.showModal();
+      dialog.querySelector("[data-close]").focus();
+    }
+
+    function seconds(milliseconds) {
+      return Math.max(0, Math.round(milliseconds)) / 1000;
+    }
+
+    function finish() {
+      if (!current) return;
+      pending.push({ id: current.id, rank: current.rank, seconds_after_shown: seconds(current.opened - shownAt),
+                     seconds_open: seconds(now() - current.opened) });
+      current = null;
+    }
+
+    function newId() {
+      var bytes = new Uint8Array(12);
+      window.crypto.getRandomValues(bytes);
+      return Array.prototype.map.call(bytes, function (b) { return (b + 256).toString(16).slice(1); }).join("");
+    }
+
+    function body(batch) {
+      var data = new URLSearchParams();
+      data.set("csrfmiddlewaretoken", csrf ? csrf.value : "");
+      data.set("shown", shown ? shown.value : "");
+      data.set("views", JSON.stringify(batch));
+      return data;
+    }
+
+    function acknowledge(batch) {
+      pending = pending.filter(function (view) { return batch.indexOf(view) < 0; });
+    }
+
+    function send(beacon) {
+      if (!pending.length) return;
+      var batch = pending.slice(0, MAX_BATCH);
+      if (beacon && navigator.sendBeacon && navigator.sendBeacon(url, body(batch))) {
+        acknowledge(batch); // queued by the browser, which delivers it after the page is gone
+        return;
+      }
+      window.fetch(url, { method: "POST", body: body(batch), credentials: "same-origin", keepalive: true,
+                          headers: { Accept: "application/json" } })
+        .then(function (response) {
+          // Stored, or refused for good (a 4xx says why; sending it again would not help).
+          if (response.status < 500) acknowledge(batch);
+        })
+        .catch(function () { /* kept: sent again with the answer or when the page is hidden */ });
+    }
+
+    dialog.querySelector("[data-close]").addEventListener("click", function () { dialog.close(); });
+    dialog.addEventListener("click", function (event) {
+      if (event.target === dialog) dialog.close(); // a click on the backdrop
+    });
+    dialog.addEventListener("close", function () {
+      finish();
+      send(false);
+      if (opener) opener.focus();
+    });
+    window.addEventListener("pagehide", function () {
+      finish(); // an enlargement still open when the page goes counts until now
+      send(true);
+    });
+
+    return {
+      isOpen: function () { return dialog.open; },
+      send: function () { finish(); send(false); },
+    };
+  }
 })();

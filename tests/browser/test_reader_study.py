@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -13,7 +14,7 @@ from django.utils import timezone
 from PIL import Image
 from playwright.sync_api import expect
 
-from readerstudy.models import LIKERT_CHOICES, Answer, AssignedCase, Assignment, StudyNeighbour
+from readerstudy.models import LIKERT_CHOICES, Answer, AssignedCase, Assignment, NeighbourView, StudyNeighbour
 from retrieval.classes import BY_CODE, CLASSES
 # The reader-study scenario fixtures (a study prepared on the tiny real index, three readers).
 from tests.browser.conftest import LAPTOP, TABLET
@@ -133,6 +134,57 @@ def check_help(page, screenshot=None) -> None:
     page.get_by_role("button", name="Help").click()
     dialog.get_by_role("button", name="Close").click()
     expect(dialog).to_be_hidden()
+
+
+def enlarge_and_close(page, rank: int, cls, how: str, screenshot=None) -> tuple[float, float]:
+    """Open the neighbour at ``rank`` (by ``click``, ``Enter`` or ``Space``), check the enlarged
+    view, close it (Escape or its Close button); the test's clock just before opening and just
+    after it opened."""
+    button = page.get_by_role("button", name=f"Enlarge rank {rank}: {cls.label}", exact=True)
+    dialog = page.get_by_role("dialog", name=f"Rank {rank}: {cls.label}")
+    expect(dialog).to_be_hidden()
+    before = time.monotonic()
+    if how == "click":
+        button.click()
+    else:
+        button.focus()
+        page.keyboard.press(how)
+    expect(dialog).to_be_visible()
+    opened = time.monotonic()
+    # The neighbour large, in its class colour, with its rank and class as on the page, beside the
+    # case being read: the same two images the page shows (the same opaque URLs), nothing more.
+    big = page.locator("#enlarge-case img")
+    query = page.locator("#enlarge-query img")
+    card = page.locator(f'li.neighbour[data-rank="{rank}"]')
+    assert big.get_attribute("src") == card.locator("img").get_attribute("src")
+    assert query.get_attribute("src") == page.get_by_test_id("case-image").get_attribute("src")
+    for image in (big, query):
+        page.wait_for_function("e => e.complete && e.naturalWidth > 0", arg=image.element_handle())
+    assert page.locator("#enlarge-case").evaluate("e => getComputedStyle(e).borderTopColor") == rgb(cls.colour)
+    expect(page.locator("#enlarge-case figcaption")).to_have_text(f"#{rank} {cls.label} {cls.code}")
+    expect(dialog).not_to_contain_text(re.compile(r"vote|similarity|\d\.\d", re.I))
+    viewport = page.viewport_size
+    for image in (big, query):
+        assert box(image)["y"] >= 0 and bottom(image) <= viewport["height"], "the enlarged view is cut off"
+        assert box(image)["width"] > box(card)["width"]
+    if viewport["width"] > 600:
+        assert box(query)["x"] >= box(big)["x"] + box(big)["width"], "the case is not beside the neighbour"
+    no_horizontal_overflow(page)
+    if screenshot:
+        page.screenshot(path=screenshot)
+    # Modal: the shortcuts choose nothing behind it.
+    chosen = page.evaluate("() => [...document.querySelectorAll('input:checked')].map(e => e.value)")
+    page.keyboard.press("m")
+    page.keyboard.press("1")
+    assert page.evaluate("() => [...document.querySelectorAll('input:checked')].map(e => e.value)") == chosen
+    page.wait_for_timeout(300)
+    if how == "click":
+        page.keyboard.press("Escape")
+    else:
+        dialog.get_by_role("button", name="Close").click()
+    expect(dialog).to_be_hidden()
+    expect(button).to_be_focused()  # back where the reader was
+    return before, opened
 
 
 def test_a_reader_reads_both_tasks_and_the_admin_follows_the_progress(open_page, live_server, open_study, readers,
@@ -264,8 +316,11 @@ def test_a_reader_reads_both_tasks_and_the_admin_follows_the_progress(open_page,
     Assignment.objects.filter(id=assignment.id).update(
         task1_finished_at=assignment.task1_finished_at - study.washout - timedelta(minutes=1))
     page.goto(f"/studies/{study.id}/")
+    requested = time.monotonic()
     page.get_by_role("link", name="Start Task 2").click()
     expect(page).to_have_url(re.compile(rf"/studies/{study.id}/task/2/$"))
+    page.wait_for_load_state("domcontentloaded")
+    loaded, served = time.monotonic(), timezone.now()
     progress(page, 1, 0)
     item = AssignedCase.objects.select_related("study_case__case").get(assignment=assignment, task2_position=1)
     shown = list(StudyNeighbour.objects.filter(study_case=item.study_case).select_related("case").order_by("rank"))
@@ -319,6 +374,31 @@ def test_a_reader_reads_both_tasks_and_the_admin_follows_the_progress(open_page,
     no_horizontal_overflow(page)
     page.screenshot(path=artifacts / "study-task2-tablet-768x1024.png", full_page=True)
     page.set_viewport_size(LAPTOP)
+
+    # Enlarging a similar case, by mouse and by keyboard, at laptop and tablet widths; each
+    # enlargement is recorded: which rank, how long after the case was shown, for how long.
+    by_rank = {n.rank: BY_CODE[n.case.dx] for n in shown}
+    clocks = [enlarge_and_close(page, 2, by_rank[2], "click",
+                                screenshot=artifacts / "study-task2-enlarged-laptop-1366x768.png")]
+    clocks.append(enlarge_and_close(page, 1, by_rank[1], "Enter"))
+    clocks.append(enlarge_and_close(page, 3, by_rank[3], " "))
+    page.set_viewport_size(TABLET)
+    clocks.append(enlarge_and_close(page, 4, by_rank[4], "click",
+                                    screenshot=artifacts / "study-task2-enlarged-tablet-768x1024.png"))
+    page.set_viewport_size(LAPTOP)
+    recorded = NeighbourView.objects.filter(item=item)
+    deadline = time.monotonic() + 10
+    while recorded.count() < 4 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    views = list(recorded.order_by("seconds_after_shown"))
+    assert [v.rank for v in views] == [2, 1, 3, 4] and {v.task for v in views} == {2}
+    for view, (before, opened) in zip(views, clocks):
+        # The page's clock starts when the page has arrived, so its seconds lie between these bounds.
+        assert before - loaded - 0.25 <= view.seconds_after_shown <= opened - requested + 0.25, (view, before, opened)
+        assert 0.3 <= view.seconds_open < 15
+        assert served - timedelta(seconds=30) <= view.opened_at <= timezone.now()
+    assert len({v.client_id for v in views}) == 4
+
     check_help(page)
     expect(page.get_by_role("radio", name="Melanocytic nevus")).to_be_checked()  # kept while the help was open
     # Focus is back on the Help button, where Enter opens the help; a shortcut takes the reader back to the form.

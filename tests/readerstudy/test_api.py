@@ -47,7 +47,8 @@ def answer(client, study_id, task, position, dx="nv", confidence=3, **extra):
 
 
 READER_ENDPOINTS = [("get", STUDIES), ("get", study_url(1)), ("get", task_url(1, 1, "next/")),
-                    ("get", task_url(1, 1, "cases/1/")), ("post", task_url(1, 1, "answers/"))]
+                    ("get", task_url(1, 1, "cases/1/")), ("post", task_url(1, 1, "answers/")),
+                    ("post", task_url(1, 2, "cases/1/views/"))]
 MANAGE_ENDPOINTS = [("get", MANAGE), ("post", MANAGE), ("get", manage_url(1)), ("post", manage_url(1, "open/")),
                     ("post", manage_url(1, "close/")), ("post", manage_url(1, "assign/")),
                     ("get", manage_url(1, "progress/")), ("get", manage_url(1, "report/")),
@@ -455,6 +456,7 @@ def test_the_schema_documents_every_study_endpoint():
         STUDIES: {"get"}, "/api/v1/studies/{study_id}/": {"get"},
         "/api/v1/studies/{study_id}/tasks/{task}/next/": {"get"},
         "/api/v1/studies/{study_id}/tasks/{task}/cases/{position}/": {"get"},
+        "/api/v1/studies/{study_id}/tasks/{task}/cases/{position}/views/": {"post"},
         "/api/v1/studies/{study_id}/tasks/{task}/answers/": {"post"},
         MANAGE: {"get", "post"}, "/api/v1/studies/manage/{study_id}/": {"get"},
         **{f"/api/v1/studies/manage/{{study_id}}/{action}/": {"post"} for action in ("open", "close", "assign")},
@@ -462,7 +464,15 @@ def test_the_schema_documents_every_study_endpoint():
     }
     answers = schema["paths"]["/api/v1/studies/{study_id}/tasks/{task}/answers/"]["post"]
     assert set(answers["responses"]) == {"200", "201", "400", "401", "403", "404", "409"}
+    views = schema["paths"]["/api/v1/studies/{study_id}/tasks/{task}/cases/{position}/views/"]["post"]
+    assert views["operationId"] == "studies_case_views_create"
+    assert set(views["responses"]) == {"200", "201", "400", "401", "403", "404", "409"}
     components = schema["components"]["schemas"]
+    assert set(components["NeighbourViewsInputRequest"]["properties"]) == {"shown", "views"}
+    assert components["NeighbourViewsInputRequest"]["properties"]["views"]["maxItems"] == 200
+    assert set(components["NeighbourViewInputRequest"]["properties"]) == {
+        "id", "rank", "seconds_after_shown", "seconds_open"}
+    assert set(components["NeighbourViewsResult"]["properties"]) == {"stored", "repeated", "total"}
     assert set(components["ReaderCase"]["properties"]) == {
         "task", "position", "total", "rotation", "image", "shown", "neighbours", "answer", "ratings"}
     export = schema["paths"]["/api/v1/studies/manage/{study_id}/export/"]["get"]

@@ -1,5 +1,5 @@
 """The same answer posted twice at the same moment stores one row (the database constraint, not
-luck). Runs on the embedded SQLite and, in CI's real-services run, on PostgreSQL."""
+luck), and so does the same batch of Task 2 enlargements (the page's fetch and its beacon). Runs on the embedded SQLite and, in CI's real-services run, on PostgreSQL."""
 from __future__ import annotations
 
 import threading
@@ -10,13 +10,13 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
-from readerstudy.models import Answer
+from readerstudy.models import Answer, NeighbourView
 
 pytestmark = [pytest.mark.services]
 
 
-def _post_at_once(study, reader, payloads) -> list[int]:
-    url = reverse("readerstudy:task", args=[study.id, 1])
+def _post_at_once(study, reader, payloads, url: str | None = None) -> list[int]:
+    url = url or reverse("readerstudy:task", args=[study.id, 1])
     barrier = threading.Barrier(len(payloads))
     statuses: list[int] = []
     spans: list[tuple[float, float]] = []
@@ -67,3 +67,23 @@ def test_two_different_answers_at_once_keep_exactly_one(rows_only_study, readers
         {"position": 1, "answer": "bkl", "confidence": 4}, {"position": 1, "answer": "mel", "confidence": 2}])
     assert statuses == [200, 409]
     assert Answer.objects.filter(item__assignment__reader=readers[1]).count() == 1
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # flush keeps the roles; see tests/browser
+def test_the_same_enlargements_posted_twice_at_once_are_stored_once(rows_only_study, readers):
+    import json
+
+    from readerstudy.models import Assignment
+    from readerstudy.services import answer_submit
+
+    if connection.vendor == "sqlite" and connection.settings_dict["NAME"].startswith(("file:memorydb", ":memory:")):
+        pytest.skip("threads need a database they can share")
+    assignment = Assignment.objects.get(study=rows_only_study, reader=readers[2])
+    for position in (1, 2, 3):
+        answer_submit(assignment=assignment, task=1, position=position, answer="nv", confidence=3)
+    url = reverse("readerstudy:case_views", args=[rows_only_study.id, 1])
+    for attempt in range(5):
+        views = [{"id": f"{attempt}-{rank}", "rank": rank, "seconds_after_shown": float(rank)} for rank in (1, 2)]
+        statuses = _post_at_once(rows_only_study, readers[2], [{"views": json.dumps(views)}] * 2, url=url)
+        assert statuses == [200, 200]
+    assert NeighbourView.objects.filter(item__assignment=assignment).count() == 10

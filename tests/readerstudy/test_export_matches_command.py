@@ -27,8 +27,10 @@ def test_export_and_command_give_the_same_report(client, rows_only_study, reader
     export = signed_in(client, study_admin).get(reverse("readerstudy:export", args=[rows_only_study.id]))
     archive = zipfile.ZipFile(io.BytesIO(export.content))
     (tmp_path / "reads.csv").write_bytes(archive.read("reads.csv"))
+    (tmp_path / "views.csv").write_bytes(archive.read("views.csv"))
     call_command("readerstudy_report", "--responses", str(tmp_path / "reads.csv"), "--out", str(tmp_path / "out"),
-                 "--format", "json", "--design", rows_only_study.design, stdout=io.StringIO())
+                 "--format", "json", "--design", rows_only_study.design, "--views", str(tmp_path / "views.csv"),
+                 stdout=io.StringIO())
     from_app = json.loads(archive.read("report.json"))
     from_command = json.loads((tmp_path / "out" / "report.json").read_text())
     assert from_command == from_app

@@ -1,15 +1,17 @@
 """No reader-facing page or image reveals the ground truth of a study case while the study is open.
 
-The check is differential: every page and image a reader can fetch is recorded, then the study
-cases' diagnoses are permuted among them (class counts unchanged) and their image ids changed,
-and everything is fetched again. Any difference (other than per-request tokens) would mean that
+The check is differential: every page and image a reader can fetch, and what reporting a Task 2
+enlargement answers, is recorded, then the study cases' diagnoses are permuted among them (class
+counts unchanged) and their image ids changed, and everything is fetched again. Any difference (other than per-request tokens) would mean that
 something the reader receives depends on the truth.
 """
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 
+from django.db import transaction
 from django.urls import reverse
 
 from readerstudy.models import AssignedCase, Assignment, StudyCase, StudyNeighbour
@@ -48,6 +50,31 @@ def _fetch_all(client, urls) -> dict[str, tuple[int, bytes]]:
             for url in urls for response in [client.get(url)]}
 
 
+def _report_views(client, study, assignment) -> dict[str, tuple[int, bytes]]:
+    """What the reader gets back for reporting an enlargement of every shown neighbour of every
+    reachable Task 2 case (the page's endpoint and the API's), each in a transaction rolled back so
+    that the second round gets the same answers as the first."""
+    from readerstudy.services import shown_token
+
+    out = {}
+    for position in range(1, assignment.items.count() + 1):
+        views = [{"id": f"r{rank}", "rank": rank, "seconds_after_shown": 0.25 * rank, "seconds_open": 0.5}
+                 for rank in range(1, study.neighbours_shown + 1)]
+        shown = shown_token(assignment, 2, position)
+        requests = {
+            reverse("readerstudy:case_views", args=[study.id, position]):
+                lambda url: client.post(url, {"shown": shown, "views": json.dumps(views)}),
+            f"/api/v1/studies/{study.id}/tasks/2/cases/{position}/views/":
+                lambda url: client.post(url, {"shown": shown, "views": views}, content_type="application/json"),
+        }
+        for url, send in requests.items():
+            with transaction.atomic():
+                response = send(url)
+                transaction.set_rollback(True)
+            out["POST " + url] = (response.status_code, _normalised(response.content))
+    return out
+
+
 def test_nothing_a_reader_receives_depends_on_the_ground_truth(client, make_study, readers):
     from readerstudy.services import answer_submit, study_assign, study_open
 
@@ -63,9 +90,9 @@ def test_nothing_a_reader_receives_depends_on_the_ground_truth(client, make_stud
         answer_submit(assignment=assignment, task=2, position=position, answer="mel", confidence=4)
     reader_client = signed_in(client, readers[0])
     urls = _reader_urls(study, assignment)
-    before = _fetch_all(reader_client, urls)
+    before = {**_fetch_all(reader_client, urls), **_report_views(reader_client, study, assignment)}
     assert before[reverse("readerstudy:my_results", args=[study.id])][0] == 403  # no results while open
-    not_ok = {url: status for url, (status, _) in before.items() if status != 200}
+    not_ok = {url: status for url, (status, _) in before.items() if status not in (200, 201)}
     assert not_ok == {reverse("readerstudy:my_results", args=[study.id]): 403,
                       reverse("home"): 302}  # home redirects to the library
 
@@ -83,8 +110,8 @@ def test_nothing_a_reader_receives_depends_on_the_ground_truth(client, make_stud
         # not about the truth; that they never appear is checked above)
         Case.objects.filter(id=sc.case_id).update(dx=dx, image_id=f"X{sc.case_id}")
     StudyCase.objects.filter(study=study).update(majority_vote="df")  # nor the vote (staff only)
-    after = _fetch_all(reader_client, urls)
-    changed = [url for url in urls if before[url] != after[url]]
+    after = {**_fetch_all(reader_client, urls), **_report_views(reader_client, study, assignment)}
+    changed = [url for url in before if before[url] != after[url]]
     assert changed == []
 
 

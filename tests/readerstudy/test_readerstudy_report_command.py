@@ -156,3 +156,28 @@ def test_a_crossed_or_nested_study_gets_its_mrmc_analysis(tmp_path):
     assert accuracy["random_readers_random_cases"]["differences"][0]["a"] == "task1"
     assert mrmc["auc_melanoma"]["positive_classes"] == ["mel"]
     assert "MRMC (accuracy, Task 2 - Task 1):" in printed
+
+
+def test_views_add_what_readers_looked_at(responses, tmp_path):
+    from readerstudy.analysis.viewing import NeighbourView, views_csv
+
+    # alice c1: Task 1 nv, Task 2 mel after 20 s; she enlarged a mel neighbour at 5 s and an nv one at 25 s
+    views = tmp_path / "views.csv"
+    views.write_text(views_csv([NeighbourView("alice", "c1", 2, 1, "mel", 5.0, 2.0),
+                                NeighbourView("alice", "c1", 2, 3, "nv", 25.0, None)]), encoding="utf-8")
+    run("--responses", str(responses), "--out", str(tmp_path / "out"), "--views", str(views))
+    report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    alice = next(row for row in report["viewing"]["readers"] if row["reader"] == "alice")
+    assert (alice["enlargements"], alice["enlargements_after_answer"], alice["cases_with_enlargement"]) == (1, 1, 1)
+    assert alice["changes_after_viewing_new_class"] == 1
+    assert (tmp_path / "out" / "views.csv").read_text(encoding="utf-8") == views.read_text(encoding="utf-8")
+    assert "## What readers looked at (Task 2)" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    table = (tmp_path / "out" / "viewing.csv").read_text(encoding="utf-8").splitlines()
+    assert table[0].startswith("reader,cases,cases_with_enlargement")
+
+    bad = tmp_path / "bad-views.csv"
+    bad.write_text("reader,case,task,rank,neighbour_class,seconds_after_shown,seconds_open\nalice,c1,2,0,MEL,-1,\n",
+                   encoding="utf-8")
+    with pytest.raises(CommandError, match="bad-views.csv was refused"):
+        run("--responses", str(responses), "--out", str(tmp_path / "again"), "--views", str(bad))
+    assert not (tmp_path / "again").exists()

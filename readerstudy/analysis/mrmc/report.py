@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from readerstudy.analysis.figures import png_bytes
 from readerstudy.analysis.mrmc.data import Rating, Study
 
 FOM_NAMES = {"auc": "AUC", "accuracy": "accuracy", "sensitivity": "sensitivity", "specificity": "specificity"}
-DPI = 120
 MISSING = "–"
 FPR_GRID = np.linspace(0.0, 1.0, 201)
 
@@ -185,7 +185,7 @@ def roc_png(ratings: Sequence[Rating], result: dict, *, title: str = "",
     axes.set_ylabel("sensitivity (true positive fraction)")
     axes.set_title(title or "Empirical ROC curves (thin: each reader)")
     axes.legend(loc="lower right", fontsize=8)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def empirical_roc(positive: np.ndarray, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -196,17 +196,20 @@ def empirical_roc(positive: np.ndarray, negative: np.ndarray) -> tuple[np.ndarra
     return np.asarray(fpr), np.asarray(tpr)
 
 
-def forest_png(result: dict, *, title: str = "", treatment_labels: dict[str, str] | None = None) -> bytes:
+def forest_png(result: dict, *, title: str = "", treatment_labels: dict[str, str] | None = None,
+               flip: bool = False) -> bytes:
     """Each reader's difference (fixed-reader CIs) and the MRMC difference (random readers and
-    cases) with their confidence intervals, for every pair of treatments."""
+    cases) with their confidence intervals, for every pair of treatments; ``flip`` draws b - a
+    instead of a - b (the reader study shows Task 2 - Task 1)."""
     from matplotlib.figure import Figure
 
     labels = treatment_labels or {}
+    sign = -1.0 if flip else 1.0
     rows = []
     for overall in result["random_readers_random_cases"]["differences"] or result["fixed_readers_random_cases"][
             "differences"]:
         pair = (overall["a"], overall["b"])
-        rows += [(f"{d['reader']}", d, False) for d in result["fixed_readers_random_cases"]["per_reader"]
+        rows += [(f"reader {d['reader']}", d, False) for d in result["fixed_readers_random_cases"]["per_reader"]
                  if (d["a"], d["b"]) == pair]
         kind = "MRMC (random readers, cases)" if result["random_readers_random_cases"]["F"] is not None else \
             "MRMC (fixed readers)"
@@ -215,25 +218,19 @@ def forest_png(result: dict, *, title: str = "", treatment_labels: dict[str, str
     axes = figure.add_subplot()
     for y, (label, d, bold) in enumerate(reversed(rows)):
         if d["ci95"] is not None:
-            axes.plot(d["ci95"], [y, y], color="#b2182b" if bold else "#4d4d4d", linewidth=2.2 if bold else 1.2)
-        axes.plot([d["difference"]], [y], marker="D" if bold else "o", color="#b2182b" if bold else "#4d4d4d")
+            axes.plot([sign * v for v in d["ci95"]], [y, y], color="#b2182b" if bold else "#4d4d4d",
+                      linewidth=2.2 if bold else 1.2)
+        axes.plot([sign * d["difference"]], [y], marker="D" if bold else "o", color="#b2182b" if bold else "#4d4d4d")
     axes.axvline(0.0, color="#999999", linestyle=":", linewidth=0.8)
     axes.set_yticks(range(len(rows)), labels=[label for label, _, _ in reversed(rows)])
     first = rows[-1][1] if rows else None
-    comparison = f"{labels.get(first['a'], first['a'])} − {labels.get(first['b'], first['b'])}" if first else ""
+    comparison = ""
+    if first:
+        a, b = (first["b"], first["a"]) if flip else (first["a"], first["b"])
+        comparison = f"{labels.get(a, a)} − {labels.get(b, b)}"
     axes.set_xlabel(f"difference in {FOM_NAMES[result['figure_of_merit']]} ({comparison})")
-    axes.set_title(title or "Reader-level differences and the MRMC difference (95 % CI)")
-    return _png(figure)
-
-
-def _png(figure) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
-    return buffer.getvalue()
-
+    axes.set_title(title or "Reader-level differences and the MRMC difference (95 % CI)", fontsize=10)
+    return png_bytes(figure)
 
 
 # --- the command's files ---------------------------------------------------------------------------

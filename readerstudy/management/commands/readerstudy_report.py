@@ -16,6 +16,7 @@ from lesionsearch.audit import services as audit
 from readerstudy.analysis.endpoints import CROSSED, NESTED
 from readerstudy.analysis.report import build_report
 from readerstudy.analysis.responses import ResponsesInvalid, parse_responses
+from readerstudy.analysis.viewing import ViewsInvalid, parse_views
 from readerstudy.analysis.writers import FORMATS, check_formats, summary_lines, write_report
 from readerstudy.management.files import read_text, refused, write_atomically
 
@@ -41,12 +42,16 @@ class Command(BaseCommand):
                                  "are replaced, others are left alone)")
         parser.add_argument("--format", default=",".join(FORMATS), dest="formats", metavar="F1,F2",
                             help=f"comma-separated formats to write (default: all of {','.join(FORMATS)})")
+        parser.add_argument("--views", type=Path, default=None, metavar="VIEWS.csv",
+                            help="the Task 2 neighbour enlargements (views.csv of an export: reader,case,task,rank,"
+                                 "neighbour_class,seconds_after_shown,seconds_open) for 'what readers looked at'")
         parser.add_argument("--design", choices=DESIGNS, default=None,
                             help="the study's design, when known: crossed (every reader the same cases; the MRMC "
                                  "analysis then takes the cases every reader read in both tasks) or nested (each "
                                  "reader their own cases); default: found from the reads")
 
-    def handle(self, *args, responses: Path, out: Path, formats: str, design: str | None, **options):
+    def handle(self, *args, responses: Path, out: Path, formats: str, design: str | None, views: Path | None,
+               **options):
         try:
             formats = check_formats(name.strip() for name in formats.split(",") if name.strip())
         except ValueError as exc:
@@ -54,8 +59,13 @@ class Command(BaseCommand):
         if out.exists() and not out.is_dir():
             raise CommandError(f"--out {out}: exists and is not a folder")
         reads = read_responses(responses)
-        report = build_report(reads, design=design)
-        paths = write_atomically(out, lambda folder: write_report(report, reads, folder, formats=formats))
+        looked = read_views(views) if views is not None else None
+        try:
+            report = build_report(reads, design=design, views=looked)
+        except ValueError as exc:  # views that do not fit the reads (checked together)
+            raise CommandError(f"{views} does not fit {responses}; nothing was written:\n{exc}") from None
+        paths = write_atomically(out, lambda folder: write_report(report, reads, folder, formats=formats,
+                                                                  views=looked))
         not_audited = audit.record_if_database(
             audit.Action.STUDY_EXPORT, object_type="responses file", object_id=str(responses.name),
             detail={"responses": str(responses.absolute()), "out": str(out.absolute()),
@@ -65,6 +75,15 @@ class Command(BaseCommand):
         self.stdout.write(f"Wrote {len(paths)} files into {out}: {', '.join(path.name for path in paths)}")
         if not_audited:
             self.stdout.write(f"Not recorded in the audit log: {not_audited}.")
+
+
+def read_views(path: Path):
+    """The enlargements of a views file, or a CommandError naming every problem (with line numbers)."""
+    text = read_text(path)
+    try:
+        return parse_views(text)
+    except ViewsInvalid as exc:
+        raise refused(path, exc, exc.errors) from None
 
 
 def read_responses(path: Path):
