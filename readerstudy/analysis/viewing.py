@@ -22,19 +22,18 @@ from __future__ import annotations
 import csv
 import io
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from readerstudy.analysis.reads import (
     TASK_IMAGE_ALONE, TASK_WITH_NEIGHBOURS, Read, check_reads, describe_class_problem, natural_key,
 )
-from readerstudy.analysis.responses import BOM, HEADER_LINE, ResponsesInvalid
+from readerstudy.analysis.csvtable import integer_or_text, number_or_text, table_rows
+from readerstudy.analysis.responses import ResponsesInvalid
 from retrieval.classes import CODES
 
 VIEW_COLUMNS = ("reader", "case", "task", "rank", "neighbour_class", "seconds_after_shown", "seconds_open")
 VIEWS_FILE = "views.csv"
-_DIGITS = re.compile(r"[0-9]+")
 
 SUMMARY_NOTE = (
     "Per reader, over the cases read in Task 2: enlargements of a shown neighbour made before the Task 2 "
@@ -131,75 +130,24 @@ def parse_views(text: str) -> list[NeighbourView]:
 
     Accepts a leading UTF-8 byte order mark and CRLF line ends; a header without rows is no views.
     """
-    if text.startswith(BOM):
-        text = text[len(BOM):]
-    if not text.strip():
-        raise ViewsInvalid([(None, f"the file is empty; line 1 must be the header: {','.join(VIEW_COLUMNS)}")])
     errors: list[tuple[int | None, str]] = []
     views: list[NeighbourView] = []
     classes: list[tuple[int, str | None, int | None, str | None]] = []
-    rows = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = [name.strip().lower() for name in next(rows)]
-        columns, problems = _check_header(header)
-        errors += [(HEADER_LINE, message) for message in problems]
-        if columns is None:
-            raise ViewsInvalid(errors)
-        last_line = rows.line_num
-        for cells in rows:
-            line, last_line = last_line + 1, rows.line_num
-            if not any(cell.strip() for cell in cells):
-                continue
-            if len(cells) != len(header):
-                errors.append((line, f"has {len(cells)} fields but the header has {len(header)}"))
-                continue
-            cell = {name: cells[i].strip() for name, i in columns.items()}
-            view = NeighbourView(reader=cell["reader"], case=cell["case"], task=_integer_or_text(cell["task"]),
-                                 rank=_integer_or_text(cell["rank"]), neighbour_class=cell["neighbour_class"],
-                                 seconds_after_shown=_number_or_text(cell["seconds_after_shown"]),
-                                 seconds_open=_number_or_text(cell["seconds_open"]))
-            problems = view_problems(view)
-            errors += [(line, message) for message in problems]
-            classes.append((line, view.case or None, view.rank if _is_int(view.rank) else None,
-                            view.neighbour_class if view.neighbour_class in CODES else None))
-            if not problems:
-                views.append(view)
-    except csv.Error as exc:
-        errors.append((rows.line_num, f"not readable as CSV: {exc}"))
-        raise ViewsInvalid(errors) from None
+    for line, cell in table_rows(text, required=VIEW_COLUMNS, errors=errors, invalid=ViewsInvalid):
+        view = NeighbourView(reader=cell["reader"], case=cell["case"], task=integer_or_text(cell["task"]),
+                             rank=integer_or_text(cell["rank"]), neighbour_class=cell["neighbour_class"],
+                             seconds_after_shown=number_or_text(cell["seconds_after_shown"]),
+                             seconds_open=number_or_text(cell["seconds_open"]))
+        problems = view_problems(view)
+        errors += [(line, message) for message in problems]
+        classes.append((line, view.case or None, view.rank if _is_int(view.rank) else None,
+                        view.neighbour_class if view.neighbour_class in CODES else None))
+        if not problems:
+            views.append(view)
     errors += _class_conflicts(classes, "line")
     if errors:
         raise ViewsInvalid(errors)
     return views
-
-
-def _check_header(header: list[str]) -> tuple[dict[str, int] | None, list[str]]:
-    problems = []
-    duplicates = sorted({name for name in header if header.count(name) > 1})
-    if duplicates:
-        problems.append(f"column(s) given more than once: {', '.join(duplicates)}")
-    missing = [name for name in VIEW_COLUMNS if name not in header]
-    if missing:
-        problems.append(f"missing column(s): {', '.join(missing)}; the header must name {', '.join(VIEW_COLUMNS)}")
-    unknown = [name or "(empty)" for name in header if name not in VIEW_COLUMNS]
-    if unknown:
-        problems.append(f"unknown column(s): {', '.join(unknown)}; allowed: {', '.join(VIEW_COLUMNS)}")
-    if duplicates or missing:
-        return None, problems
-    return {name: header.index(name) for name in VIEW_COLUMNS}, problems
-
-
-def _integer_or_text(value: str) -> int | str:
-    return int(value) if _DIGITS.fullmatch(value) else value
-
-
-def _number_or_text(value: str) -> float | str | None:
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return value
 
 
 # --- The summary ------------------------------------------------------------------------------

@@ -24,6 +24,16 @@ def read_text(path: Path) -> str:
                            "(save the file as UTF-8)") from None
 
 
+def parse_file(path: Path, parse, invalid: type[ValueError]):
+    """``parse(text of path)``, or a CommandError naming every problem that ``invalid`` lists
+    (its ``errors``: line numbers and messages); nothing is written either way."""
+    text = read_text(path)
+    try:
+        return parse(text)
+    except invalid as exc:
+        raise refused(path, exc, exc.errors) from None
+
+
 def refused(path: Path, exc: ValueError, errors: list) -> CommandError:
     """The CommandError for a refused input file: how many problems, every one of them, nothing written."""
     count = len(errors)

@@ -13,8 +13,6 @@ refused with a message that says what was found and which designs are taken.
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -22,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from readerstudy.analysis.csvtable import table_rows
 from readerstudy.analysis.reads import natural_key
 
 COLUMNS = ("reader", "treatment", "case", "truth", "rating")
@@ -31,7 +30,6 @@ DESIGNS = {
     FACTORIAL: "factorial (fully crossed): every reader rates every case under every treatment",
     NESTED_WITHIN_READERS: "cases nested within readers: each reader rates their own cases under every treatment",
 }
-BOM = "\ufeff"
 #: At most this many offending lines are named in one message of a design problem.
 MAX_NAMED = 5
 
@@ -63,45 +61,14 @@ class Rating:
 def parse_ratings(text: str) -> list[Rating]:
     """The ratings of a CSV's text (header on line 1, any column order, case-insensitive names);
     raises ``RatingsInvalid`` listing every offending line. Unknown columns are refused."""
-    if text.startswith(BOM):
-        text = text[len(BOM):]
-    if not text.strip():
-        raise RatingsInvalid([(None, f"the file is empty; line 1 must be the header {','.join(COLUMNS)}")])
     errors: list[tuple[int | None, str]] = []
-    rows = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = [name.strip().lower() for name in next(rows)]
-        missing = [name for name in COLUMNS if name not in header]
-        unknown = [name for name in header if name not in COLUMNS]
-        repeated = sorted({name for name in header if header.count(name) > 1})
-        if missing:
-            errors.append((1, f"the header lacks {', '.join(missing)} (it needs {','.join(COLUMNS)})"))
-        if unknown:
-            errors.append((1, f"unknown column(s) {', '.join(map(repr, unknown))}: the columns are "
-                              f"{','.join(COLUMNS)}"))
-        if repeated:
-            errors.append((1, f"column(s) {', '.join(repeated)} appear more than once"))
-        if errors:
-            raise RatingsInvalid(errors)
-        where = {name: header.index(name) for name in COLUMNS}
-        ratings, lines = [], []
-        last_line = rows.line_num
-        for cells in rows:
-            line, last_line = last_line + 1, rows.line_num
-            if not any(cell.strip() for cell in cells):
-                continue
-            if len(cells) != len(header):
-                errors.append((line, f"has {len(cells)} fields but the header has {len(header)}"))
-                continue
-            values = {name: cells[i].strip() for name, i in where.items()}
-            rating, problems = _parse_row(values)
-            errors += [(line, message) for message in problems]
-            if rating is not None:
-                ratings.append(rating)
-                lines.append(line)
-    except csv.Error as exc:
-        errors.append((rows.line_num, f"not readable as CSV: {exc}"))
-        raise RatingsInvalid(errors) from None
+    ratings, lines = [], []
+    for line, values in table_rows(text, required=COLUMNS, errors=errors, invalid=RatingsInvalid):
+        rating, problems = _parse_row(values)
+        errors += [(line, message) for message in problems]
+        if rating is not None:
+            ratings.append(rating)
+            lines.append(line)
     if not ratings and not errors:
         errors.append((None, "no ratings: the file has a header but no rows"))
     errors += consistency_problems(ratings, lines)

@@ -18,7 +18,7 @@ from readerstudy.analysis.report import build_report
 from readerstudy.analysis.responses import ResponsesInvalid, parse_responses
 from readerstudy.analysis.viewing import ViewsInvalid, parse_views
 from readerstudy.analysis.writers import FORMATS, check_formats, summary_lines, write_report
-from readerstudy.management.files import read_text, refused, write_atomically
+from readerstudy.management.files import parse_file, write_atomically
 
 
 DESIGNS = (CROSSED, NESTED)
@@ -58,8 +58,8 @@ class Command(BaseCommand):
             raise CommandError(f"--format: {exc}") from None
         if out.exists() and not out.is_dir():
             raise CommandError(f"--out {out}: exists and is not a folder")
-        reads = read_responses(responses)
-        looked = read_views(views) if views is not None else None
+        reads = parse_file(responses, parse_responses, ResponsesInvalid)
+        looked = parse_file(views, parse_views, ViewsInvalid) if views is not None else None
         try:
             report = build_report(reads, design=design, views=looked)
         except ValueError as exc:  # views that do not fit the reads (checked together)
@@ -75,21 +75,3 @@ class Command(BaseCommand):
         self.stdout.write(f"Wrote {len(paths)} files into {out}: {', '.join(path.name for path in paths)}")
         if not_audited:
             self.stdout.write(f"Not recorded in the audit log: {not_audited}.")
-
-
-def read_views(path: Path):
-    """The enlargements of a views file, or a CommandError naming every problem (with line numbers)."""
-    text = read_text(path)
-    try:
-        return parse_views(text)
-    except ViewsInvalid as exc:
-        raise refused(path, exc, exc.errors) from None
-
-
-def read_responses(path: Path):
-    """The reads of a responses file, or a CommandError naming every problem (with line numbers)."""
-    text = read_text(path)
-    try:
-        return parse_responses(text)
-    except ResponsesInvalid as exc:
-        raise refused(path, exc, exc.errors) from None

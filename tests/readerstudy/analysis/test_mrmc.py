@@ -341,7 +341,7 @@ def test_parse_ratings_lists_every_bad_line():
     assert "line 7: rating 'inf' is not a finite number" in lines
     with pytest.raises(RatingsInvalid, match="unknown column"):
         parse_ratings("reader,treatment,case,truth,rating,case2\n1,A,c,1,2,x\n")
-    with pytest.raises(RatingsInvalid, match="lacks truth"):
+    with pytest.raises(RatingsInvalid, match="missing column.s.: truth"):
         parse_ratings("reader,treatment,case,rating\n1,A,c,2\n")
 
 

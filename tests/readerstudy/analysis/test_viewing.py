@@ -159,7 +159,7 @@ def test_a_malformed_views_file_is_refused_with_every_line_named():
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("", (None, "the file is empty; line 1 must be the header: "
-                "reader,case,task,rank,neighbour_class,seconds_after_shown,seconds_open")),
+                "reader, case, task, rank, neighbour_class, seconds_after_shown, seconds_open")),
     ("reader,case,task,rank,neighbour_class,seconds_after_shown\n",
      (1, "missing column(s): seconds_open; the header must name reader, case, task, rank, neighbour_class, "
          "seconds_after_shown, seconds_open")),
