@@ -60,15 +60,54 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 @admin.register(IndexVersion)
 class IndexVersionAdmin(admin.ModelAdmin):
-    list_display = ("id", "collection", "model_version", "status", "active", "progress", "size", "created_at",
-                    "activated_at", "message")
+    list_display = ("id", "collection", "model_version", "status", "active", "progress", "size", "ood",
+                    "created_at", "activated_at", "message")
     list_filter = ("collection", "status", "active")
-    readonly_fields = [f.name for f in IndexVersion._meta.fields]
+    readonly_fields = ["ood_figures"] + [f.name for f in IndexVersion._meta.fields]
     actions = ["rebuild", "add_new_cases", "activate"]
 
     @admin.display(description="progress")
     def progress(self, obj):
         return f"{obj.done} / {obj.total}" if obj.total else "-"
+
+    @admin.display(description="out-of-distribution warning")
+    def ood(self, obj):
+        from retrieval.selectors import index_ood_summary
+
+        summary = index_ood_summary(obj)
+        if summary is None:
+            return "-"
+        if summary["auroc"] is None:
+            return f"{summary['method'] or 'none'}, threshold {_fmt(summary['threshold'])}"
+        return (f"{summary['method']}: AUROC {_fmt(summary['auroc'], 3)}, non-dermoscopic warned "
+                f"{_pct(summary['ood_warned'])}, held-out library warned {_pct(summary['id_warned'])}")
+
+    @admin.display(description="out-of-distribution figures (report half)")
+    def ood_figures(self, obj):
+        """Every candidate score's figures, the chosen one first, so that the choice is visible."""
+        from django.utils.html import format_html, format_html_join
+
+        calibration = obj.calibration or {}
+        candidates = calibration.get("candidates") or {}
+        if not candidates:
+            return self.ood(obj)
+        kinds = list(calibration.get("ood_warned_per_kind") or {})
+        order = sorted(candidates, key=lambda name: name != calibration.get("method"))
+        header = format_html_join("", "<th>{}</th>", ((f"{kind} warned",) for kind in kinds))
+        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}</tr>", (
+            (name + (" (chosen)" if name == calibration.get("method") else ""), _fmt(candidates[name]["threshold"]),
+             _fmt(candidates[name]["report"]["auroc"], 3), _pct(candidates[name]["report"]["ood_warned"]),
+             _pct(candidates[name]["report"]["id_warned"]),
+             format_html_join("", "<td>{}</td>", ((_pct(candidates[name]["report"]["ood_warned_per_kind"].get(kind)),)
+                                                   for kind in kinds)))
+            for name in order))
+        held, evaluation = calibration.get("in_distribution") or {}, calibration.get("evaluation_set") or {}
+        return format_html(
+            "<table><tr><th>score</th><th>threshold</th><th>AUROC</th><th>non-dermoscopic warned</th>"
+            "<th>held-out library warned</th>{}</tr>{}</table><p>Target: at most {} of library-like queries "
+            "warned. Held out: {} library images ({}); evaluation set: {} non-dermoscopic images {}. Calibrated {}.</p>",
+            header, rows, _pct(calibration.get("target_false_warning")), held.get("n"), held.get("source", ""),
+            evaluation.get("n"), evaluation.get("per_kind", {}), calibration.get("calibrated_at", "-"))
 
     def has_add_permission(self, request):
         return False  # builds are requested through the actions, never typed in
@@ -106,6 +145,14 @@ class IndexVersionAdmin(admin.ModelAdmin):
             self.message_user(request, f"{index} now serves queries of {index.collection!r}.", messages.SUCCESS)
 
 
+def _fmt(value, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
 class QueryNeighbourInline(admin.TabularInline):
     model = QueryNeighbour
     extra = 0
@@ -115,7 +162,8 @@ class QueryNeighbourInline(admin.TabularInline):
 
 @admin.register(Query)
 class QueryAdmin(admin.ModelAdmin):
-    list_display = ("id", "user", "status", "k", "index_version", "best_similarity", "created_at", "finished_at")
+    list_display = ("id", "user", "status", "k", "index_version", "best_similarity", "ood_score", "ood_method",
+                    "created_at", "finished_at")
     list_filter = ("status",)
     readonly_fields = [f.name for f in Query._meta.fields]
     inlines = [QueryNeighbourInline]

@@ -98,6 +98,11 @@ class ModelVersion(models.Model):
     weights_source = models.CharField(max_length=255, blank=True)
     seed = models.IntegerField(default=0)
     epochs = models.PositiveIntegerField(default=0)
+    training_options = models.JSONField(
+        default=dict, blank=True,
+        help_text="4-channel models: the saliency maps they were trained on ({'method': 'vanilla'} or integrated "
+                  "gradients with ig_steps and ig_baseline) and stem_init ('mean' or 'zero'); empty for models "
+                  "trained before these options existed, which used vanilla maps and the mean stem")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -143,7 +148,8 @@ class IndexVersion(models.Model):
     size = models.PositiveIntegerField(default=0, help_text="vectors in the finished index")
     dimension = models.PositiveIntegerField(default=0)
     calibration = models.JSONField(default=dict, blank=True,
-                                   help_text="best-similarity distribution of validation images (OOD threshold)")
+                                   help_text="the out-of-distribution warning: chosen score, threshold, AUROC and "
+                                             "warned shares of every candidate (retrieval.services.ood)")
     methods = models.JSONField(default=list, blank=True,
                                help_text="retrieval methods this index serves (secbir always; the others when "
                                          "their descriptors were computed)")
@@ -208,6 +214,13 @@ class Query(models.Model):
     predicted = models.CharField(max_length=8, blank=True, help_text="the 3-channel model's class (saliency target)")
     best_similarity = models.FloatField(null=True, blank=True)
     warning = models.TextField(blank=True)
+    ood_score = models.FloatField(null=True, blank=True,
+                                  help_text="out-of-distribution score (higher = more like the library)")
+    ood_threshold = models.FloatField(null=True, blank=True,
+                                      help_text="the index's threshold when the query ran: warned below it")
+    ood_method = models.CharField(max_length=32, blank=True,
+                                  help_text="which out-of-distribution score (retrieval.ml.ood; legacy_best_cosine "
+                                            "for indexes calibrated before the candidates existed)")
     neighbour_vote = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     enqueued_at = models.DateTimeField(null=True, blank=True, help_text="when the task was last sent")

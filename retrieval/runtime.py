@@ -26,6 +26,7 @@ _lock = threading.Lock()
 _encoders: OrderedDict[int, object] = OrderedDict()
 _descriptor_encoders: OrderedDict[int, object] = OrderedDict()
 _indexes: OrderedDict[int, LoadedIndex] = OrderedDict()
+_ood_statistics: OrderedDict[tuple[int, str], object] = OrderedDict()
 _KEEP = 2  # an old and a new version side by side while an index is swapped
 
 
@@ -165,9 +166,26 @@ def loaded_index(index: IndexVersion) -> LoadedIndex:
         return loaded
 
 
+def ood_statistics(index: IndexVersion, name: str):
+    """The Mahalanobis statistics of an index's out-of-distribution score (``ood-<digest>.npz``,
+    :mod:`retrieval.services.ood`), cached per index and file: a recalibration writes a new file,
+    so a cached entry never goes stale."""
+    from retrieval.ml.ood import MahalanobisModel
+
+    key = (index.id, name)
+    with _lock:
+        cached = _ood_statistics.get(key)
+        if cached is None:
+            with np.load(index_path(index) / name) as arrays:
+                cached = MahalanobisModel.from_arrays(dict(arrays))
+            _remember(_ood_statistics, key, cached)
+        return cached
+
+
 def forget() -> None:
     """Drop every cached encoder and index (tests; a worker never needs it)."""
     with _lock:
         _encoders.clear()
         _descriptor_encoders.clear()
         _indexes.clear()
+        _ood_statistics.clear()

@@ -137,8 +137,21 @@ def query_payload(query: Query, *, url: Callable[[str], str] = lambda path: path
         "query_saliency_url": url(_media(query.saliency.name)) if query.saliency else None,
         "neighbour_vote": query.neighbour_vote if done else None,
         "warning": query.warning or None,
+        "ood": query_ood_payload(query) if done else None,
         "neighbours": neighbours,
     }
+
+
+def query_ood_payload(query: Query) -> dict | None:
+    """The out-of-distribution score a finished query was judged by, its threshold and method
+    (``warning`` is set when the score is below the threshold); None when none was computed."""
+    if not query.ood_method:
+        return None
+    return {"score": _rounded(query.ood_score), "threshold": _rounded(query.ood_threshold), "method": query.ood_method}
+
+
+def _rounded(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def _method_label(name: str) -> str:
@@ -168,7 +181,34 @@ def _index_summary(index: IndexVersion) -> dict:
         "finished": index.finished_at.isoformat() if index.finished_at else None,
         "activated": index.activated_at.isoformat() if index.activated_at else None,
         "ood_threshold": (index.calibration or {}).get("threshold"),
+        "ood": index_ood_summary(index),
         "methods": _served(index),
+    }
+
+
+def index_ood_summary(index: IndexVersion) -> dict | None:
+    """The out-of-distribution warning of an index: its score, threshold and the figures measured when
+    it was calibrated (report half: AUROC, share of non-dermoscopic images warned, overall and per
+    kind, share of held-out library images warned). None before the index is calibrated."""
+    from retrieval.services.ood import LEGACY, VERSION
+
+    calibration = index.calibration or {}
+    if not calibration:
+        return None
+    if calibration.get("version", 1) < VERSION:
+        return {"method": LEGACY, "threshold": calibration.get("threshold"), "auroc": None, "ood_warned": None,
+                "ood_warned_per_kind": {}, "id_warned": None, "target_false_warning": None,
+                "n_in_distribution": calibration.get("n"), "n_evaluation": None, "calibrated": None,
+                "error": None}
+    return {
+        "method": calibration.get("method"), "threshold": calibration.get("threshold"),
+        "auroc": calibration.get("auroc"), "ood_warned": calibration.get("ood_warned"),
+        "ood_warned_per_kind": calibration.get("ood_warned_per_kind") or {},
+        "id_warned": calibration.get("id_warned"),
+        "target_false_warning": calibration.get("target_false_warning"),
+        "n_in_distribution": (calibration.get("in_distribution") or {}).get("n"),
+        "n_evaluation": (calibration.get("evaluation_set") or {}).get("n"),
+        "calibrated": calibration.get("calibrated_at"), "error": calibration.get("error"),
     }
 
 

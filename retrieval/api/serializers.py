@@ -129,6 +129,20 @@ class NeighbourVoteSerializer(serializers.Serializer):
     note = serializers.CharField()
 
 
+class QueryOODSerializer(serializers.Serializer):
+    """The out-of-distribution score the query was judged by: ``warning`` is set when score < threshold."""
+
+    score = serializers.FloatField(
+        allow_null=True, help_text="how much the image looks like the case library's dermoscopic images (higher = "
+                                   "more alike); its scale depends on the method")
+    threshold = serializers.FloatField(
+        allow_null=True, help_text="the index's threshold when the query ran (null: the index has none, no warning)")
+    method = serializers.CharField(
+        help_text="the score: best_cosine, knn_cosine, msp3, energy3, mahalanobis or combined (GET /api/v1/index/ "
+                  "shows the index's method and its measured figures); legacy_best_cosine for indexes calibrated "
+                  "before these existed (best similarity against the 1st percentile of validation images)")
+
+
 class QueryResultSerializer(serializers.Serializer):
     """A query and, once done, its most similar library cases. Similar cases are evidence, not a diagnosis."""
 
@@ -148,8 +162,11 @@ class QueryResultSerializer(serializers.Serializer):
     )
     warning = serializers.CharField(
         allow_null=True,
-        help_text="set when the image looks unlike the library (low best similarity) or similar caveats"
+        help_text="set when the image does not look like the library's dermoscopic images (ood.score below "
+                  "ood.threshold): the similar cases may not be meaningful; null otherwise"
     )
+    ood = QueryOODSerializer(allow_null=True, help_text="the out-of-distribution score, threshold and method; null "
+                                                        "until done")
     neighbours = NeighbourSerializer(many=True)
 
 
@@ -177,6 +194,31 @@ class CaseSerializer(serializers.ModelSerializer):
 
 
 # --- Index -------------------------------------------------------------------------------
+class IndexOODSerializer(serializers.Serializer):
+    """The index's out-of-distribution warning and what it was measured to do when it was calibrated
+    (on the report half of held-out library images and of a set of non-dermoscopic images)."""
+
+    method = serializers.CharField(allow_null=True, help_text="the score queries are judged by (see the query's ood)")
+    threshold = serializers.FloatField(allow_null=True, help_text="queries scoring below it get the warning")
+    auroc = serializers.FloatField(
+        allow_null=True, min_value=0, max_value=1,
+        help_text="P(a held-out library image scores above a non-dermoscopic image), ties one half")
+    ood_warned = serializers.FloatField(allow_null=True, min_value=0, max_value=1,
+                                        help_text="share of the non-dermoscopic evaluation images warned")
+    ood_warned_per_kind = serializers.DictField(
+        child=serializers.FloatField(allow_null=True, min_value=0, max_value=1),
+        help_text="the same per kind: photo, medical (other kinds of medical images), skin (generated clinical "
+                  "close-ups of skin), plain (graphics, text, noise, flat colours)")
+    id_warned = serializers.FloatField(allow_null=True, min_value=0, max_value=1,
+                                       help_text="share of held-out library (in-distribution) images warned")
+    target_false_warning = serializers.FloatField(allow_null=True,
+                                                  help_text="the largest share of library-like queries to warn")
+    n_in_distribution = serializers.IntegerField(allow_null=True, help_text="held-out library images calibrated on")
+    n_evaluation = serializers.IntegerField(allow_null=True, help_text="non-dermoscopic evaluation images")
+    calibrated = serializers.DateTimeField(allow_null=True)
+    error = serializers.CharField(allow_null=True, help_text="why the index has no calibration; null when it has")
+
+
 class IndexSummarySerializer(serializers.Serializer):
     id = serializers.IntegerField()
     collection = serializers.CharField()
@@ -193,8 +235,9 @@ class IndexSummarySerializer(serializers.Serializer):
     finished = serializers.DateTimeField(allow_null=True)
     activated = serializers.DateTimeField(allow_null=True)
     ood_threshold = serializers.FloatField(
-        allow_null=True, help_text="queries whose best similarity is below this get a warning (unlike the library)"
+        allow_null=True, help_text="= ood.threshold: queries whose out-of-distribution score is below it get a warning"
     )
+    ood = IndexOODSerializer(allow_null=True, help_text="the out-of-distribution warning; null until calibrated")
     methods = serializers.ListField(child=serializers.ChoiceField(choices=METHOD_CHOICES),
                                     help_text="the retrieval methods this index serves")
 

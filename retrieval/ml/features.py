@@ -59,6 +59,7 @@ class Encoded:
     predicted: np.ndarray  # (N,) int64: the 3-channel model's predicted class
     probabilities: np.ndarray  # (N, C) float32: the 3-channel model's softmax
     probabilities4: np.ndarray  # (N, C) float32: the 4-channel model's softmax
+    logits: np.ndarray  # (N, C) float32: the 3-channel model's logits (out-of-distribution scores)
 
 
 class SECBIREncoder:
@@ -106,6 +107,7 @@ class SECBIREncoder:
             predicted=probabilities.argmax(dim=1).cpu().numpy(),
             probabilities=probabilities.cpu().numpy().astype(np.float32),
             probabilities4=probabilities4.cpu().numpy().astype(np.float32),
+            logits=logits.detach().cpu().numpy().astype(np.float32),
         )
 
     def baseline_features(self, images: np.ndarray) -> np.ndarray:

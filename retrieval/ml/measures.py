@@ -7,7 +7,8 @@ returns (N,) float64 scores, higher = more similar:
 * style: :func:`gram_vector`, :class:`StyleExtractor` (weighted Gram vectors of backbone stages),
   :class:`StyleProjection` (library PCA) and :func:`style_scores` ``1 - L/L_max``;
 * :func:`dice_scores` on bit-packed masks (:func:`pack_masks`);
-* :func:`i1` harmonic means, named in :data:`I1_COMPONENTS`; :func:`top_k`;
+* :func:`i1` harmonic means, named in :data:`I1_COMPONENTS`; :func:`top_k` (seeded random order of
+  tied scores, :func:`tie_keys`);
 * evidence maps: :func:`activation_map_pair`, :func:`normalise_map`.
 
 The scores normalised over the library (d_max, L_max) take the maximum over the library rows
@@ -334,13 +335,43 @@ def i1(*scores: np.ndarray) -> np.ndarray:
     return np.where(zero, 0.0, len(scores) / (1.0 / safe).sum(axis=0))
 
 
-def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and scores of the k best of (N,) scores, best first, ties by index
-    (:func:`retrieval.ml.search._top_k_rows`)."""
+_SPLITMIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_SPLITMIX_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_SPLITMIX_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def tie_keys(rows: np.ndarray, seed: int) -> np.ndarray:
+    """A pseudo-random uint64 key per library row for ``seed`` (SplitMix64 of row and seed).
+
+    The key of a row depends only on (row, seed), not on the library's size or on which other
+    rows are tied, so a tie-break costs a hash of the tied rows only and is reproducible.
+    """
+    with np.errstate(over="ignore"):  # uint64 arithmetic wraps around, as SplitMix64 intends
+        z = (np.asarray(rows, dtype=np.uint64) + np.uint64(1)) * _SPLITMIX_GAMMA + np.uint64(seed % 2 ** 64)
+        z = (z ^ (z >> np.uint64(30))) * _SPLITMIX_M1
+        z = (z ^ (z >> np.uint64(27))) * _SPLITMIX_M2
+        return z ^ (z >> np.uint64(31))
+
+
+def top_k(scores: np.ndarray, k: int, *, tie_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of the k best of (N,) scores, best first.
+
+    Equal scores are ordered by :func:`tie_keys` of ``tie_seed`` (a seeded random order of the
+    tied rows), or by index when ``tie_seed`` is None (:func:`retrieval.ml.search._top_k_rows`).
+    Discrete scores (Dice of small masks, an I1-score with a zero component, two empty masks)
+    tie often, and ordering ties by index would favour whichever class was imported first.
+    """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 1 or not 1 <= k <= len(scores):
         raise ValueError(f"k={k} but there are {scores.shape} scores")
-    rows = _top_k_rows(scores[None], k)[0]
+    if tie_seed is None:
+        rows = _top_k_rows(scores[None], k)[0]
+        return rows, scores[rows]
+    # Every row scoring at least the k-th best is a candidate, so the rows tied at the cut are
+    # all there and the seeded order decides among them.
+    cut = -np.partition(-scores, k - 1)[k - 1]
+    candidates = np.flatnonzero(scores >= cut)
+    rows = candidates[np.lexsort((tie_keys(candidates, tie_seed), -scores[candidates]))][:k]
     return rows, scores[rows]
 
 

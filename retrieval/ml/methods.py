@@ -58,13 +58,37 @@ def method_scores(name: str, query: dict[str, np.ndarray], library: dict[str, np
     return np.asarray(measures.i1(*[_component(part, query, library) for part in parts]), dtype=np.float64)
 
 
-def method_topk(name: str, query: dict, library: dict, k: int, *,
-                exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Rows (k,) and scores (k,) of the k most similar library rows, best first, ties by row.
+#: Base seed of the tie-break of equal scores; ``evaluate_retrieval --tie-seed`` changes it.
+TIE_SEED = 0
 
+
+def query_tie_seed(query: dict[str, np.ndarray], tie_seed: int = TIE_SEED) -> int:
+    """The seed of one query's tie-break: a hash of ``tie_seed`` and the query's descriptors.
+
+    The same image gets the same order of tied cases every time (in the product and in the
+    evaluation alike), while different queries get independent orders, so no library case wins
+    every tie.
+    """
+    import hashlib
+
+    digest = hashlib.blake2b(str(int(tie_seed)).encode(), digest_size=8)
+    for name in sorted(query):
+        value = np.ascontiguousarray(query[name])
+        digest.update(f"{name}:{value.dtype.str}:{value.shape}".encode())
+        digest.update(value.tobytes())
+    return int.from_bytes(digest.digest(), "little")
+
+
+def method_topk(name: str, query: dict, library: dict, k: int, *,
+                exclude: np.ndarray | None = None, tie_seed: int = TIE_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (k,) and scores (k,) of the k most similar library rows, best first.
+
+    Equal scores are put in a seeded random order (:func:`retrieval.ml.measures.top_k` with
+    :func:`query_tie_seed`), not in library order: the discrete scores (Dice, I1-scores with a
+    zero component) tie often, and library order would favour the class imported first.
     ``exclude`` is a boolean mask of rows that must not be returned (e.g. the query's own lesion).
     """
-    from retrieval.ml.search import _top_k_rows
+    from retrieval.ml.measures import top_k
 
     scores = method_scores(name, query, library)
     if exclude is not None:
@@ -72,5 +96,5 @@ def method_topk(name: str, query: dict, library: dict, k: int, *,
     available = int(np.isfinite(scores).sum())
     if not 1 <= k <= available:
         raise ValueError(f"k={k} but the library offers only {available} candidates")
-    rows = _top_k_rows(scores[None], k)[0]
-    return rows, scores[rows]
+    needs = get_method(name).needs
+    return top_k(scores, k, tie_seed=query_tie_seed({d: query[d] for d in needs}, tie_seed))

@@ -112,16 +112,8 @@ def precision_at_k(
     labels outside ``classes``.
     """
     cutoffs = validate_ks(ks)
-    _check_same_length("query_labels", query_labels, "neighbour_labels", neighbour_labels)
-    if not query_labels:
-        raise ValueError("no queries to score")
-    _check_known_labels(query_labels, classes)
-    _check_known_labels([label for ranked in neighbour_labels for label in ranked], classes)
-    if lesion_aware:
-        if query_lesions is None or neighbour_lesions is None:
-            raise ValueError("lesion-aware P@k needs query_lesions and neighbour_lesions")
-        neighbour_labels = remove_same_lesion(query_lesions, neighbour_labels, neighbour_lesions)
-    hits = _precision_matrix(query_labels, neighbour_labels, cutoffs, lesion_aware)
+    hits = query_precision(query_labels, neighbour_labels, cutoffs, classes, query_lesions, neighbour_lesions,
+                           lesion_aware)
     labels = np.asarray(query_labels)
     n_per_class = {code: int(np.count_nonzero(labels == code)) for code in classes}
     per_class = {
@@ -138,6 +130,31 @@ def precision_at_k(
         n_queries_at_k={k: len(query_labels) for k in cutoffs},
         lesion_aware=lesion_aware,
     )
+
+
+def query_precision(
+    query_labels: Sequence[str],
+    neighbour_labels: Sequence[Sequence[str]],
+    ks: Sequence[int] = DEFAULT_KS,
+    classes: Sequence[str] = CODES,
+    query_lesions: Sequence[str] | None = None,
+    neighbour_lesions: Sequence[Sequence[str]] | None = None,
+    lesion_aware: bool = False,
+) -> np.ndarray:
+    """Per query (row) and cut-off (column, ``validate_ks(ks)`` order): the share of its first k
+    neighbours with its class, the values :func:`precision_at_k` averages (same checks and
+    lesion-aware removal). The bootstrap (:mod:`retrieval.ml.bootstrap`) resamples these rows."""
+    cutoffs = validate_ks(ks)
+    _check_same_length("query_labels", query_labels, "neighbour_labels", neighbour_labels)
+    if not query_labels:
+        raise ValueError("no queries to score")
+    _check_known_labels(query_labels, classes)
+    _check_known_labels([label for ranked in neighbour_labels for label in ranked], classes)
+    if lesion_aware:
+        if query_lesions is None or neighbour_lesions is None:
+            raise ValueError("lesion-aware P@k needs query_lesions and neighbour_lesions")
+        neighbour_labels = remove_same_lesion(query_lesions, neighbour_labels, neighbour_lesions)
+    return _precision_matrix(query_labels, neighbour_labels, cutoffs, lesion_aware)
 
 
 def combine_scores(parts: Sequence[RetrievalScores]) -> RetrievalScores:

@@ -71,15 +71,27 @@ class SECBIRNet(nn.Module):
         return {f"head.{name}" for name, _ in self.head.named_parameters()}
 
 
-def widen_to_saliency(model: SECBIRNet) -> SECBIRNet:
+#: How the saliency channel's filter of the widened stem starts (``train_model --stem-init``).
+#: ``mean``: the mean of the trained RGB filters, so the new channel first responds like the
+#: image's brightness; ``zero``: zeros, so the 4-channel model starts as exactly the trained
+#: 3-channel model, whatever the saliency map, and learns to use the map from there.
+STEM_MEAN, STEM_ZERO = "mean", "zero"
+STEM_INITS = (STEM_MEAN, STEM_ZERO)
+DEFAULT_STEM_INIT = STEM_MEAN
+
+
+def widen_to_saliency(model: SECBIRNet, *, stem_init: str = DEFAULT_STEM_INIT) -> SECBIRNet:
     """A 4-channel (RGB + saliency) copy of a trained 3-channel model.
 
     The stem convolution gets a fourth input channel: the RGB filters are copied exactly and
-    the saliency filter starts as their mean, so the new channel begins by responding like the
-    image's brightness pattern instead of noise. Everything else is kept.
+    the saliency filter starts as their mean (``stem_init="mean"``) or as zeros (``"zero"``:
+    the widened model's output then equals the 3-channel model's on any input). Everything
+    else is kept.
     """
     if model.in_chans != RGB_CHANNELS:
         raise ValueError(f"expected a 3-channel model, got {model.in_chans} channels")
+    if stem_init not in STEM_INITS:
+        raise ValueError(f"unknown stem init {stem_init!r}; use one of {', '.join(STEM_INITS)}")
     wide = copy.deepcopy(model)
     old = wide.stem
     # A copy keeps the layer's class and padding (timm's TF-style Conv2dSame included);
@@ -90,7 +102,10 @@ def widen_to_saliency(model: SECBIRNet) -> SECBIRNet:
     new.in_channels = RGB_SALIENCY_CHANNELS
     with torch.no_grad():
         new.weight[:, :RGB_CHANNELS] = old.weight
-        new.weight[:, RGB_CHANNELS:] = old.weight.mean(dim=1, keepdim=True)
+        if stem_init == STEM_ZERO:
+            new.weight[:, RGB_CHANNELS:] = 0.0
+        else:
+            new.weight[:, RGB_CHANNELS:] = old.weight.mean(dim=1, keepdim=True)
     name = wide.backbone.pretrained_cfg.get("first_conv", "conv_stem")
     parent_name, _, attr = name.rpartition(".")
     parent = wide.backbone.get_submodule(parent_name) if parent_name else wide.backbone

@@ -1,10 +1,12 @@
 """Training the two SE-CBIR classifiers (thesis section 3.3). Plain PyTorch, no Django.
 
 Stage "3ch": the RGB classifier from ImageNet weights; strong augmentation; adaptive learning
-rate (head x200 from 5e-5). Stage "4ch": the 3-channel model widened to RGB + saliency;
-saliency maps of the training images computed once with the 3-channel model (ground-truth
-class) and cached, validation maps with the predicted class (as queries get them); rotations
-and flips applied identically to image and map; stem and head x100 from 1e-5. Both: focal
+rate (head x200 from 5e-5). Stage "4ch": the 3-channel model widened to RGB + saliency
+(the saliency filter of the stem starting as the mean of the RGB filters or as zeros,
+``TrainOptions.stem_init``); saliency maps of the training images (vanilla gradient, or
+integrated gradients with ``TrainOptions.saliency``) computed once with the 3-channel model
+(ground-truth class) and cached, validation maps with the predicted class (as queries get them);
+rotations and flips applied identically to image and map; stem and head x100 from 1e-5. Both: focal
 loss (alpha 0.25, gamma 2), batch 32, 5 ramp-up epochs to 6x then x0.8 per epoch (the defaults
 of :class:`TrainOptions`; ``retrieval/ml/profiles.py`` names the thesis and the demo settings).
 The best epoch by validation macro sensitivity is kept. Checkpoints hold weights, config, class list,
@@ -34,8 +36,13 @@ from retrieval.ml.configs import ModelConfig, get_config
 from retrieval.ml.features import as_rgb, normalise, resize_rgb, with_saliency
 from retrieval.ml.losses import FocalLoss
 from retrieval.ml.metrics import classification_scores
-from retrieval.ml.network import NUM_CLASSES, SECBIRNet, build_model, stem_parameter_names, widen_to_saliency
-from retrieval.ml.saliency import saliency_batch_size, vanilla_gradient
+from retrieval.ml.network import (
+    DEFAULT_STEM_INIT, NUM_CLASSES, STEM_INITS, SECBIRNet, build_model, stem_parameter_names, widen_to_saliency,
+)
+from retrieval.ml.saliency import (
+    BASELINES, DEFAULT_IG_STEPS, INTEGRATED, METHODS as SALIENCY_METHODS, VANILLA, integrated_gradients,
+    saliency_batch_size, vanilla_gradient,
+)
 from retrieval.ml.schedule import (
     BATCH_SIZE, DECAY, EPOCHS, FOUR_CHANNEL_LR, PEAK_MULTIPLIER, RAMP_EPOCHS, THREE_CHANNEL_LR, check_schedule,
     make_scheduler, param_groups,
@@ -86,17 +93,43 @@ class TrainOptions:
     ramp_epochs: int = RAMP_EPOCHS
     peak: float = PEAK_MULTIPLIER
     decay: float = DECAY
+    # 4-channel stage only: which saliency maps the model trains on (the thesis: vanilla gradient;
+    # integrated gradients with ``ig_steps`` steps from a black or grey ``ig_baseline``), and how
+    # the saliency filter of the widened stem starts (retrieval.ml.network.STEM_INITS).
+    saliency: str = VANILLA
+    ig_steps: int = DEFAULT_IG_STEPS
+    ig_baseline: str = "black"
+    stem_init: str = DEFAULT_STEM_INIT
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be at least 1, got {self.epochs}, {self.batch_size}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; use {' or '.join(OPTIMIZERS)}")
+        if self.saliency not in SALIENCY_METHODS:
+            raise ValueError(f"unknown saliency method {self.saliency!r}; use {' or '.join(SALIENCY_METHODS)}")
+        if self.ig_steps < 1 or self.ig_baseline not in BASELINES:
+            raise ValueError(f"integrated gradients need ig_steps >= 1 and a baseline in {BASELINES}")
+        if self.stem_init not in STEM_INITS:
+            raise ValueError(f"unknown stem init {self.stem_init!r}; use {' or '.join(STEM_INITS)}")
         check_schedule(self.ramp_epochs, self.peak, self.decay)
 
     @property
     def schedule(self) -> dict:
         return {"ramp_epochs": self.ramp_epochs, "peak": self.peak, "decay": self.decay}
+
+    @property
+    def saliency_options(self) -> dict:
+        """The saliency maps of a 4-channel model, as recorded on its checkpoint and ModelVersion."""
+        return saliency_record(self.saliency, self.ig_steps, self.ig_baseline)
+
+
+def saliency_record(method: str = VANILLA, ig_steps: int = DEFAULT_IG_STEPS, ig_baseline: str = "black") -> dict:
+    """``{"method": ...}`` (plus ``ig_steps`` and ``ig_baseline`` for integrated gradients): how a
+    4-channel model's saliency maps are made; evaluation and indexing must make them the same way."""
+    if method == INTEGRATED:
+        return {"method": INTEGRATED, "ig_steps": int(ig_steps), "ig_baseline": ig_baseline}
+    return {"method": method}
 
 
 @dataclass
@@ -180,8 +213,13 @@ def _to_input(batch, config: ModelConfig, device: torch.device) -> torch.Tensor:
 
 
 def compute_saliency_maps(model3: SECBIRNet, items: Sequence[Item], *, use_labels: bool, device: torch.device,
-                          progress: bool = True, description: str = "Saliency") -> np.ndarray:
-    """(N, S, S) float16 maps at the model's input size, batched to fit in memory."""
+                          progress: bool = True, description: str = "Saliency", method: str = VANILLA,
+                          ig_steps: int = DEFAULT_IG_STEPS, ig_baseline: str = "black") -> np.ndarray:
+    """(N, S, S) float16 maps at the model's input size, batched to fit in memory.
+
+    ``method`` vanilla (the thesis) or integrated (``ig_steps`` steps from ``ig_baseline``), as
+    :class:`retrieval.ml.features.SECBIREncoder` makes them for library images and queries.
+    """
     config = model3.config
     batch = saliency_batch_size(config.saliency_mb_per_image, device)
     out = np.empty((len(items), config.input_size, config.input_size), dtype=np.float16)
@@ -190,9 +228,21 @@ def compute_saliency_maps(model3: SECBIRNet, items: Sequence[Item], *, use_label
         chunk = items[start:start + batch]
         images = np.stack([load_resized(i.path, config.input_size) for i in chunk])
         target = torch.tensor([i.label for i in chunk], device=device) if use_labels else None
-        maps, _ = vanilla_gradient(model3, normalise(images, config).to(device, memory_format=MEMORY_FORMAT), target)
+        x = normalise(images, config).to(device, memory_format=MEMORY_FORMAT)
+        if method == INTEGRATED:
+            maps, _ = integrated_gradients(model3, x, target, steps=ig_steps, baseline=ig_baseline,
+                                           mean=config.mean, std=config.std)
+        else:
+            maps, _ = vanilla_gradient(model3, x, target)
         out[start:start + len(chunk)] = maps.cpu().numpy().astype(np.float16)
     return out
+
+
+def _saliency_cache_tag(options: TrainOptions) -> str:
+    # Vanilla maps keep the cache name they always had, so existing caches stay valid.
+    if options.saliency == VANILLA:
+        return ""
+    return f"-ig{options.ig_steps}{options.ig_baseline}"
 
 
 def evaluate(model: SECBIRNet, loader: DataLoader, device: torch.device) -> dict:
@@ -242,20 +292,22 @@ def train_stage(stage: str, config: ModelConfig, train: Sequence[Item], val: Seq
             raise ValueError("the 4-channel stage starts from a trained 3-channel checkpoint")
         model3 = load_checkpoint(parent_checkpoint)
         weights_source = f"widened from {parent_checkpoint.name}"
-        cache = out_dir / f"saliency-{fingerprint[:16]}-{checkpoint_digest(parent_checkpoint)[:16]}.npz"
+        cache = out_dir / (f"saliency-{fingerprint[:16]}-{checkpoint_digest(parent_checkpoint)[:16]}"
+                           f"{_saliency_cache_tag(options)}.npz")
         if cache.exists():
             stored = np.load(cache)
             train_maps, val_maps = stored["train"], stored["val"]
         else:
             started = time.perf_counter()
+            how = {"method": options.saliency, "ig_steps": options.ig_steps, "ig_baseline": options.ig_baseline}
             train_maps = compute_saliency_maps(model3, train, use_labels=True, device=device, progress=options.progress,
-                                               description="Saliency (train)")
+                                               description="Saliency (train)", **how)
             val_maps = compute_saliency_maps(model3, val, use_labels=False, device=device, progress=options.progress,
-                                             description="Saliency (val)")
+                                             description="Saliency (val)", **how)
             np.savez(cache, train=train_maps, val=val_maps)
-            logger.info("%s saliency maps of %d train + %d val images: %.1f s", config.name, len(train), len(val),
-                        time.perf_counter() - started)
-        model = widen_to_saliency(model3)
+            logger.info("%s %s saliency maps of %d train + %d val images: %.1f s", config.name, options.saliency,
+                        len(train), len(val), time.perf_counter() - started)
+        model = widen_to_saliency(model3, stem_init=options.stem_init)
         new_layers = model.new_layer_names() | stem_parameter_names(model)
         lrs = FOUR_CHANNEL_LR
         train_set = SaliencyDataset(train, train_maps, config.input_size, train=True, seed=options.seed)
@@ -286,6 +338,11 @@ def train_stage(stage: str, config: ModelConfig, train: Sequence[Item], val: Seq
             raise ValueError(f"{resume} is a {state['config']} {state['stage']} checkpoint, not {config.name} {stage}")
         if state["data_fingerprint"] != fingerprint:
             raise ValueError(f"{resume} was trained on different data (fingerprint mismatch); start a new run")
+        if stage == STAGE_4CH:
+            recorded = (state.get("saliency", saliency_record()), state.get("stem_init", DEFAULT_STEM_INIT))
+            if recorded != (options.saliency_options, options.stem_init):
+                raise ValueError(f"{resume} was trained with saliency {recorded[0]} and stem init {recorded[1]!r}, "
+                                 f"not {options.saliency_options} and {options.stem_init!r}")
         model.load_state_dict(state["weights"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -356,6 +413,7 @@ def _checkpoint(model, config, stage, metrics, fingerprint, weights_source, epoc
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
         "loader_rng": generator.get_state(), "seed": options.seed, "epochs": options.epochs,
         "batch_size": options.batch_size, "schedule": options.schedule,
+        **({"saliency": options.saliency_options, "stem_init": options.stem_init} if stage == STAGE_4CH else {}),
     }
 
 

@@ -6,8 +6,8 @@ of the plan (saliency for the case's true class, then 4-channel features), write
 ``chunk-NNNNN.npz`` atomically, records progress and enqueues the next run. Chunks already on
 disk are never recomputed, so a build resumes where a killed worker left it and running a task
 twice duplicates nothing. The last run assembles the matrices, calibrates the
-out-of-distribution threshold and activates the version in one transaction; until then the
-previous version keeps serving queries.
+out-of-distribution warning (:mod:`retrieval.services.ood`) and activates the version in one
+transaction; until then the previous version keeps serving queries.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from lesionsearch.audit import services as audit
 from retrieval import runtime
-from retrieval.classes import CODES, TEST, VAL
+from retrieval.classes import CODES, TEST
 from retrieval import methods as m
 from retrieval.models import Case, IndexVersion, ModelVersion
 
@@ -34,12 +34,12 @@ logger = logging.getLogger(__name__)
 
 Status = IndexVersion.Status
 PLAN_FILE = "plan.npy"
-#: Queries are warned about when their best similarity is below this quantile of what
-#: validation images (encoded exactly like queries, their own lesion excluded) get.
-OOD_QUANTILE = 0.01
-CALIBRATION_SAMPLE = 300
 #: Library cases whose raw style vectors fit the index's style projection (spread over the plan).
 STYLE_FIT_SAMPLE = 512
+#: ``IndexVersion.descriptors`` key: the class the library's saliency maps explain.
+LIBRARY_SALIENCY_KEY = "library_saliency"
+LIBRARY_TRUTH, LIBRARY_PREDICTED = "truth", "predicted"
+LIBRARY_SALIENCY_CHOICES = (LIBRARY_TRUTH, LIBRARY_PREDICTED)
 
 
 class IndexBuildError(Exception):
@@ -75,7 +75,8 @@ def index_build_request(*, user=None, model_version: ModelVersion | None = None,
                         incremental: bool = False, extra_methods: bool = True,
                         contrastive_model: ModelVersion | None = None,
                         triplet_model: ModelVersion | None = None,
-                        segmentation_model: ModelVersion | None = None) -> IndexVersion:
+                        segmentation_model: ModelVersion | None = None,
+                        library_saliency: str = LIBRARY_TRUTH) -> IndexVersion:
     """Create a pending build (or return the one already under way) and enqueue it on commit.
 
     ``model_version`` defaults to the newest 4-channel model of ``collection``; ``collection``
@@ -87,9 +88,15 @@ def index_build_request(*, user=None, model_version: ModelVersion | None = None,
     segmentation by default, or the learned ``segmentation_model``) for every case, and the
     contrastive and triplet embeddings of the given models (default: the collection's newest, when
     trained).
+
+    ``library_saliency``: the library's saliency maps explain the ground-truth class (``truth``,
+    the thesis) or the 3-channel model's predicted class (``predicted``, as for queries); recorded
+    in ``descriptors["library_saliency"]``. An extension keeps its base's.
     """
     from retrieval.selectors import default_collection
 
+    if library_saliency not in LIBRARY_SALIENCY_CHOICES:
+        raise ValueError(f"library_saliency must be one of {', '.join(LIBRARY_SALIENCY_CHOICES)}")
     if model_version is not None:
         if model_version.stage != ModelVersion.Stage.RGB_SALIENCY:
             raise ValueError(f"{model_version} is a 3-channel model; an index needs a 4-channel (SE-CBIR) model")
@@ -110,6 +117,7 @@ def index_build_request(*, user=None, model_version: ModelVersion | None = None,
     triplet_model = _checked_model(triplet_model, ModelVersion.Stage.TRIPLET, "triplet")
     segmentation_model = _checked_model(segmentation_model, ModelVersion.Stage.SEGMENTATION, "segmentation")
     if base is not None:  # an extension keeps its base's methods, so old and new rows compare
+        library_saliency = (base.descriptors or {}).get(LIBRARY_SALIENCY_KEY, LIBRARY_TRUTH)
         methods = list(base.methods or [m.SECBIR])
         contrastive_model, triplet_model = base.contrastive_model, base.triplet_model
         segmentation_model = base.segmentation_model
@@ -134,13 +142,15 @@ def index_build_request(*, user=None, model_version: ModelVersion | None = None,
         index = IndexVersion.objects.create(model_version=model_version, collection=collection, base=base,
                                             methods=methods, contrastive_model=contrastive_model,
                                             triplet_model=triplet_model, segmentation_model=segmentation_model,
-                                            descriptors=_segmentation_note(methods, segmentation_model),
+                                            descriptors={**_segmentation_note(methods, segmentation_model),
+                                                         LIBRARY_SALIENCY_KEY: library_saliency},
                                             requested_by=user if user and user.is_authenticated else None)
         index.directory = f"indexes/{index.id}"
         index.save(update_fields=["directory"])
         audit.record(audit.Action.INDEX_REBUILD, user=user, obj=index,
                      detail={"collection": collection, "model_version": model_version.id, "existing": False,
-                             "incremental": base is not None, "methods": methods})
+                             "incremental": base is not None, "methods": methods,
+                             "library_saliency": library_saliency})
         transaction.on_commit(lambda: _enqueue(index.id))
     return index
 
@@ -328,6 +338,10 @@ def _encode_cases(index: IndexVersion, ids: list[int]):
 
     encoder = runtime.descriptor_encoder_for(index)
     needs = runtime.index_descriptors(index)
+    # Library saliency maps explain the ground-truth class (the thesis) unless the build asked for
+    # the predicted class (build_index --library-saliency predicted): then no label reaches the
+    # library's SE-CBIR vectors, as for queries.
+    use_labels = (index.descriptors or {}).get(LIBRARY_SALIENCY_KEY, LIBRARY_TRUTH) == LIBRARY_TRUTH
     size = encoder.size
     cases = Case.objects.in_bulk(ids)
     images, labels, kept, skipped = [], [], [], []
@@ -351,7 +365,8 @@ def _encode_cases(index: IndexVersion, ids: list[int]):
     parts: dict[str, list[np.ndarray]] = {name: [] for name in needs}
     saliency = []
     for start in range(0, len(images), batch):
-        encoded = encoder.encode(images[start:start + batch], np.array(labels[start:start + batch]), needs=needs)
+        encoded = encoder.encode(images[start:start + batch],
+                                 np.array(labels[start:start + batch]) if use_labels else None, needs=needs)
         for name in needs:
             parts[name].append(encoded.descriptors[name])
         saliency.append(to_uint8(encoded.secbir.saliency))
@@ -419,49 +434,22 @@ def _finish(index: IndexVersion) -> None:
 
 
 def _calibrate(index: IndexVersion, features: np.ndarray, case_ids: np.ndarray, backend) -> dict:
-    """The best-similarity distribution of held-out images, for the out-of-distribution warning.
+    """The out-of-distribution calibration of the new index (:func:`retrieval.services.ood.ood_calibrate`).
 
-    Validation images are encoded exactly as queries are (saliency for the predicted class) and
-    searched with their own lesion excluded, like a new patient's image. Without a validation
-    split, indexed images are used leave-one-lesion-out (flagged in ``source``).
-    """
-    from retrieval.ml.train import load_resized
+    Run by the last task of the build, which keeps its claim alive with a heartbeat per encoded
+    batch; a worker that dies here leaves the build RUNNING, and the run that takes over
+    assembles and calibrates again (nothing of it was stored). When no calibration can be
+    computed the index is still activated, without a warning, and the record says why."""
+    from retrieval.services.ood import VERSION, CalibrationError, ood_calibrate
 
-    lesion_of = dict(Case.objects.filter(id__in=case_ids.tolist()).values_list("id", "lesion_id"))
-    row_lesions = np.array([lesion_of.get(int(i), "") for i in case_ids])
-    val = list(Case.objects.filter(collection=index.collection, split=VAL).order_by("id")
-               .only("id", "image", "lesion_id"))
-    if len(val) > CALIBRATION_SAMPLE:
-        val = [val[i] for i in np.linspace(0, len(val) - 1, CALIBRATION_SAMPLE).round().astype(int)]
-    if val:
-        encoder = runtime.encoder_for(index.model_version)
-        size = encoder.config.input_size
-        queries, lesions = [], []
-        for start in range(0, len(val), 16):
-            chunk = val[start:start + 16]
-            queries.append(encoder.encode(np.stack([load_resized(c.image.path, size) for c in chunk])).features)
-            lesions += [c.lesion_id for c in chunk]
-        queries = np.concatenate(queries)
-        source = "validation images encoded as queries, own lesion excluded"
-    else:
-        rows = np.linspace(0, len(case_ids) - 1, min(CALIBRATION_SAMPLE, len(case_ids))).round().astype(int)
-        queries, lesions = features[rows], list(row_lesions[rows])
-        source = "indexed images, own lesion excluded (no validation split)"
-    depth = min(len(case_ids), 64)
-    rows, scores = backend.search(queries, depth)
-    best = []
-    for lesion, row_ids, row_scores in zip(lesions, rows, scores):
-        other = [s for r, s in zip(row_ids, row_scores) if row_lesions[r] != lesion]
-        if other:
-            best.append(float(other[0]))
-    if not best:
-        return {"source": source, "n": 0, "threshold": None}
-    best = np.array(best)
-    return {
-        "source": source, "n": int(len(best)), "quantile": OOD_QUANTILE,
-        "threshold": float(np.quantile(best, OOD_QUANTILE)),
-        "percentiles": {str(p): float(np.percentile(best, p)) for p in (1, 5, 25, 50, 75)},
-    }
+    def tick() -> None:
+        IndexVersion.objects.filter(id=index.id, status=Status.RUNNING).update(heartbeat_at=timezone.now())
+
+    try:
+        return ood_calibrate(index=index, features=features, case_ids=case_ids, backend=backend, tick=tick)
+    except CalibrationError as exc:
+        logger.error("index build %s: no out-of-distribution calibration: %s", index.id, exc)
+        return {"version": VERSION, "method": None, "threshold": None, "n": 0, "error": str(exc)}
 
 
 def index_refresh(*, index: IndexVersion) -> IndexVersion:

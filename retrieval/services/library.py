@@ -256,10 +256,13 @@ def _register_model(*, config: str, stage: str, collection: str, result, parent,
 
     digest = checkpoint_digest(result.checkpoint)
     name, _ = _store_content_file("models", digest, "pt", result.checkpoint)
+    training = ({"saliency": options.saliency_options, "stem_init": options.stem_init}
+                if stage == ModelVersion.Stage.RGB_SALIENCY else {})
     return ModelVersion.objects.create(
         config=config, stage=stage, parent=parent, collection=collection, checkpoint=name, checkpoint_sha256=digest,
         data_fingerprint=fingerprint, metrics={**result.metrics, "history": result.history},
         weights_source=result.weights_source[:255], seed=options.seed, epochs=options.epochs,
+        training_options=training,
     )
 
 

@@ -36,10 +36,11 @@ FINAL = (Status.DONE, Status.FAILED)
 #: Extra neighbours searched so that cases deleted since the index was built can be skipped.
 SEARCH_MARGIN = 8
 
+#: Shown when the query's out-of-distribution score is below its index's threshold
+#: (:mod:`retrieval.services.ood`); the page and the API show this text as it is.
 OOD_WARNING = (
-    "This image is unlike the images in the case library (its closest match is less similar than "
-    "{share} of validation images' closest matches). It may not be a dermoscopic image of a skin "
-    "lesion, or it may be of unusual quality. The similar cases below may not be meaningful."
+    "This does not look like a dermoscopic image like those in the case library, so the similar cases "
+    "below may not be meaningful. Check that you uploaded a dermoscopic image of a skin lesion."
 )
 #: Stored with every vote; the result page says the same (``retrieval.views.VOTE_NOTE``).
 VOTE_NOTE = ("The share of the similar cases per class: how many of them have that class; equal counts are "
@@ -204,6 +205,7 @@ def _analyse(query: Query, worker: str) -> None:
     from retrieval.ml.features import as_rgb
     from retrieval.ml.methods import method_topk
     from retrieval.ml.overlay import render_overlay
+    from retrieval.services.ood import ood_depth, query_ood
 
     index = query.index_version
     if index is None or index.status != IndexVersion.Status.DONE:
@@ -216,11 +218,11 @@ def _analyse(query: Query, worker: str) -> None:
     with query.image.open("rb") as handle, Image.open(handle) as image:
         pixels = np.asarray(as_rgb(image), dtype=np.uint8)
     method = m.get_method(query.method)
-    # SE-CBIR always runs: its saliency map is shown for every method and its best similarity
-    # drives the out-of-distribution warning (calibrated on SE-CBIR similarities).
+    # SE-CBIR always runs: its saliency map is shown for every method, and its search and the
+    # saliency pass's logits give the out-of-distribution score (calibrated on SE-CBIR queries).
     encoded = encoder.encode([pixels], needs={m.SECBIR, *method.needs}, packed_masks=False)
     _heartbeat(query.id, worker)
-    depth = query.k + SEARCH_MARGIN
+    depth = max(query.k + SEARCH_MARGIN, ood_depth(index))
     secbir_ids, secbir_scores = loaded.search(encoded.descriptors[m.SECBIR], depth)
     if method.name == m.SECBIR:
         case_ids, scores = secbir_ids[0], secbir_scores[0]
@@ -247,10 +249,9 @@ def _analyse(query: Query, worker: str) -> None:
         for rank, ((case, similarity), maps) in enumerate(zip(found, evidence), start=1)
     ]
     best = float(secbir_scores[0][0]) if len(secbir_scores[0]) else None
-    threshold = (index.calibration or {}).get("threshold")
-    warning = ""
-    if threshold is not None and best is not None and best < threshold:
-        warning = OOD_WARNING.format(share=f"{1 - index.calibration.get('quantile', 0.01):.0%}")
+    ood = query_ood(index, similarities=secbir_scores[0], logits=encoded.secbir.logits[0],
+                    features=encoded.descriptors[m.SECBIR][0])
+    warning = OOD_WARNING if ood["warned"] else ""
     written = [overlay_name] + [name for pair in evidence for name in pair if name]
     with transaction.atomic():
         mine = Query.objects.select_for_update().filter(id=query.id, status=Status.RUNNING, worker=worker[:255])
@@ -262,6 +263,7 @@ def _analyse(query: Query, worker: str) -> None:
         QueryNeighbour.objects.bulk_create(neighbours)
         mine.update(status=Status.DONE, finished_at=timezone.now(), saliency=overlay_name,
                     predicted=CODES[int(encoded.secbir.predicted[0])], best_similarity=best, warning=warning,
+                    ood_score=ood["score"], ood_threshold=ood["threshold"], ood_method=ood["method"],
                     neighbour_vote=neighbour_vote([case.dx for case, _ in found]), error="")
 
 

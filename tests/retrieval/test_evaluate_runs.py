@@ -382,3 +382,52 @@ def test_command_turns_a_bad_run_file_into_a_command_error(files, tmp_path):
 def test_command_refuses_bad_cutoffs(files):
     with pytest.raises(CommandError, match="--k: duplicate cut-offs"):
         evaluate(*runs_args(files, "A"), "--k", "3", "3")
+
+
+# ---------------------------------------------------------------- intervals in the report formats
+
+def _uncertain_results():
+    """A hand-made case: method A retrieves every query's class (its intervals are [1, 1]);
+    B is a copy of A (difference 0, p = 1); C misses every melanoma."""
+    from retrieval.classes import CODES
+    from retrieval.ml.bootstrap import LesionBootstrap, retrieval_uncertainty
+    from retrieval.ml.metrics import query_precision
+
+    labels = ["nv", "nv", "nv", "mel", "mel"]
+    lesions = ["L1", "L1", "L2", "L3", "L4"]
+    hit = [[q, q] for q in labels]
+    miss = [[q, q] if q == "nv" else ["nv", "nv"] for q in labels]
+    neighbours = {"A": hit, "B": hit, "C": miss}
+    results = {name: (precision_at_k(labels, ranked, ks=(1, 2)), None) for name, ranked in neighbours.items()}
+    draw = LesionBootstrap(lesions, labels, replicates=400, seed=0)
+    hits = {name: (query_precision(labels, ranked, (1, 2)), None) for name, ranked in neighbours.items()}
+    return results, retrieval_uncertainty(draw, labels, [1, 2], hits, classes=CODES, reference="A")
+
+
+def test_report_formats_carry_intervals_paired_differences_and_few_query_marks(tmp_path):
+    from retrieval.ml.report import plot_precision_vs_k
+
+    results, uncertainty = _uncertain_results()
+    document = to_json(results, uncertainty)
+    a, b, c = (document["methods"][name] for name in "ABC")
+    assert a["ci"]["ap"] == {"1": [1.0, 1.0], "2": [1.0, 1.0]}
+    assert a["ci"]["per_class"]["nv"] == {"1": [1.0, 1.0], "2": [1.0, 1.0]}
+    assert a["vs_reference"] is None and a["few_queries"] == ["mel", "nv"]  # 2 and 3 queries, both under 10
+    assert b["vs_reference"]["ap"]["1"] == {"difference": 0.0, "ci": [0.0, 0.0], "p": 1.0}
+    # C: melanoma P@k 0 in every replicate, so AP@k = (0 + 1) / 2 exactly, 0.5 below A in all of them
+    assert c["ap"] == {"1": 0.5, "2": 0.5} and c["ci"]["ap"]["1"] == [0.5, 0.5]
+    assert c["vs_reference"]["ap"]["2"] == {"difference": -0.5, "ci": [-0.5, -0.5], "p": pytest.approx(2 / 401)}
+    assert c["vs_reference"]["per_class"]["nv"]["1"]["difference"] == 0.0
+    assert document["bootstrap"]["replicates"] == 400 and document["bootstrap"]["n_lesions"] == 4
+
+    markdown = to_markdown(results, uncertainty)
+    assert "|  | mel † | 2 | 1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] |" in markdown
+    assert "| C | -0.50 [-0.50, -0.50] p=0.005 |" in markdown and "| B | +0.00 [+0.00, +0.00] p=1.000 |" in markdown
+
+    rows = to_csv(results, uncertainty).splitlines()
+    assert rows[0] == ("method,variant,class,k,value,ci_low,ci_high,n_queries,few_queries,reference,difference,"
+                       "diff_low,diff_high,p")
+    assert "A,standard,macro,1,1.0,1.0,1.0,5,false,,,,," in rows
+    assert "C,standard,mel,2,0.0,0.0,0.0,2,true,A,-1.0,-1.0,-1.0,0.004987531172069825" in rows
+    plot_precision_vs_k(results, tmp_path / "p.png", uncertainty)
+    assert (tmp_path / "p.png").stat().st_size > 0

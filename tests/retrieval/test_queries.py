@@ -18,7 +18,7 @@ from retrieval.ml.metrics import neighbour_vote as vote_winner
 from retrieval.models import Case, IndexVersion, Query, QueryNeighbour
 from retrieval.selectors import query_payload
 from retrieval.services.queries import (
-    VOTE_NOTE, QueryRejected, neighbour_vote, query_delete, query_refresh, query_run, query_submit,
+    OOD_WARNING, VOTE_NOTE, QueryRejected, neighbour_vote, query_delete, query_refresh, query_run, query_submit,
 )
 from tests.retrieval.conftest import ISSUE_15_LABELS
 
@@ -130,7 +130,7 @@ def test_payload_has_the_api_shape(ready_index, clinician):
     query.refresh_from_db()
     body = query_payload(query, url=lambda path: "http://testserver" + path)
     assert set(body) >= {"id", "status", "error", "created", "model_version", "index_version", "query_image_url",
-                         "query_saliency_url", "neighbour_vote", "warning", "neighbours"}
+                         "query_saliency_url", "neighbour_vote", "warning", "ood", "neighbours"}
     assert body["model_version"] == ready_index.model_version_id and body["index_version"] == ready_index.id
     assert body["query_image_url"].startswith("http://testserver/media/queries/")
     assert body["query_saliency_url"].endswith("-saliency.png")
@@ -201,8 +201,9 @@ def test_out_of_distribution_warning_follows_the_calibrated_threshold(ready_inde
     unlike = query_submit(user=clinician, image_data=_image_bytes())
     query_run(query_id=unlike.id, worker="w")
     unlike.refresh_from_db()
-    assert unlike.status == "done" and "unlike the images in the case library" in unlike.warning
+    assert unlike.status == "done" and unlike.warning == OOD_WARNING
     assert query_payload(unlike)["warning"] == unlike.warning
+    assert query_payload(unlike)["ood"]["threshold"] == 1.5
 
     IndexVersion.objects.filter(id=ready_index.id).update(calibration={**ready_index.calibration, "threshold": -1.5})
     like = query_submit(user=clinician, image_data=_test_case_bytes())

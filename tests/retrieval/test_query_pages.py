@@ -297,13 +297,19 @@ def test_a_done_result_renders_six_framed_neighbours_and_the_neighbour_vote(clie
 
 
 def test_the_out_of_distribution_warning_is_shown_above_the_results(client, clinician, done_query):
-    Query.objects.filter(pk=done_query.pk).update(warning="This image is unlike the images in the case library.")
+    from retrieval.services.queries import OOD_WARNING
+
+    Query.objects.filter(pk=done_query.pk).update(warning=OOD_WARNING)
     client.force_login(clinician)
     page = client.get(f"/queries/{done_query.pk}/").content.decode()
     warning = re.search(r'<div id="query-warning" class="alert warning"[^>]*>(.*?)</div>', page, re.S)
     assert warning and "hidden" not in warning.group(0).split(">")[0]
-    assert "This image is unlike the images in the case library." in warning.group(1)
+    assert text_of(warning.group(1)) == f"Caution: {OOD_WARNING}"
     assert page.index('id="query-warning"') < page.index('id="neighbours"')
+    # the live page (static/js/query.js) shows the payload's warning, the same text
+    embedded = json.loads(re.search(r'<script id="query-data" type="application/json">(.*?)</script>',
+                                    page, re.S).group(1))
+    assert embedded["warning"] == OOD_WARNING
 
 
 def test_a_failed_query_shows_its_error(client, clinician, media_root):

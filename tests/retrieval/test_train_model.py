@@ -109,10 +109,51 @@ def test_evaluate_retrieval_scores_the_trained_models_in_table_layouts(small_lib
     with pytest.raises(CommandError, match="--methods: unknown sift"):
         call_command("evaluate_retrieval", "--methods", "secbir,sift", verbosity=0)
 
-    integrated = StringIO()
-    call_command("evaluate_retrieval", "--methods", "secbir,cnn3", "--saliency", "integrated", "--ig-steps", "2", "--ig-baseline", "grey",
-                 "--format", "csv", "--device", "cpu", stdout=integrated, stderr=StringIO(), verbosity=0)
-    assert integrated.getvalue().startswith("method,variant,class,k,value") and "secbir" in integrated.getvalue()
+    # the model was trained on vanilla maps: integrated-gradient maps are refused (see below for a model trained on them)
+    with pytest.raises(CommandError, match="trained on vanilla-gradient maps"):
+        call_command("evaluate_retrieval", "--methods", "secbir,cnn3", "--saliency", "integrated", "--ig-steps", "2",
+                     "--ig-baseline", "grey", "--device", "cpu", stdout=StringIO(), verbosity=0)
+
+
+def test_a_4ch_model_trained_on_integrated_gradients_with_a_zero_stem_is_evaluated_with_them(small_library,
+                                                                                              media_root):
+    import json
+
+    call_command("train_model", "--config", "tiny", "--stage", "both", "--epochs", "1", "--batch-size", "8",
+                 "--device", "cpu", "--saliency", "integrated", "--ig-steps", "2", "--ig-baseline", "grey",
+                 "--stem-init", "zero", verbosity=0)
+    wide = ModelVersion.objects.get(stage="4ch")
+    recorded = {"saliency": {"method": "integrated", "ig_steps": 2, "ig_baseline": "grey"}, "stem_init": "zero"}
+    assert wide.training_options == recorded
+    assert ModelVersion.objects.get(stage="3ch").training_options == {}
+    state = torch.load(media_root / wide.checkpoint.name, weights_only=False)
+    assert (state["saliency"], state["stem_init"]) == (recorded["saliency"], "zero")
+    cached = list((media_root / "training").glob("*/saliency-*-ig2grey.npz"))
+    assert len(cached) == 1  # integrated-gradient maps cached apart from vanilla ones
+
+    out = StringIO()
+    call_command("evaluate_retrieval", "--methods", "secbir", "--bootstrap", "50", "--format", "json", "--device",
+                 "cpu", stdout=out, stderr=StringIO(), verbosity=0)
+    assert json.loads(out.getvalue())["evaluation"]["saliency"] == recorded["saliency"]
+    with pytest.raises(CommandError, match="evaluating it with vanilla-gradient maps"):
+        call_command("evaluate_retrieval", "--saliency", "vanilla", "--device", "cpu", verbosity=0)
+    # the product encodes library images and queries of this model with the same maps
+    from retrieval import runtime
+
+    runtime.forget()
+    encoder = runtime.encoder_for(wide)
+    assert (encoder.method, encoder.ig_steps, encoder.ig_baseline) == ("integrated", 2, "grey")
+    runtime.forget()
+
+
+def test_4ch_options_are_refused_where_they_mean_nothing(small_library):
+    with pytest.raises(CommandError, match="options of the 4-channel stage"):
+        call_command("train_model", "--config", "tiny", "--stage", "3ch", "--stem-init", "zero", verbosity=0)
+    with pytest.raises(CommandError, match="options of the 4-channel stage"):
+        call_command("train_model", "--config", "tiny", "--stage", "triplet", "--saliency", "integrated",
+                     verbosity=0)
+    with pytest.raises(CommandError, match="need --saliency integrated"):
+        call_command("train_model", "--config", "tiny", "--ig-steps", "4", verbosity=0)
 
 
 def test_evaluate_retrieval_without_a_model_says_what_to_do(db):

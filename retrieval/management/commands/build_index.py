@@ -31,6 +31,10 @@ class Command(BaseCommand):
         parser.add_argument("--segmentation-model", type=int, metavar="V",
                             help="learned segmentation ModelVersion whose lesion masks the Dice methods compare "
                                  "(default: the classical segmentation; segment_library train makes one)")
+        parser.add_argument("--library-saliency", choices=["truth", "predicted"], default="truth",
+                            help="the library images' saliency maps explain their ground-truth class (default, the "
+                                 "thesis) or the 3-channel model's predicted class, as queries' maps do (no label "
+                                 "in the SE-CBIR vectors; the label-leakage ablation of docs/retrieval.md)")
 
     def handle(self, *args, model_version, collection, incremental, wait, here, **options):
         from retrieval.services.index import index_build_request, index_build_run, index_refresh
@@ -49,12 +53,14 @@ class Command(BaseCommand):
                 extra_methods=not options["secbir_only"],
                 contrastive_model=model(options["contrastive_model"], "--contrastive-model"),
                 triplet_model=model(options["triplet_model"], "--triplet-model"),
-                segmentation_model=model(options["segmentation_model"], "--segmentation-model"))
+                segmentation_model=model(options["segmentation_model"], "--segmentation-model"),
+                library_saliency=options["library_saliency"])
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"Index build #{index.id} of {index.collection!r} with {index.model_version} "
                           f"({'incremental' if index.base_id else 'full'}) is {index.status}; "
-                          f"methods: {', '.join(index.methods or ['secbir'])}.")
+                          f"methods: {', '.join(index.methods or ['secbir'])}; library saliency maps for the "
+                          f"{(index.descriptors or {}).get('library_saliency', 'truth')} class.")
         if not (wait or here):
             self.stdout.write("A worker runs it; follow it with --wait, in the admin or at /api/v1/index/.")
             return

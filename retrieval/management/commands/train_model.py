@@ -19,7 +19,10 @@ class Command(BaseCommand):
         "similarity group, with paper 004's hierarchical triplet selection. Each trained stage is registered "
         "as a ModelVersion (an index build picks up the newest contrastive/triplet model). "
         "--profile picks epochs per stage, batch size and learning-rate schedule (thesis: the thesis recipe; "
-        "demo: the few-minute CPU run of make run); explicit --epochs, --batch-size and --config override it."
+        "demo: the few-minute CPU run of make run); explicit --epochs, --batch-size and --config override it. "
+        "--saliency integrated trains the 4-channel model on integrated-gradient maps (recorded on its "
+        "ModelVersion; evaluation and indexing then use the same maps); --stem-init zero starts the 4-channel "
+        "model as exactly the 3-channel one."
     )
 
     def add_arguments(self, parser):
@@ -55,6 +58,16 @@ class Command(BaseCommand):
         parser.add_argument("--lr", type=float, help="base learning rate (default: the thesis value of the stage; "
                                                     "5e-3 for contrastive/triplet)")
         parser.add_argument("--workers", type=int, default=4, help="DataLoader workers (CUDA only)")
+        parser.add_argument("--saliency", choices=["vanilla", "integrated"],
+                            help="4-channel stage: the saliency maps it trains on (default: vanilla gradient, the "
+                                 "thesis's; integrated: integrated gradients, then evaluate and index with the same)")
+        parser.add_argument("--ig-steps", type=int, help="with --saliency integrated: number of steps (default 32)")
+        parser.add_argument("--ig-baseline", choices=["black", "grey"],
+                            help="with --saliency integrated: baseline image (default black)")
+        parser.add_argument("--stem-init", choices=["mean", "zero"],
+                            help="4-channel stage: how the saliency filter of the widened stem starts: mean of the "
+                                 "RGB filters, or zero (the 4-channel model then starts as exactly the 3-channel "
+                                 "one); default: see docs/retrieval.md, 'Stem initialisation'")
 
     def handle(self, *args, **o):
         from retrieval.ml.profiles import get_profile
@@ -72,10 +85,14 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         if o["stage"] in ("contrastive", "triplet"):
+            if any(o[key] is not None for key in FOUR_CHANNEL_OPTIONS):
+                raise CommandError("--saliency, --ig-steps, --ig-baseline and --stem-init are options of the "
+                                   "4-channel stage (--stage 4ch or both)")
             return self.train_embedding(o, profile, collection)
         if o["groups"] or o["non_hierarchical"] or o["margin"] is not None:
             raise CommandError("--groups, --non-hierarchical and --margin are options of --stage contrastive|triplet")
         stages = ["3ch", "4ch"] if o["stage"] == "both" else [o["stage"]]
+        four_channel = four_channel_options(o, stages)
         parent = None
         if stages == ["4ch"]:
             parents = ModelVersion.objects.filter(stage="3ch", config=o["config"], collection=collection)
@@ -83,12 +100,19 @@ class Command(BaseCommand):
             if parent is None:
                 raise CommandError(f"no 3-channel {o['config']} model for {collection!r}; train --stage 3ch first")
         explicit = {key: o[key] for key in ("epochs", "batch_size") if o[key] is not None}
-        options = profile.stage_options(stages, seed=o["seed"], device=o["device"], num_workers=o["workers"],
-                                        lr=o["lr"], progress=o["verbosity"] > 0, **explicit)
+        try:
+            options = profile.stage_options(stages, seed=o["seed"], device=o["device"], num_workers=o["workers"],
+                                            lr=o["lr"], progress=o["verbosity"] > 0, **explicit, **four_channel)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         if o["verbosity"] > 0:
             plan = ", ".join(f"{stage} {options[stage].epochs} epochs" for stage in stages)
+            four = ""
+            if "4ch" in stages:
+                chosen = options["4ch"]
+                four = f"; 4-channel stage: {chosen.saliency_options['method']} saliency maps, {chosen.stem_init} stem"
             self.stdout.write(f"Training {o['config']} on {collection!r}, profile {profile.name}: {plan}, "
-                              f"batch {options[stages[0]].batch_size}")
+                              f"batch {options[stages[0]].batch_size}{four}")
         work_dir = Path(settings.MEDIA_ROOT) / "training" / f"{o['config']}-{collection}-seed{o['seed']}"
         try:
             versions = model_train(config_name=o["config"], stages=stages, collection=collection, options=options,
@@ -152,6 +176,25 @@ class Command(BaseCommand):
         cutoffs = ", ".join(f"P@{k} {m[f'precision_at_{k}']:.3f}" for k in (1, 3, 6, 9) if f"precision_at_{k}" in m)
         self.stdout.write(f"{version}: validation AP@6 {m.get('ap_at_6', float('nan')):.3f}, {cutoffs}{val_loss} "
                           f"(epoch {m['epoch']}); {version.weights_source}")
+
+
+#: train_model options of the 4-channel stage -> TrainOptions fields.
+FOUR_CHANNEL_OPTIONS = {"saliency": "saliency", "ig_steps": "ig_steps", "ig_baseline": "ig_baseline",
+                        "stem_init": "stem_init"}
+
+
+def four_channel_options(o: dict, stages: list[str]) -> dict:
+    """The explicitly given 4-channel options as TrainOptions overrides; refused without a 4ch stage,
+    and the IG options without --saliency integrated."""
+    given = {field: o[key] for key, field in FOUR_CHANNEL_OPTIONS.items() if o[key] is not None}
+    if given and "4ch" not in stages:
+        raise CommandError("--saliency, --ig-steps, --ig-baseline and --stem-init are options of the 4-channel "
+                           "stage (--stage 4ch or both)")
+    if (o["ig_steps"] is not None or o["ig_baseline"] is not None) and o["saliency"] != "integrated":
+        raise CommandError("--ig-steps and --ig-baseline need --saliency integrated")
+    if o["ig_steps"] is not None and o["ig_steps"] < 1:
+        raise CommandError("--ig-steps must be at least 1")
+    return given
 
 
 def read_groups(path: Path, collection: str) -> dict[str, str]:

@@ -67,6 +67,23 @@ def test_b4_weights_file_is_used_when_given(monkeypatch, tmp_path):
     assert torch.equal(model.backbone.conv_stem.weight, donor.backbone.conv_stem.weight)
 
 
+def test_a_zero_stem_makes_the_4_channel_model_start_as_exactly_the_3_channel_one():
+    torch.manual_seed(0)
+    model = build_model(get_config("tiny"), pretrained=False).eval()
+    zero, mean = widen_to_saliency(model, stem_init="zero").eval(), widen_to_saliency(model, stem_init="mean").eval()
+    assert torch.count_nonzero(zero.stem.weight[:, 3]) == 0
+    assert torch.equal(zero.stem.weight[:, :3], model.stem.weight)
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        for saliency in (torch.rand(4, 64, 64), torch.zeros(4, 64, 64), torch.ones(4, 64, 64)):
+            wide_input = with_saliency(x, saliency)
+            assert torch.equal(zero(wide_input), model(x))  # bit for bit, whatever the map
+            assert torch.equal(zero.pooled(wide_input), model.pooled(x))
+        assert not torch.equal(mean(with_saliency(x, torch.rand(4, 64, 64))), model(x))
+    with pytest.raises(ValueError, match="unknown stem init"):
+        widen_to_saliency(model, stem_init="noise")
+
+
 def test_widening_keeps_rgb_weights_exactly_and_everything_else():
     model = build_model(get_config("secbir-lite0"), pretrained=True)
     wide = widen_to_saliency(model)

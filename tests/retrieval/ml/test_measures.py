@@ -227,6 +227,54 @@ def test_top_k_orders_ties_by_index():
         measures.top_k(np.ones(3), 5)
 
 
+def test_a_tie_seed_orders_tied_scores_at_random_and_reproducibly():
+    scores = np.array([0.5, 0.9, 0.5, 0.9, 0.5, 0.9, 0.1])
+    first = measures.top_k(scores, 4, tie_seed=11)
+    assert np.array_equal(first[0], measures.top_k(scores, 4, tie_seed=11)[0])
+    assert sorted(first[0][:3].tolist()) == [1, 3, 5] and first[0][3] in (0, 2, 4)  # best scores still first
+    assert first[1].tolist() == [0.9, 0.9, 0.9, 0.5]
+    orders = {tuple(measures.top_k(scores, 4, tie_seed=seed)[0].tolist()) for seed in range(30)}
+    assert len(orders) > 5  # the seed, not the index, decides among equal scores
+    # the key of a row depends on (row, seed) only, and both branches (partial and full sort) agree
+    many = np.zeros(400)
+    many[[3, 250, 399]] = 1.0
+    assert sorted(measures.top_k(many, 3, tie_seed=2)[0].tolist()) == [3, 250, 399]
+    assert np.array_equal(measures.top_k(many, 300, tie_seed=2)[0][:3], measures.top_k(many, 3, tie_seed=2)[0])
+
+
+def test_ties_do_not_favour_the_class_imported_first():
+    """An I1-score with a zero component is 0 for every case (here: a lesion in the query, none
+    found in the library, so Dice is 0): with ties by library order a query would get the
+    first-imported class every time; with the seeded tie-break about half of the neighbours come
+    from each half of a library sorted by class."""
+    rng = np.random.default_rng(0)
+    library = {"mask": measures.pack_masks(np.zeros((200, 64, 64), dtype=bool)),
+               "cnn3": rng.random((200, 8)).astype(np.float32)}
+    classes = np.array(["bkl"] * 100 + ["nv"] * 100)  # library order = class order
+    query_mask = np.zeros((64, 64), dtype=bool)
+    query_mask[20:40, 20:40] = True
+    first_half = []
+    for number in range(60):
+        query = {"mask": query_mask, "cnn3": rng.random(8).astype(np.float32)}
+        rows, scores = method_topk("i1_cd", query, library, 6)
+        assert scores.tolist() == [0.0] * 6  # every case ties
+        first_half.append(np.mean(classes[rows] == "bkl"))
+        assert np.array_equal(rows, method_topk("i1_cd", query, library, 6)[0])  # same query, same order
+    assert 0.35 < np.mean(first_half) < 0.65
+    with_index_ties = measures.top_k(measures.dice_scores(query_mask, library["mask"]), 6)[0]
+    assert classes[with_index_ties].tolist() == ["bkl"] * 6  # what the old rule did
+
+
+def test_the_tie_seed_of_a_query_comes_from_its_descriptors():
+    from retrieval.ml.methods import query_tie_seed
+
+    a = {"cnn3": np.array([0.1, 0.2], dtype=np.float32), "mask": np.zeros((4, 4), dtype=bool)}
+    same = {"mask": np.zeros((4, 4), dtype=bool), "cnn3": np.array([0.1, 0.2], dtype=np.float32)}
+    assert query_tie_seed(a) == query_tie_seed(same)  # name order does not matter
+    assert query_tie_seed(a) != query_tie_seed(a, 1)
+    assert query_tie_seed(a) != query_tie_seed({**a, "cnn3": np.array([0.1, 0.3], dtype=np.float32)})
+
+
 def test_activation_map_pair_matches_a_direct_computation():
     rng = np.random.default_rng(2)
     g_q, g_r = rng.random((4, 3, 2)), rng.random((4, 3, 2))
