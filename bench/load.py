@@ -422,25 +422,16 @@ def stop(process: subprocess.Popen) -> None:
 def setup_instance(library: int, clinicians: int, browsers: int) -> tuple[list, list, list[bytes]]:
     """Library, split, a Lite0 (demo profile) model trained one epoch, its index, users. Returns the
     clinician and browser accounts and the query images (the test split's)."""
-    from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
     from django.core.management import call_command
 
+    from bench.query_end_to_end import setup
     from lesionsearch.roles import CLINICIAN
-    from retrieval.ml.profiles import get_profile
     from retrieval.models import Case
-    from retrieval.services import model_train
 
-    call_command("migrate", verbosity=0)
+    setup(library)  # the same library, split, model and index as the end-to-end benchmark
     call_command("collectstatic", "--no-input", verbosity=0)
-    call_command("make_synthetic_library", "--limit", str(library), verbosity=0)
-    call_command("split_library", "--collection", "synthetic", "--seed", "71", verbosity=0)
-    profile = get_profile("demo")
-    options = profile.stage_options(["3ch", "4ch"], epochs=1, device="cpu", progress=False)
-    model_train(config_name=profile.config, stages=["3ch", "4ch"], collection="synthetic", options=options,
-                work_dir=Path(settings.MEDIA_ROOT) / "training")
-    call_command("build_index", "--here", verbosity=0)
     group = Group.objects.get(name=CLINICIAN)
     accounts = []
     for name in [f"load-clinician-{i}" for i in range(clinicians)] + [f"load-browser-{i}" for i in range(browsers)]:

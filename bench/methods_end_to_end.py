@@ -93,7 +93,7 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         query = Query.objects.get(id=query.id)
         if query.status != "done" or query.neighbours.count() != 6:
-            raise SystemExit(f"{method} query {query.id} ended {query.status}: {query.error}")
+            raise SystemExit(f"{method} query {query.id} ended {query.status}: {query.message}")
         return elapsed
 
     for method in methods:  # warm-up: models, index files and descriptor memory maps load on first use

@@ -25,7 +25,7 @@ django.setup()
 
 import numpy as np  # noqa: E402
 
-from retrieval import runtime  # noqa: E402
+from retrieval import loaders, runtime  # noqa: E402
 from retrieval.classes import TEST  # noqa: E402
 from retrieval.ml.descriptors import resize_rgb_array  # noqa: E402
 from retrieval.models import Case, IndexVersion  # noqa: E402
@@ -45,7 +45,7 @@ def main() -> None:
     warned, total, scores = Counter(), Counter(), []
     for start in range(0, len(cases), 16):
         chunk = cases[start:start + 16]
-        encoded = encoder.encode(np.stack([resize_rgb_array(runtime.load_rgb(c.image.path), size) for c in chunk]))
+        encoded = encoder.encode(np.stack([resize_rgb_array(loaders.load_rgb(c.image.path), size) for c in chunk]))
         _, similar = loaded.search(encoded.features, depth)
         for case, sims, logits, features in zip(chunk, similar, encoded.logits, encoded.features):
             result = query_ood(index, similarities=sims, logits=logits, features=features)

@@ -62,18 +62,20 @@ def _wait_http(url: str, process: subprocess.Popen, timeout: float = 60) -> None
 
 
 def setup(library: int) -> None:
+    """The private instance's database and data: a synthetic library of ``library`` images, split;
+    the demo profile's 3- and 4-channel models trained one epoch on the CPU; their index. Also
+    what bench/load.py and bench/methods_end_to_end.py set up."""
+    from django.conf import settings
     from django.core.management import call_command
+
+    from retrieval.ml.profiles import get_profile
+    from retrieval.services import model_train
 
     call_command("migrate", verbosity=0)
     call_command("make_synthetic_library", "--limit", str(library), verbosity=0)
     call_command("split_library", "--collection", "synthetic", "--seed", "71", verbosity=0)
-    from retrieval.ml.profiles import get_profile
-    from retrieval.services import model_train
-
     profile = get_profile("demo")
     options = profile.stage_options(["3ch", "4ch"], epochs=1, device="cpu", progress=False)
-    from django.conf import settings
-
     model_train(config_name=profile.config, stages=["3ch", "4ch"], collection="synthetic", options=options,
                 work_dir=Path(settings.MEDIA_ROOT) / "training")
     call_command("build_index", "--here", verbosity=0)

@@ -1,4 +1,4 @@
-"""Speed and recall of the search backends (retrieval/ml/index.py) on synthetic 1280-d features.
+"""Speed and recall of the search backends (retrieval/ml/search.py) on synthetic 1280-d features.
 
 Prints figures measured in this one run, next to their targets:
 
@@ -40,10 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from retrieval.ml.index import (  # noqa: E402
-    FAISS_HNSW, FAISS_IVF, FAISS_KINDS, build_backend, load_backend,
+from retrieval.ml.search import (  # noqa: E402
+    FAISS_HNSW, FAISS_IVF, FAISS_KINDS, build_backend, cosine_topk, load_backend,
 )
-from retrieval.ml.search import cosine_topk  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DIMENSION = 1280  # EfficientNet-Lite0's pooled features: the product's default feature size

@@ -299,7 +299,7 @@ SPECTACULAR_SETTINGS = {
     "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}},
     "ENUM_NAME_OVERRIDES": {
         "DiagnosisEnum": "retrieval.classes.DX_CHOICES",
-        "JobStatusEnum": "retrieval.models.JobStatus",
+        "JobStatusEnum": "lesionsearch.jobs.models.JobStatus",
         "StudyStatusEnum": "readerstudy.models.Study.Status",
         "RetrievalMethodEnum": "retrieval.methods.METHOD_CHOICES",
     },

@@ -7,13 +7,13 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.db import connection
-from django.db.models import Q
 from django.http import FileResponse, Http404, JsonResponse
 from django.views.decorators.http import require_GET
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from lesionsearch.celery import app as celery_app
+from retrieval.selectors import media_file_visible
 
 
 @require_GET
@@ -36,10 +36,6 @@ def healthz(request):
     return JsonResponse({"status": "ok" if healthy else "unavailable", **checks}, status=200 if healthy else 503)
 
 
-#: Media folders whose files belong to one user's query (uploads, saliency overlays, evidence maps).
-PRIVATE_QUERY_PREFIXES = ("queries/",)
-
-
 def _media_user(request):
     """The session user, else the user of an ``Authorization: Token`` header (API integrators).
 
@@ -49,15 +45,6 @@ def _media_user(request):
         return request.user
     credentials = TokenAuthentication().authenticate(request)
     return credentials[0] if credentials else None
-
-
-def _query_file_owner(name: str) -> int | None:
-    """The id of the user whose query stored this file, or None when no query holds it."""
-    from retrieval.models import Query
-
-    return (Query.objects.filter(Q(image=name) | Q(saliency=name) | Q(neighbours__evidence_query=name)
-                                 | Q(neighbours__evidence_case=name))
-            .values_list("user_id", flat=True).first())
 
 
 @require_GET
@@ -84,7 +71,7 @@ def protected_media(request, path: str):
     if not target.is_relative_to(root) or not target.is_file():
         raise Http404("no such file")
     name = target.relative_to(root).as_posix()
-    if name.startswith(PRIVATE_QUERY_PREFIXES) and not user.is_staff and _query_file_owner(name) != user.id:
+    if not media_file_visible(user=user, name=name):
         raise Http404("no such file")
     content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
     response = FileResponse(open(target, "rb"), content_type=content_type)

@@ -15,8 +15,9 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from lesionsearch.jobs.models import Job
 from retrieval.classes import DX_CHOICES
-from retrieval.models import Case, IndexVersion
+from retrieval.models import Case, IndexVersion, RankedNeighbour
 
 TASK_IMAGE_ONLY = 1
 TASK_WITH_NEIGHBOURS = 2
@@ -102,11 +103,9 @@ class Study(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
-    enqueued_at = models.DateTimeField(null=True, blank=True)
     prepared_at = models.DateTimeField(null=True, blank=True)
     opened_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
-    prepare_attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]
@@ -120,6 +119,20 @@ class Study(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class StudyPreparation(Job):
+    """The background job that computes a study's query set and neighbours (``study_prepare``).
+
+    Progress: ``done`` test images searched of ``total``. When it fails, so does its study."""
+
+    study = models.OneToOneField(Study, on_delete=models.CASCADE, related_name="preparation")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"preparation of {self.study} ({self.status})"
 
 
 class StudyCase(models.Model):
@@ -141,11 +154,8 @@ class StudyCase(models.Model):
         return f"{self.study} case {self.position}"
 
 
-class StudyNeighbour(models.Model):
+class StudyNeighbour(RankedNeighbour):
     study_case = models.ForeignKey(StudyCase, on_delete=models.CASCADE, related_name="neighbours")
-    rank = models.PositiveSmallIntegerField()
-    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="+")
-    similarity = models.FloatField()
 
     class Meta:
         ordering = ["study_case", "rank"]

@@ -7,19 +7,22 @@ answers. Staff selectors (``study_*``) return everything, for dashboards and exp
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from django.db.models import Count, Q
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
+from PIL import Image, ImageOps
 
-from lesionsearch.roles import STUDY_ADMIN, has_role
+from lesionsearch.roles import READER, STUDY_ADMIN, has_role
+from readerstudy.errors import StudyError
 from readerstudy.models import (
     TASK_IMAGE_ONLY, TASK_WITH_NEIGHBOURS, TASKS, Answer, AssignedCase, Assignment, RelevanceRating, Study,
     StudyNeighbour,
 )
-from readerstudy.services import StudyError, check_task_open, task_opens_at
 from retrieval.classes import BY_CODE
 
 #: Studies a reader can see (a draft or one still being prepared is invisible to readers).
@@ -30,8 +33,76 @@ def is_study_admin(user) -> bool:
     return bool(user.is_authenticated and user.is_active and (user.is_staff or has_role(user, STUDY_ADMIN)))
 
 
+#: Study images reach readers re-encoded: at most this many pixels a side, as JPEG of this quality.
+IMAGE_MAX_SIDE = 1024
+IMAGE_QUALITY = 92
+
+
 def _position_field(task: int) -> str:
     return "task1_position" if task == TASK_IMAGE_ONLY else "task2_position"
+
+
+# --- The protocol's rules: what a reader may read now (services check them before writing too) --
+
+def task_opens_at(assignment: Assignment, task: int) -> datetime | None:
+    """When ``task`` opens for the reader: Task 1 at once, Task 2 a washout after they finished Task 1
+    (None while Task 1 is unfinished)."""
+    if task == TASK_IMAGE_ONLY:
+        return assignment.created_at
+    if assignment.task1_finished_at is None:
+        return None
+    return assignment.task1_finished_at + assignment.study.washout
+
+
+def check_task_open(assignment: Assignment, task: int, now: datetime | None = None) -> None:
+    """Raise StudyError unless the reader may read cases of ``task`` now (server-side washout)."""
+    now = now or timezone.now()
+    if task not in TASKS:
+        raise StudyError("The task must be 1 or 2.", 404, "not_found")
+    if assignment.study.status != Study.Status.OPEN:
+        raise StudyError("This study is not open for reading.", 403, "study_not_open")
+    if task == TASK_WITH_NEIGHBOURS:
+        opens = task_opens_at(assignment, task)
+        if opens is None:
+            raise StudyError("Task 2 opens after you have finished Task 1 and the washout has passed.",
+                             403, "task2_not_open")
+        if now < opens:
+            raise StudyError(f"Task 2 opens at {timezone.localtime(opens):%Y-%m-%d %H:%M} (washout after Task 1).",
+                             403, "washout")
+
+
+def _answered(assignment: Assignment, task: int) -> tuple[set[int], int]:
+    """The answered positions of the reader's ``task`` order, and how many cases the order has."""
+    items = AssignedCase.objects.filter(assignment=assignment)
+    return set(items.filter(answers__task=task).values_list(_position_field(task), flat=True)), items.count()
+
+
+def first_unanswered(assignment: Assignment, task: int) -> int | None:
+    """The first position of the reader's ``task`` order without an answer (None: all answered)."""
+    return _first_missing(*_answered(assignment, task))
+
+
+def _first_missing(answered: set[int], total: int) -> int | None:
+    return next((p for p in range(1, total + 1) if p not in answered), None)
+
+
+def check_reachable(assignment: Assignment, task: int, position: int) -> None:
+    """Raise StudyError unless the case at ``position`` may be served or answered: an answered case
+    may be revisited, but nothing after the first unanswered one (the order is part of the protocol),
+    in any view, image or API call."""
+    total = AssignedCase.objects.filter(assignment=assignment).count()
+    if not 1 <= position <= total:
+        raise StudyError(f"Task {task} has no case {position} (it has {total}).", 404, "not_found")
+    next_position = first_unanswered(assignment, task)
+    if next_position is not None and position > next_position:
+        raise StudyError(f"Case {position} is not reached yet: the cases are read in order, and your "
+                         f"next case is {next_position}.", 403, "not_reached")
+
+
+def task_rotation(assignment: Assignment, task: int) -> int:
+    """Degrees (counter-clockwise) the case images of ``task`` are rotated by: the study's Task 2
+    rotation in Task 2, none in Task 1."""
+    return assignment.study.task2_rotation if task == TASK_WITH_NEIGHBOURS else 0
 
 
 # --- Reader side ------------------------------------------------------------------------------
@@ -64,11 +135,8 @@ class TaskProgress:
 
 
 def task_progress(assignment: Assignment, task: int, now: datetime | None = None) -> TaskProgress:
-    field = _position_field(task)
-    items = AssignedCase.objects.filter(assignment=assignment)
-    total = items.count()
-    answered_positions = set(items.filter(answers__task=task).values_list(field, flat=True))
-    next_position = next((p for p in range(1, total + 1) if p not in answered_positions), None)
+    answered_positions, total = _answered(assignment, task)
+    next_position = _first_missing(answered_positions, total)
     try:
         check_task_open(assignment, task, now)
         is_open, reason = True, ""
@@ -93,7 +161,7 @@ def reader_case(assignment: Assignment, task: int, position: int) -> dict:
         "task": task,
         "position": position,
         "total": AssignedCase.objects.filter(assignment=assignment).count(),
-        "rotation": assignment.study.task2_rotation if task == TASK_WITH_NEIGHBOURS else 0,
+        "rotation": task_rotation(assignment, task),
         "neighbours": [],
         "answer": ({"answer": own.answer, "confidence": own.confidence} if own else None),
         "ratings": {},
@@ -110,6 +178,45 @@ def reader_case(assignment: Assignment, task: int, position: int) -> dict:
 def reader_neighbour(assignment: Assignment, position: int, rank: int) -> StudyNeighbour:
     item = reader_item(assignment, TASK_WITH_NEIGHBOURS, position)
     return StudyNeighbour.objects.select_related("case").get(study_case_id=item.study_case_id, rank=rank)
+
+
+def reader_case_image(*, assignment: Assignment, task: int, position: int) -> bytes:
+    """The image of the case at ``position`` of the reader's ``task`` order as the reader sees it
+    (``study_image``, with the task's rotation). StudyError unless the task is open now and the case
+    is reached (404 for a case or task that does not exist)."""
+    check_task_open(assignment, task)
+    check_reachable(assignment, task, position)
+    try:
+        item = reader_item(assignment, task, position)
+    except AssignedCase.DoesNotExist:
+        raise StudyError("no such case", 404, "not_found") from None
+    return study_image(path=item.study_case.case.image.path, rotation=task_rotation(assignment, task))
+
+
+def reader_neighbour_image(*, assignment: Assignment, position: int, rank: int) -> bytes:
+    """The image of the neighbour of ``rank`` shown with the Task 2 case at ``position``, unrotated
+    (``study_image``); StudyError as ``reader_case_image``."""
+    check_task_open(assignment, TASK_WITH_NEIGHBOURS)
+    check_reachable(assignment, TASK_WITH_NEIGHBOURS, position)
+    try:
+        neighbour = reader_neighbour(assignment, position, rank)
+    except (AssignedCase.DoesNotExist, StudyNeighbour.DoesNotExist):
+        raise StudyError("no such case", 404, "not_found") from None
+    return study_image(path=neighbour.case.image.path, rotation=0)
+
+
+def study_image(*, path: str, rotation: int = 0) -> bytes:
+    """A study image as readers get it, for the reading pages and the API alike: re-encoded as JPEG
+    without metadata (no file names, EXIF or ids reach the reader), upright, rotated
+    counter-clockwise by ``rotation`` degrees, at most ``IMAGE_MAX_SIDE`` pixels a side."""
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image).convert("RGB")
+        image.thumbnail((IMAGE_MAX_SIDE, IMAGE_MAX_SIDE), Image.Resampling.LANCZOS)
+        if rotation:
+            image = image.rotate(rotation, expand=True)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=IMAGE_QUALITY)
+    return buffer.getvalue()
 
 
 def reader_results(assignment: Assignment) -> list[dict]:
@@ -133,6 +240,47 @@ def reader_results(assignment: Assignment) -> list[dict]:
 def study_list() -> list[Study]:
     return list(Study.objects.select_related("index_version").annotate(
         n_readers=Count("assignments", distinct=True), n_cases=Count("cases", distinct=True)))
+
+
+def study_get(*, study_id: int) -> Study:
+    """A study with its index, for study administrators (``Study.DoesNotExist`` when there is none)."""
+    return Study.objects.select_related("index_version").get(id=study_id)
+
+
+def study_by_name(*, name: str) -> Study | None:
+    return Study.objects.filter(name=name).first()
+
+
+def readers_by_username(*, usernames) -> list:
+    """The users of these names who are in the reader group."""
+    return list(get_user_model().objects.filter(groups__name=READER, username__in=list(usernames)))
+
+
+def study_readers(*, study: Study) -> list[str]:
+    """The user names of the study's readers, in order."""
+    return list(study.assignments.order_by("reader__username").values_list("reader__username", flat=True))
+
+
+def study_detail(*, study: Study) -> dict:
+    """A study with the size of its query set and its readers (the administrators' view of one study)."""
+    return {"study": study, "cases_count": study.cases.count(), "readers": study_readers(study=study)}
+
+
+def study_reader_candidates(*, study: Study) -> QuerySet:
+    """Active users in the reader group who are not readers of the study yet, by user name."""
+    assigned = set(study.assignments.values_list("reader_id", flat=True))
+    return (get_user_model().objects.filter(groups__name=READER, is_active=True)
+            .exclude(id__in=assigned).order_by("username"))
+
+
+def users_by_id(*, ids) -> list:
+    """The users with these ids (whom an administrator picked to assign; ``study_assign`` checks
+    that they are readers)."""
+    return list(get_user_model().objects.filter(id__in=ids))
+
+
+def study_has_answers(*, study: Study) -> bool:
+    return study.assignments.filter(items__answers__isnull=False).exists()
 
 
 def study_progress(study: Study, now: datetime | None = None) -> list[dict]:

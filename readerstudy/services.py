@@ -14,23 +14,29 @@ import logging
 import math
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from django.conf import settings
 from django.core import signing
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from lesionsearch.audit import services as audit
+from lesionsearch.jobs import services as jobs
 from lesionsearch.roles import READER, has_role
 from readerstudy.models import (
     LIKERT_MAX, LIKERT_MIN, NEW_STUDY_DESIGNS, RELEVANCE_MAX, RELEVANCE_MIN, TASK_IMAGE_ONLY, TASK_WITH_NEIGHBOURS,
-    TASKS, Answer, AssignedCase, Assignment, Design, RelevanceRating, Study, StudyCase, StudyNeighbour,
+    Answer, AssignedCase, Assignment, Design, RelevanceRating, Study, StudyCase, StudyNeighbour, StudyPreparation,
 )
 from readerstudy.models import MAX_VIEWS_PER_CASE, MAX_VIEWS_PER_REQUEST, VIEW_ID_MAX_LENGTH, NeighbourView
+# StudyError is shared with the selectors (callers may catch it as services.StudyError); the
+# protocol's checks (is the task open, is the case reached) are selectors that writes check too.
+from readerstudy.errors import StudyError
+from readerstudy.selectors import check_reachable, check_task_open, study_report
+from readerstudy.tasks import STUDY_PREPARATION
 from retrieval.classes import CODES, TEST
 from retrieval.models import Case, IndexVersion
 
@@ -43,15 +49,6 @@ ENCODE_BATCH = 16
 SHOWN_SALT = "readerstudy.shown"
 #: A "shown" token older than this is not trusted for the time spent on a case.
 SHOWN_MAX_AGE = timedelta(days=14)
-
-
-class StudyError(ValueError):
-    """A request the study cannot accept; ``status_code`` is what the web layer answers."""
-
-    def __init__(self, message: str, status_code: int = 400, code: str = "invalid") -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.code = code
 
 
 # --- Creating and preparing -----------------------------------------------------------------
@@ -67,7 +64,7 @@ def study_create(*, user, name: str, index_version: IndexVersion | None = None, 
 
     ``design``: ``crossed`` (every reader reads the same ``cases_per_reader`` cases) or ``nested``
     (each reader their own ``cases_per_reader`` cases, no case shared)."""
-    from retrieval.services.queries import index_for_queries
+    from retrieval.selectors import index_for_queries
 
     name = (name or "").strip()
     if not name:
@@ -98,42 +95,27 @@ def study_create(*, user, name: str, index_version: IndexVersion | None = None, 
         audit.record(audit.Action.STUDY_CREATE, user=user, obj=study,
                      detail={"name": name, "index": index.id, "cases_per_reader": cases_per_reader,
                              "design": design})
+        preparation = StudyPreparation.objects.create(study=study, message=study.message)
         if enqueue:
-            transaction.on_commit(lambda: _enqueue(study.id))
+            jobs.enqueue_on_commit(STUDY_PREPARATION, preparation.id)
     return study
 
 
-def _enqueue(study_id: int) -> None:
-    from readerstudy.tasks import study_prepare_task
-
-    Study.objects.filter(id=study_id).update(enqueued_at=timezone.now())
-    try:
-        study_prepare_task.delay(study_id)
-    except Exception:  # broker unreachable: study_refresh re-sends it
-        logger.exception("could not enqueue the preparation of study %s; it will be re-sent", study_id)
-
-
 def study_refresh(*, study: Study) -> Study:
-    """Re-send a preparation whose message or worker was lost (checked on reads and at worker start)."""
-    if study.status != Status.PREPARING:
+    """Re-send a preparation whose message or worker was lost, fail one that cannot be run
+    (``lesionsearch.jobs.services.refresh``; checked on reads and by every worker's sweep)."""
+    preparation = StudyPreparation.objects.filter(study=study).first()
+    if study.status != Status.PREPARING or preparation is None:
         return study
-    stale = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
-    if study.prepare_attempts >= settings.JOB_MAX_ATTEMPTS:
-        Study.objects.filter(id=study.id, status=Status.PREPARING).update(
-            status=Status.FAILED, message="Preparing the study failed repeatedly; see the worker log.")
-    elif Study.objects.filter(id=study.id, status=Status.PREPARING, enqueued_at__lt=stale).update(
-            enqueued_at=timezone.now()):
-        logger.warning("study %s preparation looks lost; sending it again", study.id)
-        _enqueue(study.id)
+    jobs.refresh(STUDY_PREPARATION, preparation)
     study.refresh_from_db()
     return study
 
 
-def studies_sweep() -> int:
-    studies = list(Study.objects.filter(status=Status.PREPARING))
-    for study in studies:
-        study_refresh(study=study)
-    return len(studies)
+def study_preparation_failed(*, preparation_id: int, message: str) -> None:
+    """A failed preparation fails its study, with the same message (the job kind's ``on_fail``)."""
+    Study.objects.filter(preparation__id=preparation_id, status=Status.PREPARING).update(
+        status=Status.FAILED, message=message)
 
 
 @dataclass(frozen=True)
@@ -164,16 +146,31 @@ def curate(candidates: list[Candidate], *, shown: int) -> tuple[list[Candidate],
 
 
 def study_prepare(*, study_id: int, worker: str = "") -> bool:
+    """Prepare a study in this process (``prepare_demo``, tests): ``study_prepare_run`` of its
+    preparation job."""
+    preparation = StudyPreparation.objects.filter(study_id=study_id).first()
+    if preparation is None:
+        logger.info("study %s has no preparation; nothing to do", study_id)
+        return False
+    return study_prepare_run(preparation_id=preparation.id, worker=worker or "in-process")
+
+
+def study_prepare_run(*, preparation_id: int, worker: str) -> bool:
     """The worker's part: encode the collection's test images as queries (saliency for the
     predicted class, as for a clinician's upload), search the frozen index, curate, and store the
     query set with its neighbours. Returns whether this call prepared the study."""
+    preparation = jobs.claim(STUDY_PREPARATION, preparation_id, worker)
+    if preparation is None:
+        logger.info("study preparation %s is held, finished or out of attempts; nothing to do", preparation_id)
+        return False
+    study_id = preparation.study_id
     if not Study.objects.filter(id=study_id, status=Status.PREPARING).update(
-            prepare_attempts=F("prepare_attempts") + 1, message=f"Computing the query set ({worker or 'worker'})."):
-        logger.info("study %s is not waiting for preparation; nothing to do", study_id)
+            message=f"Computing the query set ({worker or 'worker'})."):
+        jobs.fail(STUDY_PREPARATION, preparation_id, "The study is not waiting for its preparation.", worker=worker)
         return False
     study = Study.objects.select_related("index_version__model_version").get(id=study_id)
     try:
-        candidates = _search_test_images(study)
+        candidates = _search_test_images(study, lambda done, total: _progress(preparation_id, worker, done, total))
         kept, counts = curate(candidates, shown=study.neighbours_shown)
         if not kept:
             raise StudyError(f"No test image of collection {study.collection!r} is left for the query set "
@@ -182,13 +179,14 @@ def study_prepare(*, study_id: int, worker: str = "") -> bool:
     except Exception as exc:
         logger.exception("preparing study %s failed", study_id)
         message = str(exc) if isinstance(exc, StudyError) else f"Preparing the study failed ({type(exc).__name__}); see the worker log."
-        Study.objects.filter(id=study_id, status=Status.PREPARING).update(status=Status.FAILED, message=message)
+        jobs.fail(STUDY_PREPARATION, preparation_id, message, worker=worker)
         return True
     cases = Case.objects.in_bulk([c.case_id for c in kept] + [n for c in kept for n, _, _ in c.neighbours])
     from retrieval.ml.metrics import neighbour_vote
 
     with transaction.atomic():
-        if not Study.objects.select_for_update().filter(id=study_id, status=Status.PREPARING).exists():
+        if not jobs.held(STUDY_PREPARATION, preparation_id, worker).select_for_update().exists() or \
+                not Study.objects.select_for_update().filter(id=study_id, status=Status.PREPARING).exists():
             return False  # prepared by another run meanwhile
         for position, candidate in enumerate(kept, start=1):
             shown = candidate.neighbours[:study.neighbours_shown]
@@ -198,17 +196,26 @@ def study_prepare(*, study_id: int, worker: str = "") -> bool:
             StudyNeighbour.objects.bulk_create([
                 StudyNeighbour(study_case=study_case, rank=rank, case_id=n, similarity=similarity)
                 for rank, (n, _, similarity) in enumerate(shown, start=1)])
-        Study.objects.filter(id=study_id).update(
-            status=Status.DRAFT, curation=counts, prepared_at=timezone.now(),
-            message=(f"Query set: {counts['test_images']} test images -> {counts['one_per_lesion']} (one per lesion) "
-                     f"-> {counts['query_set']} (without queries whose neighbours repeat a lesion)."))
+        message = (f"Query set: {counts['test_images']} test images -> {counts['one_per_lesion']} (one per lesion) "
+                   f"-> {counts['query_set']} (without queries whose neighbours repeat a lesion).")
+        Study.objects.filter(id=study_id).update(status=Status.DRAFT, curation=counts, prepared_at=timezone.now(),
+                                                 message=message)
+        jobs.finish(STUDY_PREPARATION, preparation_id, worker, message=message)
     logger.info("study %s prepared: %s", study_id, counts)
     return True
 
 
-def _search_test_images(study: Study) -> list[Candidate]:
+def _progress(preparation_id: int, worker: str, done: int, total: int) -> None:
+    """The preparation's progress (and heartbeat), on the job and in the study's message (its
+    dashboard shows it)."""
+    message = f"Computing the query set: {done} of {total} test images searched."
+    if jobs.progress(STUDY_PREPARATION, preparation_id, worker, done=done, total=total, message=message):
+        Study.objects.filter(preparation__id=preparation_id, status=Status.PREPARING).update(message=message)
+
+
+def _search_test_images(study: Study, progress=lambda done, total: None) -> list[Candidate]:
     from retrieval import runtime
-    from retrieval.ml.train import load_resized
+    from retrieval.ml.data import load_resized
 
     index = study.index_version
     if index.status != IndexVersion.Status.DONE:
@@ -238,8 +245,7 @@ def _search_test_images(study: Study) -> list[Candidate]:
         readable += batch
         found_ids.append(ids)
         found_scores.append(scores)
-        Study.objects.filter(id=study.id, status=Status.PREPARING).update(
-            message=f"Computing the query set: {len(readable)} of {len(tests)} test images searched.")
+        progress(len(readable), len(tests))
     ids = np.concatenate(found_ids)
     scores = np.concatenate(found_scores)
     lesion_of = dict(Case.objects.filter(id__in=np.unique(ids).tolist()).values_list("id", "lesion_id"))
@@ -345,75 +351,52 @@ def study_unassign(*, study: Study, reader, user=None) -> None:
 
 
 def study_open(*, study: Study, user=None) -> None:
-    with transaction.atomic():
-        if not Study.objects.filter(id=study.id, status=Status.DRAFT).update(status=Status.OPEN,
-                                                                             opened_at=timezone.now()):
-            raise StudyError("Only a prepared draft study can be opened.", 409, "wrong_status")
-        audit.record(audit.Action.STUDY_OPEN, user=user, obj=study)
-    study.refresh_from_db()
+    _study_move(study, user=user, source=Status.DRAFT, target=Status.OPEN, stamp="opened_at",
+                action=audit.Action.STUDY_OPEN, refusal="Only a prepared draft study can be opened.")
 
 
 def study_close(*, study: Study, user=None) -> None:
     """Close an open study: no more answers; its results (and, if the study says so, the readers'
     own results with the ground truth) become available. Closing is final."""
+    _study_move(study, user=user, source=Status.OPEN, target=Status.CLOSED, stamp="closed_at",
+                action=audit.Action.STUDY_CLOSE, refusal="Only an open study can be closed.")
+
+
+def _study_move(study: Study, *, user, source: str, target: str, stamp: str, action: str, refusal: str) -> None:
+    """Move the study from ``source`` to ``target`` status by a conditional update (409
+    ``wrong_status`` with ``refusal`` when it is not in ``source``), noting when in ``stamp``."""
     with transaction.atomic():
-        if not Study.objects.filter(id=study.id, status=Status.OPEN).update(status=Status.CLOSED,
-                                                                            closed_at=timezone.now()):
-            raise StudyError("Only an open study can be closed.", 409, "wrong_status")
-        audit.record(audit.Action.STUDY_CLOSE, user=user, obj=study)
+        if not Study.objects.filter(id=study.id, status=source).update(status=target, **{stamp: timezone.now()}):
+            raise StudyError(refusal, 409, "wrong_status")
+        audit.record(action, user=user, obj=study)
     study.refresh_from_db()
 
 
-# --- Reading ----------------------------------------------------------------------------------
+# --- Reports ----------------------------------------------------------------------------------
 
-def task_opens_at(assignment: Assignment, task: int) -> datetime | None:
-    """When ``task`` opens for the reader: Task 1 at once, Task 2 a washout after they finished Task 1
-    (None while Task 1 is unfinished)."""
-    if task == TASK_IMAGE_ONLY:
-        return assignment.created_at
-    if assignment.task1_finished_at is None:
-        return None
-    return assignment.task1_finished_at + assignment.study.washout
+def study_report_access(*, study: Study, user) -> dict:
+    """The study's report (``selectors.study_report``) for ``user``, the access written to the audit
+    log. StudyError 409 ``no_answers`` while nobody has answered."""
+    report = study_report(study).report
+    audit.record(audit.Action.STUDY_REPORT, user=user, obj=study)
+    return report
 
 
-def check_task_open(assignment: Assignment, task: int, now: datetime | None = None) -> None:
-    """Raise StudyError unless the reader may read cases of ``task`` now (server-side washout)."""
-    now = now or timezone.now()
-    if task not in TASKS:
-        raise StudyError("The task must be 1 or 2.", 404, "not_found")
-    if assignment.study.status != Status.OPEN:
-        raise StudyError("This study is not open for reading.", 403, "study_not_open")
-    if task == TASK_WITH_NEIGHBOURS:
-        opens = task_opens_at(assignment, task)
-        if opens is None:
-            raise StudyError("Task 2 opens after you have finished Task 1 and the washout has passed.",
-                             403, "task2_not_open")
-        if now < opens:
-            raise StudyError(f"Task 2 opens at {timezone.localtime(opens):%Y-%m-%d %H:%M} (washout after Task 1).",
-                             403, "washout")
+def study_export(*, study: Study, user, formats: Sequence[str]) -> tuple[str, bytes]:
+    """The report's files in one zip (``readerstudy.analysis.writers.report_archive``; ``formats``:
+    names of ``writers.FORMATS``, checked by the caller), the export written to the audit log, for
+    the dashboard's download and the API alike. Returns the archive's file name and its bytes;
+    StudyError 409 ``no_answers`` while nobody has answered (nothing exported, no event)."""
+    from readerstudy.analysis.writers import report_archive
+
+    report = study_report(study)
+    data = report_archive(report.report, report.reads, formats=formats, ratings=report.ratings, views=report.views)
+    audit.record(audit.Action.STUDY_EXPORT, user=user, obj=study, detail={"formats": list(formats), "bytes": len(data)})
+    stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
+    return f"study-{study.id}-report-{stamp}.zip", data
 
 
-def first_unanswered(assignment: Assignment, task: int) -> int | None:
-    """The first position of the reader's ``task`` order without an answer (None: all answered)."""
-    field = "task1_position" if task == TASK_IMAGE_ONLY else "task2_position"
-    answered = set(AssignedCase.objects.filter(assignment=assignment, answers__task=task)
-                   .values_list(field, flat=True))
-    total = AssignedCase.objects.filter(assignment=assignment).count()
-    return next((p for p in range(1, total + 1) if p not in answered), None)
-
-
-def check_reachable(assignment: Assignment, task: int, position: int) -> None:
-    """Raise StudyError unless the case at ``position`` may be served or answered: an answered case
-    may be revisited, but nothing after the first unanswered one (the order is part of the protocol),
-    in any view, image or API call."""
-    total = AssignedCase.objects.filter(assignment=assignment).count()
-    if not 1 <= position <= total:
-        raise StudyError(f"Task {task} has no case {position} (it has {total}).", 404, "not_found")
-    next_position = first_unanswered(assignment, task)
-    if next_position is not None and position > next_position:
-        raise StudyError(f"Case {position} is not reached yet: the cases are read in order, and your "
-                         f"next case is {next_position}.", 403, "not_reached")
-
+# --- Reading (the protocol's checks are selectors: check_task_open, check_reachable) ---------
 
 def shown_token(assignment: Assignment, task: int, position: int) -> str:
     """A signed note of when a case was served, so the server can time the answer."""

@@ -1,12 +1,28 @@
-"""Celery tasks of reader studies: thin wrappers that take ids and call services."""
+"""Celery tasks of reader studies: thin wrappers that take a job's id and call its service, and
+their job kinds (``lesionsearch.jobs``; registered in ``ReaderStudyConfig.ready``)."""
 from __future__ import annotations
 
 from lesionsearch.celery import ml_task
-from retrieval.tasks import _worker_name
+from lesionsearch.jobs.kinds import JobKind, worker_name
+from readerstudy.models import StudyPreparation
 
 
 @ml_task(bind=True, name="readerstudy.study_prepare")
-def study_prepare_task(self, study_id: int) -> None:
-    from readerstudy.services import study_prepare
+def study_prepare_task(self, preparation_id: int) -> None:
+    from readerstudy.services import study_prepare_run
 
-    study_prepare(study_id=study_id, worker=_worker_name(self))
+    study_prepare_run(preparation_id=preparation_id, worker=worker_name(self))
+
+
+def _fail_study(preparation_id: int, message: str) -> None:
+    from readerstudy.services import study_preparation_failed
+
+    study_preparation_failed(preparation_id=preparation_id, message=message)
+
+
+STUDY_PREPARATION = JobKind(
+    name="study_preparation", model=StudyPreparation, task=study_prepare_task, label="study preparation",
+    interrupted="Preparing the study failed repeatedly (its worker stopped); see the worker log.",
+    on_fail=_fail_study,
+)
+JOB_KINDS = (STUDY_PREPARATION,)

@@ -6,10 +6,9 @@ so nothing on a reader's page identifies a study case or its diagnosis.
 """
 from __future__ import annotations
 
-import io
 import json
+from contextlib import contextmanager
 from datetime import timedelta
-from functools import wraps
 
 from django import forms
 from django.contrib import messages
@@ -19,32 +18,21 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from PIL import Image, ImageOps
 
-from lesionsearch.audit import services as audit
-from lesionsearch.roles import READER
+from lesionsearch.access import allowed_only
 from readerstudy import selectors, services
 from readerstudy.models import (
-    LIKERT_CHOICES, MAX_SETTING, MAX_WASHOUT_SECONDS, RELEVANCE_CHOICES, ROTATION_CHOICES, TASK_IMAGE_ONLY,
-    NEW_STUDY_DESIGNS, TASK_WITH_NEIGHBOURS, TASKS, AssignedCase, Assignment, Design, Study, StudyNeighbour,
+    LIKERT_CHOICES, MAX_SETTING, MAX_WASHOUT_SECONDS, RELEVANCE_CHOICES, ROTATION_CHOICES,
+    NEW_STUDY_DESIGNS, TASK_WITH_NEIGHBOURS, TASKS, Assignment, Design, Study,
 )
-from retrieval.classes import BY_CODE, CLASSES
+from retrieval.classes import CLASSES
 
 #: Keyboard shortcuts of the class buttons (Likert confidence is 1-5 on the keyboard).
 CLASS_KEYS = {"akiec": "a", "bcc": "b", "bkl": "k", "df": "d", "mel": "m", "nv": "n", "vasc": "v"}
-IMAGE_MAX_SIDE = 1024
-IMAGE_QUALITY = 92
 
 
-def study_admin_required(view):
-    @wraps(view)
-    def wrapped(request, *args, **kwargs):
-        if not selectors.is_study_admin(request.user):
-            raise PermissionDenied("Managing reader studies is for study administrators.")
-        return view(request, *args, **kwargs)
-    return login_required(wrapped)
+study_admin_required = allowed_only(selectors.is_study_admin, "Managing reader studies is for study administrators.")
 
 
 def _assignment(request, study_id: int) -> Assignment:
@@ -54,12 +42,18 @@ def _assignment(request, study_id: int) -> Assignment:
         raise Http404("You are not a reader of this study.") from None
 
 
-def _check_task(assignment: Assignment, task: int, position: int | None = None) -> None:
-    """403/404 unless the task is open now and (given a position) that case is reached."""
+def _study(study_id: int) -> Study:
     try:
-        services.check_task_open(assignment, task)
-        if position is not None:
-            services.check_reachable(assignment, task, position)
+        return selectors.study_get(study_id=study_id)
+    except Study.DoesNotExist:
+        raise Http404("no such study") from None
+
+
+@contextmanager
+def _refused_as_404_or_403():
+    """A StudyError inside becomes the page's 404 (no such task or case) or 403 (not open, not reached)."""
+    try:
+        yield
     except services.StudyError as exc:
         if exc.status_code == 404:
             raise Http404(str(exc)) from None
@@ -179,44 +173,32 @@ def _requested_position(request, assignment: Assignment, task: int, progress) ->
     return position
 
 
-def _image_response(path: str, rotation: int) -> HttpResponse:
-    """The image re-encoded without metadata (no file names, EXIF or ids reach the reader),
-    upright, rotated counter-clockwise by ``rotation`` degrees, at most IMAGE_MAX_SIDE pixels."""
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image).convert("RGB")
-        image.thumbnail((IMAGE_MAX_SIDE, IMAGE_MAX_SIDE), Image.Resampling.LANCZOS)
-        if rotation:
-            image = image.rotate(rotation, expand=True)
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=IMAGE_QUALITY)
-    response = HttpResponse(buffer.getvalue(), content_type="image/jpeg")
+def _private(data: bytes, content_type: str) -> HttpResponse:
+    response = HttpResponse(data, content_type=content_type)
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+def _reader_image(request, study_id: int, image, **where) -> HttpResponse:
+    """The JPEG that the selector ``image`` makes for the reader of the case ``where`` names
+    (``selectors.study_image``: re-encoded, rotated in Task 2); 404 or 403 when it refuses.
+    The API hands out these URLs too."""
+    assignment = _assignment(request, study_id)
+    with _refused_as_404_or_403():
+        data = image(assignment=assignment, **where)
+    return _private(data, "image/jpeg")
 
 
 @login_required
 @require_GET
 def case_image(request, study_id: int, task: int, position: int):
-    assignment = _assignment(request, study_id)
-    _check_task(assignment, task, position)
-    try:
-        item = selectors.reader_item(assignment, task, position)
-    except AssignedCase.DoesNotExist:
-        raise Http404("no such case") from None
-    rotation = assignment.study.task2_rotation if task == TASK_WITH_NEIGHBOURS else 0
-    return _image_response(item.study_case.case.image.path, rotation)
+    return _reader_image(request, study_id, selectors.reader_case_image, task=task, position=position)
 
 
 @login_required
 @require_GET
 def neighbour_image(request, study_id: int, position: int, rank: int):
-    assignment = _assignment(request, study_id)
-    _check_task(assignment, TASK_WITH_NEIGHBOURS, position)
-    try:
-        neighbour = selectors.reader_neighbour(assignment, position, rank)
-    except (AssignedCase.DoesNotExist, StudyNeighbour.DoesNotExist):
-        raise Http404("no such case") from None
-    return _image_response(neighbour.case.image.path, 0)
+    return _reader_image(request, study_id, selectors.reader_neighbour_image, position=position, rank=rank)
 
 
 @login_required
@@ -300,12 +282,11 @@ def manage_list(request):
 @study_admin_required
 @require_GET
 def manage_study(request, study_id: int):
-    study = services.study_refresh(study=get_object_or_404(Study.objects.select_related("index_version"), id=study_id))
-    assigned = set(study.assignments.values_list("reader_id", flat=True))
-    candidates = (get_user_model().objects.filter(groups__name=READER, is_active=True)
-                  .exclude(id__in=assigned).order_by("username"))
+    # Reading a study still being prepared re-sends a preparation whose message or worker was lost.
+    study = services.study_refresh(study=_study(study_id))
+    candidates = selectors.study_reader_candidates(study=study)
     report = error = None
-    if study.assignments.filter(items__answers__isnull=False).exists():
+    if selectors.study_has_answers(study=study):
         try:
             report = selectors.study_report(study).report
         except services.StudyError as exc:
@@ -370,7 +351,7 @@ def manage_figure(request, study_id: int, name: str):
     """One PNG figure of the study's report (the same bytes as in the export), for the dashboard."""
     from readerstudy.analysis.writers import mrmc_figures
 
-    study = get_object_or_404(Study, id=study_id)
+    study = _study(study_id)
     if name not in FIGURES:
         raise Http404("no such figure")
     try:
@@ -380,9 +361,7 @@ def manage_figure(request, study_id: int, name: str):
     figures = mrmc_figures(data.report, data.reads, only=name)
     if name not in figures:
         raise Http404("this figure is not available: the endpoint was not analysed")
-    response = HttpResponse(figures[name], content_type="image/png")
-    response["Cache-Control"] = "private, no-store"
-    return response
+    return _private(figures[name], "image/png")
 
 
 def _formats():
@@ -400,7 +379,7 @@ def _table_rows(report: dict) -> list[dict]:
 @study_admin_required
 @require_POST
 def manage_action(request, study_id: int, action: str):
-    study = get_object_or_404(Study, id=study_id)
+    study = _study(study_id)
     try:
         if action == "open":
             services.study_open(study=study, user=request.user)
@@ -409,7 +388,7 @@ def manage_action(request, study_id: int, action: str):
             services.study_close(study=study, user=request.user)
             messages.success(request, "The study is closed; no more answers are accepted.")
         elif action == "assign":
-            users = list(get_user_model().objects.filter(id__in=request.POST.getlist("readers")))
+            users = selectors.users_by_id(ids=request.POST.getlist("readers"))
             if not users:
                 raise services.StudyError("Choose at least one reader to assign.")
             created = services.study_assign(study=study, readers=users, user=request.user)
@@ -429,22 +408,18 @@ def manage_action(request, study_id: int, action: str):
 @require_GET
 def manage_export(request, study_id: int):
     """The whole report in one zip (CSV, JSON, Markdown, XLSX, PNGs, MRMC long format)."""
-    from readerstudy.analysis.writers import FORMATS, report_archive
+    from readerstudy.analysis.writers import FORMATS
 
-    study = get_object_or_404(Study, id=study_id)
+    study = _study(study_id)
     formats = request.GET.getlist("format") or list(FORMATS)
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         return HttpResponse("Unknown format(s): " + ", ".join(unknown) + ". Choose from " + ", ".join(FORMATS) + ".",
                             status=400, content_type="text/plain")
     try:
-        report = selectors.study_report(study)
+        filename, data = services.study_export(study=study, user=request.user, formats=formats)
     except services.StudyError as exc:
         return HttpResponse(str(exc), status=exc.status_code, content_type="text/plain")
-    data = report_archive(report.report, report.reads, formats=formats, ratings=report.ratings, views=report.views)
-    audit.record(audit.Action.STUDY_EXPORT, user=request.user, obj=study,
-                 detail={"formats": list(formats), "bytes": len(data)})
     response = HttpResponse(data, content_type="application/zip")
-    stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
-    response["Content-Disposition"] = f'attachment; filename="study-{study.id}-report-{stamp}.zip"'
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 
 from retrieval import services
-from retrieval.models import Case, IndexVersion, LibraryCheck, ModelVersion, Query, QueryNeighbour
+from retrieval.models import Case, IndexVersion, LibraryCheck, ModelVersion, Query, QueryNeighbour, TrainingJob
 
 
 @admin.register(Case)
@@ -27,7 +28,7 @@ class CaseAdmin(admin.ModelAdmin):
 
 @admin.register(LibraryCheck)
 class LibraryCheckAdmin(admin.ModelAdmin):
-    list_display = ("id", "collection", "status", "checked", "total", "created_at", "finished_at", "message")
+    list_display = ("id", "collection", "status", "done", "total", "created_at", "finished_at", "message")
     list_filter = ("status", "collection")
     readonly_fields = [f.name for f in LibraryCheck._meta.fields] + ["problems"]
 
@@ -56,6 +57,97 @@ class ModelVersionAdmin(admin.ModelAdmin):
                 continue
             self.message_user(request, f"Index build #{index.id} with {model} is {index.status}; the current index "
                                        "serves queries until it is complete.", messages.SUCCESS)
+
+
+class TrainingQueueForm(forms.ModelForm):
+    """Queue a training job: the main options of ``train_model --queue``, checked by the service."""
+
+    profile = forms.ChoiceField(choices=(), help_text="thesis: the thesis recipe; demo: the few-minute CPU run")
+    stage = forms.ChoiceField(choices=(), initial="both")
+    config = forms.ChoiceField(choices=(), required=False, help_text="default: the profile's")
+    collection = forms.CharField(required=False, help_text="default: the only one in the library")
+    epochs = forms.IntegerField(required=False, min_value=1, help_text="every stage (default: the profile's)")
+    batch_size = forms.IntegerField(required=False, min_value=1, help_text="default: the profile's")
+    seed = forms.IntegerField(initial=0)
+    parent = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.filter(stage=ModelVersion.Stage.RGB), required=False,
+        help_text="4ch: the 3-channel model to widen (default: the newest); contrastive/triplet: start from its "
+                  "backbone instead of ImageNet weights")
+
+    class Meta:
+        model = TrainingJob
+        fields: list[str] = []
+
+    def __init__(self, *args, **kwargs):
+        from retrieval.ml.configs import config_names
+        from retrieval.ml.profiles import DEFAULT_PROFILE, TRAINING_PROFILES
+        from retrieval.services.training import REQUEST_STAGES
+
+        super().__init__(*args, **kwargs)
+        self.fields["profile"].choices = [(name, name) for name in TRAINING_PROFILES]
+        self.fields["profile"].initial = DEFAULT_PROFILE
+        self.fields["stage"].choices = [(stage, stage) for stage in REQUEST_STAGES]
+        self.fields["config"].choices = [("", "the profile's")] + [(name, name) for name in config_names()]
+
+    def clean(self):
+        data = super().clean()
+        request = {key: data.get(key) or None for key in ("profile", "stage", "config", "collection", "epochs",
+                                                          "batch_size")}
+        request["seed"] = data.get("seed") or 0
+        request["parent"] = data["parent"].id if data.get("parent") else None
+        try:
+            services.training_plan(request)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        self.training_request = request
+        return data
+
+
+@admin.register(TrainingJob)
+class TrainingJobAdmin(admin.ModelAdmin):
+    """Training jobs: queued here or with ``train_model --queue``; the worker trains one epoch per run."""
+
+    list_display = ("id", "config", "stage", "collection", "status", "progress", "attempts", "created_at",
+                    "finished_at", "message")
+    list_filter = ("status", "stage", "config")
+    form = TrainingQueueForm
+
+    @admin.display(description="epochs")
+    def progress(self, obj):
+        return f"{obj.done} / {obj.total}" if obj.total else "-"
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["profile", "stage", "config", "collection", "epochs", "batch_size", "seed", "parent"]
+        return self.get_readonly_fields(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return [f.name for f in TrainingJob._meta.fields] + ["progress", "model_versions"]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is not None:
+            kwargs["form"] = forms.ModelForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_object(self, request, object_id, from_field=None):
+        from retrieval.services.training import training_refresh
+
+        job = super().get_object(request, object_id, from_field)
+        return training_refresh(job) if job is not None else None
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return
+        job = services.training_queue(request=form.training_request, user=request.user)
+        obj.__dict__.update({key: value for key, value in job.__dict__.items() if not key.startswith("_")})
+        obj._state.adding = False
+        self.message_user(request, f"Queued training job {job.id}: the worker trains it one epoch at a time; this "
+                                   "page shows its progress.", messages.SUCCESS)
+
+    def save_related(self, request, form, formsets, change):
+        pass  # the job's models are what its stages register
 
 
 @admin.register(IndexVersion)

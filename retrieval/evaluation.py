@@ -12,7 +12,7 @@ decisions on the same queries, with the calibration of its shares (:mod:`retriev
 how often equal scores decided a rank (the seeded tie-break of ``method_topk``). The library's
 saliency maps explain the ground-truth class (the thesis) or, for the label-leakage ablation, the
 predicted class (``library_saliency``). A 4-channel model is always evaluated with the saliency
-maps it was trained on (:func:`checked_saliency`).
+maps it was trained on (:func:`checked_saliency`). The models are loaded by :mod:`retrieval.loaders`.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
+from retrieval import loaders
 from retrieval import methods as m
 from retrieval.classes import CODES, TEST, TRAIN, VAL
 from retrieval.ml.bootstrap import DEFAULT_LEVEL, DEFAULT_REPLICATES
@@ -89,18 +90,6 @@ class ModelEvaluation:
     options: dict = field(default_factory=dict)  # library_saliency, saliency, stem_init, tie_seed, vote_k
 
 
-def model_saliency(model4: ModelVersion) -> dict:
-    """How a 4-channel model's saliency maps are made: its training maps' method (and IG options).
-
-    Models registered before ``training_options`` existed were trained on vanilla maps.
-    """
-    from retrieval.ml.train import saliency_record
-
-    recorded = (model4.training_options or {}).get("saliency") or {}
-    return saliency_record(recorded.get("method", "vanilla"), recorded.get("ig_steps", 32),
-                           recorded.get("ig_baseline", "black"))
-
-
 def model_stem_init(model4: ModelVersion) -> str:
     return (model4.training_options or {}).get("stem_init", "mean")
 
@@ -111,9 +100,9 @@ def checked_saliency(model4: ModelVersion, method: str | None = None, ig_steps: 
     when they are the same. A 4-channel model only ever saw maps of its training method, so
     feeding it others would compare it unfairly: a mismatch is a ``ValueError`` saying what to do.
     """
-    from retrieval.ml.train import saliency_record
+    from retrieval.ml.saliency import saliency_record
 
-    own = model_saliency(model4)
+    own = loaders.model_saliency(model4)
     if method is None and (ig_steps is not None or ig_baseline is not None):
         method = own["method"]
     if method is None:
@@ -134,59 +123,6 @@ def checked_saliency(model4: ModelVersion, method: str | None = None, ig_steps: 
     return own
 
 
-def _encoder_kwargs(record: dict) -> dict:
-    return {"method": record["method"], "ig_steps": record.get("ig_steps", 32),
-            "ig_baseline": record.get("ig_baseline", "black")}
-
-
-def load_encoder(model4: ModelVersion, device: str = "cpu", **saliency_options):
-    """The SE-CBIR encoder of a 4-channel ModelVersion and its 3-channel parent.
-
-    ``saliency_options`` go to :class:`SECBIREncoder` (method, ig_steps, ig_baseline); by default
-    the model's own (:func:`model_saliency`), so an index and its queries get the maps the model
-    was trained on.
-    """
-    from pathlib import Path
-
-    from retrieval.ml.features import SECBIREncoder
-    from retrieval.ml.train import load_checkpoint, resolve_device
-
-    if model4.stage != ModelVersion.Stage.RGB_SALIENCY or model4.parent is None:
-        raise ValueError(f"{model4} is not a 4-channel model with a 3-channel parent")
-    options = saliency_options or _encoder_kwargs(model_saliency(model4))
-    torch_device = resolve_device(device)
-    return SECBIREncoder(load_checkpoint(Path(model4.parent.checkpoint.path), device=torch_device),
-                         load_checkpoint(Path(model4.checkpoint.path), device=torch_device), device=torch_device,
-                         **options)
-
-
-def descriptor_encoder(model4: ModelVersion, needs: set[str], *, device: str = "cpu", contrastive=None,
-                       triplet=None, segmentation=None, **saliency_options):
-    """A DescriptorEncoder of one SE-CBIR model with what ``needs`` asks for (style extractor,
-    segmenter: classical, or the learned ``segmentation`` ModelVersion; embedding models)."""
-    from retrieval.ml.descriptors import DescriptorEncoder
-
-    encoder = load_encoder(model4, device, **saliency_options)
-    options = {}
-    if m.STYLE in needs:
-        from retrieval.ml.measures import StyleExtractor
-
-        options["style_extractor"] = StyleExtractor(encoder.model3)
-    if m.MASK in needs:
-        from retrieval.services.segmentation import segmenter_for
-
-        options["segmenter"] = segmenter_for(segmentation, device=str(encoder.device))
-    embeddings = {}
-    for name, version in ((m.CONTRASTIVE, contrastive), (m.TRIPLET, triplet)):
-        if name in needs:
-            if version is None:
-                raise ValueError(f"method {name!r} needs a trained {name} model (train_model --stage {name})")
-            from retrieval.ml.metric import load_embedding
-
-            embeddings[name] = load_embedding(version.checkpoint.path, device=encoder.device)
-    return DescriptorEncoder(encoder, embeddings=embeddings, **options)
-
-
 @dataclass
 class _Encoded:
     descriptors: dict  # name -> (n, ...) rows
@@ -200,13 +136,11 @@ def _encode_cases(encoder, cases: list[Case], needs: set[str], *, use_labels: bo
                   description: str, packed_masks: bool = True) -> _Encoded:
     """Descriptors of ``cases``; ``use_labels``: saliency maps for their ground-truth class (else
     the 3-channel model's predicted class, as for queries)."""
-    from retrieval.runtime import load_rgb
-
     parts: dict[str, list[np.ndarray]] = {name: [] for name in needs}
     predicted3, predicted4, confidence3, confidence4 = [], [], [], []
     for start in tqdm(range(0, len(cases), batch), desc=description, disable=not progress, unit="batch"):
         chunk = cases[start:start + batch]
-        images = [load_rgb(case.image.path) for case in chunk]
+        images = [loaders.load_rgb(case.image.path) for case in chunk]
         labels = np.array([CODES.index(case.dx) for case in chunk]) if use_labels else None
         encoded = encoder.encode(images, labels, needs=needs, packed_masks=packed_masks)
         for name in needs:
@@ -222,12 +156,11 @@ def _encode_cases(encoder, cases: list[Case], needs: set[str], *, use_labels: bo
 def _fit_style(encoder, library: list[Case], *, batch: int, components: int) -> None:
     """Fit the style projection on (a sample of) the retrieval set, as an index build does."""
     from retrieval.ml.measures import StyleProjection
-    from retrieval.runtime import load_rgb
     from retrieval.services.index import STYLE_FIT_SAMPLE
 
     rows = np.unique(np.linspace(0, len(library) - 1, min(STYLE_FIT_SAMPLE, len(library))).round().astype(int))
     sample = [library[i] for i in rows]
-    raw = [encoder.raw_style([load_rgb(c.image.path) for c in sample[start:start + batch]])
+    raw = [encoder.raw_style([loaders.load_rgb(c.image.path) for c in sample[start:start + batch]])
            for start in range(0, len(sample), batch)]
     encoder.style_projection = StyleProjection.fit(np.concatenate(raw), components=components)
 
@@ -281,8 +214,8 @@ def evaluate_model(model4: ModelVersion, *, ks=(1, 3, 6, 9), device: str = "cpu"
     if library_saliency == LIBRARY_BOTH and METHOD_SECBIR not in methods:
         methods.insert(0, METHOD_SECBIR)
     needs = {m.SECBIR} | {d for name in methods for d in m.METHODS[name].needs}
-    encoder = descriptor_encoder(model4, needs, device=device, contrastive=contrastive, triplet=triplet,
-                                 segmentation=segmentation, **_encoder_kwargs(record))
+    encoder = loaders.load_descriptor_encoder(loaders.load_encoder(model4, device=device, saliency=record), needs,
+                                              contrastive=contrastive, triplet=triplet, segmentation=segmentation)
     cases = Case.objects.filter(collection=model4.collection).order_by("id")
     library = list(cases.filter(split__in=[TRAIN, VAL]))
     queries = list(cases.filter(split=TEST))

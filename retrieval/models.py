@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from lesionsearch.jobs.models import Job
 from retrieval.classes import DX_CHOICES, DX_TYPE_CHOICES, NO_SPLIT, SEX_CHOICES, SPLIT_CHOICES
 
 
@@ -46,26 +47,14 @@ class Case(models.Model):
         return f"{self.image_id} ({self.dx})"
 
 
-class LibraryCheck(models.Model):
-    """A background integrity check of a collection: every image present, readable and unchanged."""
+class LibraryCheck(Job):
+    """A background integrity check of a collection: every image present, readable and unchanged.
 
-    class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
+    Progress: ``done`` images checked of ``total``."""
 
     collection = models.CharField(max_length=64)
-    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING, db_index=True)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    worker = models.CharField(max_length=255, blank=True)
-    total = models.PositiveIntegerField(default=0)
-    checked = models.PositiveIntegerField(default=0)
     problems = models.JSONField(default=list, blank=True)
-    message = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -119,32 +108,44 @@ class ModelVersion(models.Model):
         return f"{self.config} {self.stage} #{self.pk}"
 
 
-class JobStatus(models.TextChoices):
-    PENDING = "pending", "pending"
-    RUNNING = "running", "running"
-    DONE = "done", "done"
-    FAILED = "failed", "failed"
+class TrainingJob(Job):
+    """Training of one or two stages (``train_model --queue`` or the admin) run by the worker one
+    epoch per task run, resumable from its last epoch's checkpoint after a worker was killed.
+
+    ``request``: the options as ``retrieval.services.training.training_plan`` reads them (profile,
+    config, stage, epochs, seed, ...). Progress: ``done`` epochs of ``total`` over its stages;
+    ``model_versions``: what each finished stage registered."""
+
+    config = models.CharField(max_length=64)
+    collection = models.CharField(max_length=64)
+    stage = models.CharField(max_length=16, help_text="3ch, 4ch, both, contrastive or triplet")
+    request = models.JSONField(default=dict)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    model_versions = models.ManyToManyField(ModelVersion, blank=True, related_name="training_jobs")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"training {self.config} {self.stage} on {self.collection} ({self.status})"
 
 
-class IndexVersion(models.Model):
+class IndexVersion(Job):
     """The library's retrieval vectors, extracted with one 4-channel ModelVersion.
 
     A query is always encoded with the model of the index it is searched in, so feature sizes
     match by construction. Vectors live under ``MEDIA_ROOT/<directory>/`` (``features.npy``,
     ``case_ids.npy``, ``saliency.npy``); ``active`` marks the version that serves queries of its
-    collection (at most one), switched in one transaction once a build is complete.
+    collection (at most one), switched in one transaction once a build is complete. As a job (the build):
+    ``done`` cases encoded of ``total``, in chunks (one task run each).
     """
-    Status = JobStatus
 
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="indexes")
     collection = models.CharField(max_length=64, db_index=True)
     base = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="extensions",
                              help_text="the index whose vectors this one reuses (incremental update)")
-    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING, db_index=True)
     active = models.BooleanField(default=False)
     directory = models.CharField(max_length=255, blank=True)
-    total = models.PositiveIntegerField(default=0, help_text="cases to encode")
-    done = models.PositiveIntegerField(default=0, help_text="cases encoded so far")
     size = models.PositiveIntegerField(default=0, help_text="vectors in the finished index")
     dimension = models.PositiveIntegerField(default=0)
     calibration = models.JSONField(default=dict, blank=True,
@@ -168,17 +169,8 @@ class IndexVersion(models.Model):
                                    help_text="how the other methods' descriptors were made (style stages and "
                                              "projection, segmentation method and its Dice)")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="when a task was last sent")
-    heartbeat_at = models.DateTimeField(null=True, blank=True,
-                                        help_text="set while a worker holds the build; cleared between chunks")
-    finished_at = models.DateTimeField(null=True, blank=True)
     skipped = models.JSONField(default=list, blank=True, help_text="cases left out (unreadable files)")
     activated_at = models.DateTimeField(null=True, blank=True)
-    worker = models.CharField(max_length=255, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    message = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -193,9 +185,10 @@ class IndexVersion(models.Model):
         return f"index #{self.pk} ({self.collection}, model #{self.model_version_id})"
 
 
-class Query(models.Model):
-    """A clinician's uploaded image and, once the worker is done, its nearest library cases."""
-    Status = JobStatus
+class Query(Job):
+    """A clinician's uploaded image and, once the worker is done, its nearest library cases.
+
+    As a job: ``message`` is the reason a failed query failed, in words a clinician can read."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="queries")
     image = models.FileField(upload_to="queries/", max_length=255)
@@ -206,8 +199,6 @@ class Query(models.Model):
     k = models.PositiveSmallIntegerField(default=6)
     method = models.CharField(max_length=16, default="secbir",
                               help_text="similarity measure (retrieval.methods); SE-CBIR by default")
-    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING, db_index=True)
-    error = models.TextField(blank=True)
     index_version = models.ForeignKey(IndexVersion, null=True, blank=True, on_delete=models.PROTECT,
                                       related_name="queries")
     saliency = models.FileField(upload_to="overlays/", max_length=255, blank=True)
@@ -222,13 +213,6 @@ class Query(models.Model):
                                   help_text="which out-of-distribution score (retrieval.ml.ood; legacy_best_cosine "
                                             "for indexes calibrated before the candidates existed)")
     neighbour_vote = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="when the task was last sent")
-    started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    worker = models.CharField(max_length=255, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]
@@ -241,11 +225,20 @@ class Query(models.Model):
         return f"query #{self.pk} ({self.status})"
 
 
-class QueryNeighbour(models.Model):
-    query = models.ForeignKey(Query, on_delete=models.CASCADE, related_name="neighbours")
+class RankedNeighbour(models.Model):
+    """A library case at one rank of a ranked result, with its similarity to what was searched
+    for: a query's neighbours here, a study case's in the reader study (no table of its own)."""
+
     rank = models.PositiveSmallIntegerField()
     case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="+")
     similarity = models.FloatField()
+
+    class Meta:
+        abstract = True
+
+
+class QueryNeighbour(RankedNeighbour):
+    query = models.ForeignKey(Query, on_delete=models.CASCADE, related_name="neighbours")
     saliency = models.CharField(max_length=255, blank=True, help_text="overlay image under MEDIA_ROOT")
     evidence_query = models.CharField(max_length=255, blank=True,
                                       help_text="query activation map of this query-result pair (overlay)")

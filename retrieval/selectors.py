@@ -1,19 +1,47 @@
-"""Reads: the case library, queries and the index."""
+"""Reads: the case library, queries, model versions and the index. Selectors never write.
+
+A page or API read of an unfinished query or index build first calls the refresh service
+(``retrieval.services.queries.query_refresh``, ``retrieval.services.polling``), which notices a
+lost job and re-sends or fails it; then it reads here.
+"""
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 
+from lesionsearch.roles import CLINICIAN, STUDY_ADMIN, has_role, roles_of
 from retrieval.classes import BY_CODE, CLASSES, SPLIT_CHOICES, TEST
-from retrieval.models import Case, IndexVersion, LibraryCheck, Query
-# Reading a query also notices a stuck one (a write); the service is re-exported here so that
-# views have one obvious place to read from.
-from retrieval.services.queries import query_refresh  # noqa: F401
+from retrieval.models import Case, IndexVersion, LibraryCheck, ModelVersion, Query, TrainingJob
 
+#: How many of the newest index builds the index status lists.
+RECENT_BUILDS = 10
+
+
+# --- Who may do what (roles are groups: lesionsearch.roles; active staff may do everything) ---
+
+def user_is_staff(user) -> bool:
+    return bool(user.is_authenticated and user.is_active and user.is_staff)
+
+
+def user_may_query(user) -> bool:
+    """Clinicians (and staff) search the case library with their own images."""
+    return user_is_staff(user) or has_role(user, CLINICIAN)
+
+
+def user_may_browse_cases(user) -> bool:
+    """Clinicians, study administrators and staff may list library cases with their diagnoses;
+    readers may not: the library holds the reader-study images, whose diagnoses they must not learn."""
+    return user_is_staff(user) or has_role(user, CLINICIAN) or has_role(user, STUDY_ADMIN)
+
+
+def user_has_any_role(user) -> bool:
+    return user_is_staff(user) or bool(roles_of(user))
+
+
+# --- The case library ---------------------------------------------------------------------
 
 def collections_list() -> list[str]:
     return list(Case.objects.order_by("collection").values_list("collection", flat=True).distinct())
@@ -70,6 +98,62 @@ def library_check_latest(*, collection: str) -> LibraryCheck | None:
     return LibraryCheck.objects.filter(collection=collection).first()
 
 
+def case_list(*, diagnosis: str | None = None, split: str | None = None,
+              collection: str | None = None) -> QuerySet[Case]:
+    """Library cases by collection and image id, narrowed by the filters given (the API's
+    validated ``CaseFilterSerializer`` values). Who may list them is the API's permission
+    (readers may not: ``MayBrowseCases``)."""
+    return _narrowed(Case.objects.order_by("collection", "image_id", "pk"),
+                     dx=diagnosis, split=split, collection=collection)
+
+
+def _narrowed(rows: QuerySet, **lookups) -> QuerySet:
+    """``rows`` filtered by every lookup whose value is given (a None value: not filtered by it)."""
+    return rows.filter(**{lookup: value for lookup, value in lookups.items() if value is not None})
+
+
+def case_get(*, case_id: int) -> Case:
+    """One library case (``Case.DoesNotExist`` when there is none)."""
+    return Case.objects.get(pk=case_id)
+
+
+def case_indexable_count(*, collection: str) -> int:
+    """How many cases of the collection an index holds: all but the test split (held-out queries)."""
+    return Case.objects.filter(collection=collection).exclude(split=TEST).count()
+
+
+def case_keys(*, collection: str, image_ids) -> dict[str, str]:
+    """Image id -> content hash (the training items' key) of the collection's cases with these image ids."""
+    return dict(Case.objects.filter(collection=collection, image_id__in=list(image_ids))
+                .values_list("image_id", "sha256"))
+
+
+# --- Model versions -----------------------------------------------------------------------
+
+def model_version_get(*, version_id: int, stage: str | None = None, config: str | None = None,
+                      collection: str | None = None) -> ModelVersion | None:
+    """The model version with this id, if it is of the stage, config and collection given; else None."""
+    versions = model_version_list(stage=stage, config=config, collection=collection)
+    return versions.filter(id=version_id).first()
+
+
+def model_version_list(*, stage: str | None = None, config: str | None = None,
+                       collection: str | None = None) -> QuerySet[ModelVersion]:
+    """Model versions, newest first, of the stage, config and collection given."""
+    return _narrowed(ModelVersion.objects.select_related("parent").order_by("-created_at", "-id"),
+                     stage=stage, config=config, collection=collection)
+
+
+def model_version_newest(*, stage: str, config: str | None = None, collection: str | None = None) -> ModelVersion | None:
+    """The newest model version of the stage (and config and collection, when given); None when none."""
+    return model_version_list(stage=stage, config=config, collection=collection).first()
+
+
+def training_job_get(*, job_id: int) -> TrainingJob | None:
+    """The training job with this id, or None."""
+    return TrainingJob.objects.filter(id=job_id).first()
+
+
 # --- Queries ------------------------------------------------------------------------------
 
 def query_list(*, user) -> QuerySet[Query]:
@@ -82,17 +166,25 @@ def query_get(*, user, query_id: int) -> Query:
     return query_list(user=user).get(id=query_id)
 
 
-MAX_WAIT_SECONDS = 30.0
+#: Media folders whose files belong to one user's query (uploads, saliency overlays, evidence maps).
+PRIVATE_QUERY_PREFIXES = ("queries/",)
 
 
-def query_wait(*, query: Query, timeout: float, interval: float = 0.02) -> Query:
-    """Poll until the query is done or failed, or ``timeout`` (at most 30 s) has passed."""
-    deadline = time.monotonic() + min(max(timeout, 0.0), MAX_WAIT_SECONDS)
-    query = query_refresh(query=query)
-    while query.status not in (Query.Status.DONE, Query.Status.FAILED) and time.monotonic() < deadline:
-        time.sleep(interval)
-        query = query_refresh(query=query)
-    return query
+def media_file_visible(*, user, name: str) -> bool:
+    """Whether the signed-in ``user`` may fetch the media file ``name`` (relative to MEDIA_ROOT): a
+    query's files are its owner's and staff's only; other media are every signed-in user's (the
+    views that hand out library image URLs keep study cases from readers)."""
+    if not name.startswith(PRIVATE_QUERY_PREFIXES) or user.is_staff:
+        return True
+    return query_file_owner(name=name) == user.id
+
+
+def query_file_owner(*, name: str) -> int | None:
+    """The id of the user whose query stored this media file (the upload, its overlay or an
+    evidence map), or None when no query holds it."""
+    return (Query.objects.filter(Q(image=name) | Q(saliency=name) | Q(neighbours__evidence_query=name)
+                                 | Q(neighbours__evidence_case=name))
+            .values_list("user_id", flat=True).first())
 
 
 def _media(name: str) -> str:
@@ -126,7 +218,7 @@ def query_payload(query: Query, *, url: Callable[[str], str] = lambda path: path
     return {
         "id": query.id,
         "status": query.status,
-        "error": query.error or None,
+        "error": query.message or None,
         "created": query.created_at.isoformat(),
         "k": query.k,
         "method": query.method,
@@ -163,7 +255,6 @@ def _method_label(name: str) -> str:
 def retrieval_methods() -> list[dict]:
     """Every retrieval method, whether the index that serves queries now offers it, and the default."""
     from retrieval.methods import DEFAULT_METHOD, METHODS
-    from retrieval.services.queries import index_for_queries, index_methods
 
     served = set(index_methods(index_for_queries()))
     return [{"name": m.name, "label": m.label, "description": m.description, "source": m.source,
@@ -171,6 +262,42 @@ def retrieval_methods() -> list[dict]:
 
 
 # --- Index --------------------------------------------------------------------------------
+
+def index_methods(index: IndexVersion | None) -> list[str]:
+    """The retrieval methods an index serves, in the registry's order (SE-CBIR always)."""
+    from retrieval.methods import METHODS, SECBIR
+
+    served = {SECBIR, *(index.methods or [])} if index is not None else set()
+    return [name for name in METHODS if name in served]
+
+
+def index_for_queries() -> IndexVersion | None:
+    """The active index queries go to: the configured collection's, else the most recently activated."""
+    active = IndexVersion.objects.filter(active=True).select_related("model_version__parent")
+    if settings.QUERY_COLLECTION:
+        active = active.filter(collection=settings.QUERY_COLLECTION)
+    return active.order_by("-activated_at", "-id").first()
+
+
+def index_get(*, index_id: int) -> IndexVersion | None:
+    return IndexVersion.objects.filter(id=index_id).first()
+
+
+def index_active(*, collection: str, model_version: ModelVersion | None = None) -> IndexVersion | None:
+    """The collection's active index (of that model version, when given); None when there is none."""
+    active = IndexVersion.objects.filter(collection=collection, active=True)
+    if model_version is not None:
+        active = active.filter(model_version=model_version)
+    return active.first()
+
+
+def index_builds_recent(*, collection: str | None = None) -> list[IndexVersion]:
+    """The newest ``RECENT_BUILDS`` index builds (newest first), of one collection or all."""
+    builds = IndexVersion.objects.all()
+    if collection:
+        builds = builds.filter(collection=collection)
+    return list(builds.order_by("-created_at", "-id")[:RECENT_BUILDS])
+
 
 def _index_summary(index: IndexVersion) -> dict:
     return {
@@ -182,7 +309,7 @@ def _index_summary(index: IndexVersion) -> dict:
         "activated": index.activated_at.isoformat() if index.activated_at else None,
         "ood_threshold": (index.calibration or {}).get("threshold"),
         "ood": index_ood_summary(index),
-        "methods": _served(index),
+        "methods": index_methods(index),
     }
 
 
@@ -190,7 +317,7 @@ def index_ood_summary(index: IndexVersion) -> dict | None:
     """The out-of-distribution warning of an index: its score, threshold and the figures measured when
     it was calibrated (report half: AUROC, share of non-dermoscopic images warned, overall and per
     kind, share of held-out library images warned). None before the index is calibrated."""
-    from retrieval.services.ood import LEGACY, VERSION
+    from retrieval.ood_record import LEGACY, VERSION
 
     calibration = index.calibration or {}
     if not calibration:
@@ -212,25 +339,11 @@ def index_ood_summary(index: IndexVersion) -> dict | None:
     }
 
 
-def _served(index: IndexVersion) -> list[str]:
-    from retrieval.services.queries import index_methods
-
-    return index_methods(index)
-
-
 def index_status(*, collection: str | None = None) -> dict:
-    """The active index and recent builds (newest first), of one collection or all."""
-    from retrieval.services.index import index_refresh
-    from retrieval.services.queries import index_for_queries
-
-    builds = IndexVersion.objects.all()
-    if collection:
-        builds = builds.filter(collection=collection)
-    recent = []
-    for index in builds.order_by("-created_at", "-id")[:10]:
-        if index.status in (IndexVersion.Status.PENDING, IndexVersion.Status.RUNNING):
-            index = index_refresh(index=index)
-        recent.append(_index_summary(index))
-    active = builds.filter(active=True).first() if collection else index_for_queries()
+    """The active index and recent builds (newest first), of one collection or all. (Pages and the
+    API call ``retrieval.services.polling.index_builds_refresh`` first, so that a lost build shows
+    as re-sent.)"""
+    recent = [_index_summary(index) for index in index_builds_recent(collection=collection)]
+    active = index_active(collection=collection) if collection else index_for_queries()
     return {"collection": collection or (active.collection if active else None),
             "active": _index_summary(active) if active else None, "builds": recent}

@@ -1,23 +1,21 @@
 from __future__ import annotations
 
-from functools import wraps
-
 from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from lesionsearch.roles import CLINICIAN, has_role
+from lesionsearch.access import allowed_only
 from retrieval import selectors
 from retrieval.classes import BY_CODE, CLASSES
 from retrieval.methods import DEFAULT_METHOD
 from retrieval.models import Query
+from retrieval.services import polling
 from retrieval.services import queries as query_services
 from retrieval.throttles import query_submit_wait
 
@@ -40,14 +38,8 @@ VOTE_NOTE = ("Neighbour vote — the share of the similar cases per class: how m
              "equal counts are listed by rank. It is not a diagnosis.")
 
 
-def clinician_required(view):
-    """Signed-in clinicians and staff only; anyone else signed in gets 403."""
-    @wraps(view)
-    def wrapped(request, *args, **kwargs):
-        if not (request.user.is_staff or has_role(request.user, CLINICIAN)):
-            raise PermissionDenied("Searching the case library is for clinicians.")
-        return view(request, *args, **kwargs)
-    return login_required(wrapped)
+#: Signed-in clinicians and staff only; anyone else signed in gets 403.
+clinician_required = allowed_only(selectors.user_may_query, "Searching the case library is for clinicians.")
 
 
 @login_required
@@ -123,13 +115,14 @@ def search(request):
         else:
             error, status = " ".join(msg for errors in form.errors.values() for msg in errors), 400
     page = Paginator(selectors.query_list(user=request.user), HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
+    polling.index_builds_refresh()  # a lost build is re-sent before its status is shown
     response = render(request, "retrieval/search.html", {
         "error": error,
         "k_value": request.POST.get("k") or settings.QUERY_DEFAULT_K,
         "methods": selectors.retrieval_methods(),
         "method_value": request.POST.get("method") or DEFAULT_METHOD,
         "page": page,
-        "history": [_history_row(query) for query in page.object_list],
+        "history": [_history_row(query) for query in polling.queries_refresh(queries=page.object_list)],
         "index": selectors.index_status(),
         "accept": UPLOAD_ACCEPT,
         "max_upload_mb": settings.QUERY_MAX_UPLOAD_MB,
@@ -191,14 +184,10 @@ def _own_query(request, pk: int) -> Query:
         query = selectors.query_get(user=request.user, query_id=pk)
     except Query.DoesNotExist:
         raise Http404("no such query") from None
-    if query.status not in FINAL_STATUSES:
-        query = selectors.query_refresh(query=query)
-    return query
+    return query_services.query_refresh(query=query)
 
 
 def _history_row(query: Query) -> dict:
-    if query.status not in FINAL_STATUSES:
-        query = selectors.query_refresh(query=query)
     vote = query.neighbour_vote if query.status == Query.Status.DONE else None
     top = _vote_rows(vote)[:1]
     return {"query": query, "top": top[0] if top else None}

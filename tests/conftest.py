@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -41,6 +42,26 @@ def _fresh_cache():
     cache.clear()
 
 
+class SentJobs(dict):
+    """Job ids the services sent to the broker, by kind name (``sent_jobs["query"]``)."""
+
+    def __missing__(self, kind: str) -> list[int]:
+        self[kind] = []
+        return self[kind]
+
+
+@pytest.fixture
+def sent_jobs(monkeypatch) -> SentJobs:
+    """Task messages of background jobs, recorded instead of sent (``lesionsearch.jobs.services.send``,
+    the one place a job's task is sent): no worker runs, and nothing may reach the broker folder
+    that a later test's real worker would read."""
+    from lesionsearch.jobs import services
+
+    sent = SentJobs()
+    monkeypatch.setattr(services, "send", lambda kind, job_id: sent[kind.name].append(job_id))
+    return sent
+
+
 @pytest.fixture
 def media_root(settings, tmp_path):
     settings.MEDIA_ROOT = str(tmp_path / "media")
@@ -53,6 +74,15 @@ def _user(django_user_model, name: str, role: str | None = None, **extra):
         # get_or_create: a transactional test before this one flushed the groups of the data migration
         user.groups.add(Group.objects.get_or_create(name=role)[0])
     return user
+
+
+def signed_in(user):
+    """A test client with ``user`` signed in (no password round trip)."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
 
 
 @pytest.fixture
@@ -146,6 +176,46 @@ def stop_worker(process: subprocess.Popen) -> None:
         process.wait()
 
 
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def kill_worker(process) -> None:
+    """kill -9 a worker: its main process and its pool processes at once (an orphaned pool process
+    would otherwise go on and finish the task in hand)."""
+    pids = [process.pid] + _descendants(process.pid)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()
+    wait_for(lambda: not any(_running(pid) for pid in pids[1:]), timeout=10, interval=0.05,
+             what="the pool processes to die")
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (killed pool processes are reaped by init)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.fixture
 def celery_worker_process(transactional_db, media_root):
     """A real Celery worker process on the test database, media folder and broker.
@@ -179,7 +249,8 @@ def tiny_assets(tmp_path_factory):
     from retrieval import synthetic
     from retrieval.classes import CODES
     from retrieval.ml.configs import get_config
-    from retrieval.ml.train import Item, TrainOptions, train_stage
+    from retrieval.ml.data import Item
+    from retrieval.ml.train import TrainOptions, train_stage
 
     root = tmp_path_factory.mktemp("tiny-assets")
     rows = synthetic.select_rows(synthetic.read_rows(SHIPPED_METADATA), LIBRARY_SIZE, seed=3)
@@ -202,8 +273,9 @@ def tiny_method_assets(tiny_assets):
     from PIL import Image
 
     from retrieval.ml.configs import get_config
+    from retrieval.ml.embedding import train_embedding
     from retrieval.ml.segmentation import resize_mask, segmentation_input, train_segmentation
-    from retrieval.ml.train import TrainOptions, train_embedding
+    from retrieval.ml.train import TrainOptions
 
     root = tiny_assets["folder"].parent / "methods"
     options = TrainOptions(epochs=1, batch_size=8, seed=0, device="cpu", lr=5e-3, progress=False)
@@ -230,20 +302,27 @@ def tiny_method_assets(tiny_assets):
 @pytest.fixture
 def tiny_method_models(tiny_models, tiny_method_assets):
     """The tiny models plus registered contrastive, triplet and segmentation ModelVersions."""
-    from retrieval.ml.train import checkpoint_digest
-    from retrieval.models import ModelVersion
-    from retrieval.services.library import _store_content_file
-
     versions = dict(tiny_models)
     for stage in ("contrastive", "triplet", "segmentation"):
         asset = tiny_method_assets[stage]
         path, metrics = asset if stage == "segmentation" else (asset.checkpoint, asset.metrics)
-        digest = checkpoint_digest(path)
-        name, _ = _store_content_file("models", digest, "pt", path)
-        versions[stage] = ModelVersion.objects.create(
-            config="unet-small" if stage == "segmentation" else "tiny", stage=stage, collection="synthetic",
-            checkpoint=name, checkpoint_sha256=digest, data_fingerprint="test", metrics=metrics, epochs=1)
+        versions[stage] = register_checkpoint(path, stage=stage, metrics=metrics,
+                                              config="unet-small" if stage == "segmentation" else "tiny")
     return versions
+
+
+def register_checkpoint(path: Path, *, stage: str, metrics: dict, config: str = "tiny", parent=None):
+    """A trained checkpoint stored in the media root and registered as a ModelVersion of the
+    synthetic collection (as the training service registers one)."""
+    from retrieval.ml.checkpoints import checkpoint_digest
+    from retrieval.models import ModelVersion
+    from retrieval.services.library import store_content_file
+
+    digest = checkpoint_digest(path)
+    name, _ = store_content_file("models", digest, "pt", path)
+    return ModelVersion.objects.create(config=config, stage=stage, parent=parent, collection="synthetic",
+                                       checkpoint=name, checkpoint_sha256=digest, data_fingerprint="test",
+                                       metrics=metrics, epochs=1)
 
 
 def import_tiny_library(tiny_assets) -> dict:
@@ -251,22 +330,14 @@ def import_tiny_library(tiny_assets) -> dict:
     ModelVersions (in the current database and media root); returns them by stage."""
     from django.core.management import call_command
 
-    from retrieval.ml.train import checkpoint_digest
-    from retrieval.models import ModelVersion
-    from retrieval.services.library import _store_content_file
-
     call_command("import_ham10000", str(tiny_assets["folder"]), "--metadata", str(tiny_assets["metadata"]),
                  "--collection", "synthetic", verbosity=0)
     call_command("split_library", "--collection", "synthetic", "--seed", "71", verbosity=0)
     versions = {}
     for stage, key in (("3ch", "rgb"), ("4ch", "wide")):
         result = tiny_assets[key]
-        digest = checkpoint_digest(result.checkpoint)
-        name, _ = _store_content_file("models", digest, "pt", result.checkpoint)
-        versions[stage] = ModelVersion.objects.create(
-            config="tiny", stage=stage, parent=versions.get("3ch") if stage == "4ch" else None,
-            collection="synthetic", checkpoint=name, checkpoint_sha256=digest, data_fingerprint="test",
-            metrics=result.metrics, epochs=1)
+        versions[stage] = register_checkpoint(result.checkpoint, stage=stage, metrics=result.metrics,
+                                              parent=versions.get("3ch") if stage == "4ch" else None)
     return versions
 
 
@@ -290,14 +361,22 @@ def build_index_here(**kwargs):
     raise AssertionError("index build did not finish")
 
 
+def build_active_index_here(settings, model_version, *, chunk_size: int):
+    """Build an index in-process in chunks of ``chunk_size`` with the runtime's caches cleared, and
+    check that it finished and became the active one. Call ``runtime.forget()`` after the test."""
+    from retrieval import runtime
+
+    settings.INDEX_CHUNK_SIZE = chunk_size
+    runtime.forget()
+    index = build_index_here(model_version=model_version)
+    assert index.status == "done" and index.active, index.message
+    return index
+
+
 @pytest.fixture
 def ready_index(tiny_models, settings):
     """An active IndexVersion over the tiny library (built in-process, in chunks of 16)."""
     from retrieval import runtime
 
-    settings.INDEX_CHUNK_SIZE = 16
-    runtime.forget()
-    index = build_index_here(model_version=tiny_models["4ch"])
-    assert index.status == "done" and index.active, index.message
-    yield index
+    yield build_active_index_here(settings, tiny_models["4ch"], chunk_size=16)
     runtime.forget()

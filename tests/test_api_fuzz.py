@@ -73,14 +73,11 @@ ROLES = ("anonymous", "clinician", "reader", "study_admin")
 @pytest.fixture
 def web_tier_only(monkeypatch):
     """No task reaches a broker, and long-polls are short."""
-    from readerstudy import services as study_services
-    from retrieval import selectors
-    from retrieval.services import index as index_services
-    from retrieval.services import queries as query_services
+    from lesionsearch.jobs import services as jobs
+    from retrieval.services import polling
 
-    for module in (query_services, index_services, study_services):
-        monkeypatch.setattr(module, "_enqueue", lambda object_id: None)
-    monkeypatch.setattr(selectors, "MAX_WAIT_SECONDS", 0.05)
+    monkeypatch.setattr(jobs, "send", lambda kind, job_id: None)
+    monkeypatch.setattr(polling, "MAX_WAIT_SECONDS", 0.05)
 
 
 @pytest.fixture

@@ -8,49 +8,23 @@ import io
 import pytest
 from django.core.management import call_command
 from django.test import Client
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from lesionsearch.audit.models import AuditEvent
 from readerstudy.models import Study
-from retrieval.models import IndexVersion, Query
-from tests.conftest import jpeg_bytes
-from tests.readerstudy.conftest import readers, rows_only_study  # noqa: F401  (fixtures)
+from retrieval.models import Query
+from tests.apiclient import api
+from tests.conftest import jpeg_bytes, signed_in
+from tests.readerstudy.conftest import active_index, readers, rows_only_study  # noqa: F401  (fixtures)
+
+# Nothing reaches a broker: the jobs these tests queue are recorded instead.
+pytestmark = pytest.mark.usefixtures("sent_jobs")
 
 A = AuditEvent.Action
-
-
-@pytest.fixture(autouse=True)
-def no_broker(monkeypatch):
-    from readerstudy import services as study_services
-    from retrieval.services import index as index_services
-    from retrieval.services import queries as query_services
-
-    for module in (query_services, index_services, study_services):
-        monkeypatch.setattr(module, "_enqueue", lambda *args: None)
-
-
-@pytest.fixture
-def active_index(rows_only_study):  # noqa: F811
-    IndexVersion.objects.filter(id=rows_only_study.index_version_id).update(active=True)
-    return rows_only_study.index_version
 
 
 @pytest.fixture
 def superuser(db, django_user_model):
     return django_user_model.objects.create_superuser(username="root", password="pw-root")
-
-
-def signed_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def api(user) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
-    return client
 
 
 def only_event(action: str) -> AuditEvent:

@@ -7,22 +7,12 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from readerstudy.models import Assignment, Study
-from retrieval.models import IndexVersion, Query
+from retrieval.models import Query
 from tests.conftest import jpeg_bytes
-from tests.readerstudy.conftest import readers, rows_only_study  # noqa: F401  (fixtures)
+from tests.readerstudy.conftest import active_index, readers, rows_only_study  # noqa: F401  (fixtures)
 
-
-@pytest.fixture(autouse=True)
-def no_broker(monkeypatch):
-    from retrieval.services import queries as query_services
-
-    monkeypatch.setattr(query_services, "_enqueue", lambda *args: None)
-
-
-@pytest.fixture
-def active_index(rows_only_study, media_root):  # noqa: F811
-    IndexVersion.objects.filter(id=rows_only_study.index_version_id).update(active=True)
-    return rows_only_study.index_version
+# Nothing reaches a broker: the jobs these tests queue are recorded instead.
+pytestmark = pytest.mark.usefixtures("sent_jobs")
 
 
 def strict(user=None, page: str = "/accounts/login/") -> tuple[Client, str]:

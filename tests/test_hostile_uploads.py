@@ -29,7 +29,7 @@ from retrieval.models import Case, IndexVersion, LibraryCheck, ModelVersion, Que
 from retrieval.services.queries import query_run
 from tests.conftest import build_index_here, import_tiny_library
 from tests.hostile import CORPUS, LIMIT_MB, REQUESTS, upload_body
-from tests.retrieval.test_api import api, error_of
+from tests.apiclient import api, error_of
 
 #: Pillow notes the corrupt EXIF block of "jpeg-corrupt-exif" and reads the image anyway.
 pytestmark = pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
@@ -87,10 +87,10 @@ def upload_tmp(settings, tmp_path):
 @pytest.fixture(autouse=True)
 def limits(settings, monkeypatch):
     """A small upload limit (oversize files need little memory); no task message leaves the test."""
-    from retrieval.services import queries as query_services
+    from lesionsearch.jobs import services as jobs
 
     settings.QUERY_MAX_UPLOAD_MB = LIMIT_MB
-    monkeypatch.setattr(query_services, "_enqueue", lambda query_id: None)
+    monkeypatch.setattr(jobs, "send", lambda kind, job_id: None)
 
 
 @pytest.fixture
@@ -153,8 +153,8 @@ def run_to_the_end(query: Query, media: Path, before: set[str]) -> Query:
     assert query.status == Query.Status.PENDING
     assert query_run(query_id=query.id, worker="test")
     query.refresh_from_db()
-    assert query.status == Query.Status.DONE, (query.status, query.error)
-    assert query.error == "" and query.neighbours.count() == query.k == 6
+    assert query.status == Query.Status.DONE, (query.status, query.message)
+    assert query.message == "" and query.neighbours.count() == query.k == 6
     assert query.saliency.name and (media / query.saliency.name).is_file()
     with Image.open(media / query.saliency.name) as overlay:
         assert overlay.size == overlay_size(query.width, query.height)

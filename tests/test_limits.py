@@ -5,27 +5,16 @@ from __future__ import annotations
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from lesionsearch.audit.models import AuditEvent
-from retrieval.models import IndexVersion, Query
+from retrieval.models import Query
 from retrieval.throttles import QuerySubmitThrottle
-from tests.conftest import jpeg_bytes
-from tests.readerstudy.conftest import readers, rows_only_study  # noqa: F401  (fixtures)
+from tests.apiclient import api
+from tests.conftest import jpeg_bytes, signed_in
+from tests.readerstudy.conftest import active_index, readers, rows_only_study  # noqa: F401  (fixtures)
 
-
-@pytest.fixture(autouse=True)
-def no_broker(monkeypatch):
-    from retrieval.services import queries as query_services
-
-    monkeypatch.setattr(query_services, "_enqueue", lambda *args: None)
-
-
-@pytest.fixture
-def active_index(rows_only_study, media_root):  # noqa: F811
-    IndexVersion.objects.filter(id=rows_only_study.index_version_id).update(active=True)
-    return rows_only_study.index_version
+# Nothing reaches a broker: the jobs these tests queue are recorded instead.
+pytestmark = pytest.mark.usefixtures("sent_jobs")
 
 
 @pytest.fixture
@@ -34,18 +23,6 @@ def other_clinician(db, django_user_model):
     from lesionsearch.roles import CLINICIAN
 
     return _user(django_user_model, "dr_other", CLINICIAN)
-
-
-def signed_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def api(user) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
-    return client
 
 
 def image(data: bytes | None = None, name: str = "lesion.jpg") -> SimpleUploadedFile:

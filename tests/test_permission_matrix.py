@@ -24,7 +24,6 @@ from django.db import transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from lesionsearch.audit.models import AuditEvent
 from lesionsearch.audit.services import record
 from lesionsearch.roles import CLINICIAN
 from tests.conftest import jpeg_bytes
@@ -64,16 +63,9 @@ class Scenario:
 
 
 @pytest.fixture(autouse=True)
-def no_broker(monkeypatch):
+def no_broker(sent_jobs):
     """Nothing these requests do may send a task (no worker runs here)."""
-    from readerstudy import services as study_services
-    from retrieval.services import index as index_services
-    from retrieval.services import queries as query_services
-
-    sent = []
-    for module in (query_services, index_services, study_services):
-        monkeypatch.setattr(module, "_enqueue", sent.append)
-    return sent
+    return sent_jobs
 
 
 @pytest.fixture
@@ -88,7 +80,7 @@ def scenario(media_root, rows_only_study, readers, clinician, study_admin, super
 
     from readerstudy.models import Assignment, RelevanceRating, StudyCase
     from readerstudy.services import answer_submit, neighbour_views_record
-    from retrieval.models import Case, LibraryCheck, ModelVersion, Query
+    from retrieval.models import Case, LibraryCheck, ModelVersion, Query, TrainingJob
 
     for case in Case.objects.all():  # the study's images exist on disk, as in production
         path = media_root / case.image.name
@@ -129,6 +121,8 @@ def scenario(media_root, rows_only_study, readers, clinician, study_admin, super
         "authtoken/tokenproxy": token.user_id,  # a TokenProxy's pk is its user's
         "retrieval/case": scenario.case.id,
         "retrieval/librarycheck": LibraryCheck.objects.create(collection="rows", status="done").id,
+        "retrieval/trainingjob": TrainingJob.objects.create(config="tiny", collection="rows", stage="3ch",
+                                                            status="done").id,
         "retrieval/modelversion": ModelVersion.objects.filter(stage="4ch").first().id,
         "retrieval/indexversion": rows_only_study.index_version_id,
         "retrieval/query": scenario.query.id,
@@ -336,6 +330,7 @@ MATRIX.update({
 ADMIN_MODELS = {
     "auth/group": (403, 200, 200), "auth/user": (403, 200, 200), "authtoken/tokenproxy": (403, 200, 200),
     "retrieval/case": (200, 403, 200), "retrieval/librarycheck": (403, 200, 200),
+    "retrieval/trainingjob": (403, 200, 200),
     "retrieval/modelversion": (403, 200, 200), "retrieval/indexversion": (403, 403, 200),
     "retrieval/query": (403, 403, 200), "readerstudy/study": (403, 403, 200),
     "readerstudy/assignment": (403, 403, 403), "readerstudy/answer": (403, 403, 403),

@@ -6,7 +6,6 @@ PostgreSQL. The worker loads the models and the index from the shared media fold
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from urllib.parse import urlparse
 
@@ -17,7 +16,7 @@ from django.conf import settings
 from retrieval.models import IndexVersion, Query
 from retrieval.services.index import index_build_request
 from retrieval.services.queries import query_refresh, query_submit
-from tests.conftest import start_worker, stop_worker, wait_for
+from tests.conftest import kill_worker, start_worker, stop_worker, wait_for
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -32,46 +31,6 @@ def _wait_final(query_id: int, timeout: float) -> Query:
     """Wait for DONE or FAILED reading the row only (no query_refresh: nothing here polls like a user)."""
     return wait_for(lambda: Query.objects.filter(id=query_id, status__in=["done", "failed"]).first(),
                     timeout=timeout, interval=0.2, what=f"query {query_id} to be answered")
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def kill_worker(process) -> None:
-    """kill -9 a worker: its main process and its pool processes at once (an orphaned pool process
-    would otherwise go on and finish the task in hand)."""
-    pids = [process.pid] + _descendants(process.pid)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    process.wait()
-    wait_for(lambda: not any(_running(pid) for pid in pids[1:]), timeout=10, interval=0.05,
-             what="the pool processes to die")
-
-
-def _running(pid: int) -> bool:
-    """The process exists and is not a zombie (killed pool processes are reaped by init)."""
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _queued_messages(client) -> int:
@@ -108,7 +67,7 @@ def test_a_query_is_answered_by_the_worker(transactional_db, ready_index, clinic
 
     done = wait_for(lambda: Query.objects.filter(id=query.id, status__in=["done", "failed"]).first(), timeout=120,
                     what="the worker to answer the query")
-    assert done.status == "done", done.error
+    assert done.status == "done", done.message
     assert done.worker.startswith("test-")  # run by the worker process, not in this process
     assert list(done.neighbours.values_list("rank", flat=True)) == [1, 2, 3, 4, 5, 6]
     assert done.saliency and done.neighbour_vote["label"] == "neighbour vote"
@@ -130,7 +89,7 @@ def test_an_index_build_killed_with_its_worker_resumes_while_the_old_index_serve
         during = query_submit(user=clinician, image_data=_library_image())  # the new build is half done
         answered = _wait_final(during.id, timeout=120)
         building = IndexVersion.objects.get(id=index.id)
-        assert answered.status == "done", answered.error
+        assert answered.status == "done", answered.message
         assert answered.index_version_id == old.id
         assert building.status == "running" and building.done < building.total and not building.active
         assert IndexVersion.objects.get(id=old.id).active
@@ -151,7 +110,7 @@ def test_an_index_build_killed_with_its_worker_resumes_while_the_old_index_serve
                             timeout=240, interval=1, what="the build to resume and finish")
     finally:
         stop_worker(worker)
-    assert answered_late.status == "done", answered_late.error
+    assert answered_late.status == "done", answered_late.message
     assert answered_late.index_version_id == old.id and answered_late.finished_at < finished.finished_at
     assert finished.status == "done", finished.message
     assert finished.active and finished.size == finished.total and finished.attempts >= 1
@@ -183,7 +142,7 @@ def test_a_worker_killed_mid_query_is_replaced_and_the_query_is_answered(transac
         done = _wait_final(query.id, timeout=180)
     finally:
         stop_worker(worker)
-    assert done.status == "done", done.error
+    assert done.status == "done", done.message
     assert done.attempts == 2 and done.worker != killed.worker
     assert list(done.neighbours.values_list("rank", flat=True)) == list(range(1, 21))
 
@@ -216,7 +175,7 @@ def test_queries_queued_when_redis_restarts_are_all_answered(transactional_db, r
                          timeout=180, interval=0.5, what="the rebuild to finish")
     finally:
         stop_worker(worker)
-    assert [q.status for q in answered] == ["done"] * 4, [q.error for q in answered]
+    assert [q.status for q in answered] == ["done"] * 4, [q.message for q in answered]
     assert [q.attempts for q in answered] == [1] * 4  # re-sent, never run twice
     assert Query.objects.filter(user=clinician).count() == 4
     for query in answered:

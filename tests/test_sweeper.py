@@ -1,4 +1,4 @@
-"""The worker's periodic sweep of unfinished jobs (lesionsearch.celery.JobSweeper): lost broker
+"""The worker's periodic sweep of unfinished jobs (lesionsearch.jobs.worker.JobSweeper): lost broker
 messages and dead workers are noticed without anyone reading the job. The real-service tests in
 tests/test_query_worker.py show it end to end (kill -9, Redis restart)."""
 from __future__ import annotations
@@ -9,16 +9,16 @@ from time import monotonic
 from django.utils import timezone
 from kombu.asynchronous.timer import Timer
 
-from lesionsearch.celery import JobSweeper, app, sweep_unfinished_jobs
+from lesionsearch.celery import app
+from lesionsearch.jobs.worker import JobSweeper, sweep_unfinished_jobs
+from lesionsearch.jobs import services as jobs
 from retrieval.models import IndexVersion
-from retrieval.services import index as index_services
 from retrieval.services.index import index_build_request, index_refresh
 
 
-def test_every_worker_runs_the_sweeper_on_its_timer(tiny_models, settings, monkeypatch):
+def test_every_worker_runs_the_sweeper_on_its_timer(tiny_models, settings, sent_jobs):
     assert JobSweeper in app.steps["worker"]
-    sent = []
-    monkeypatch.setattr(index_services, "_enqueue", sent.append)
+    sent = sent_jobs["index_build"]
     settings.JOB_SWEEP_SECONDS = 7
     build = index_build_request(model_version=tiny_models["4ch"])  # its message was never sent (no commit here)
 
@@ -36,21 +36,23 @@ def test_every_worker_runs_the_sweeper_on_its_timer(tiny_models, settings, monke
     assert scheduled.entry.canceled
 
 
-def test_a_sweep_that_fails_does_not_stop_the_worker(monkeypatch):
-    from retrieval.services import queries
+def test_a_sweep_that_fails_does_not_stop_the_worker(tiny_models, monkeypatch, sent_jobs):
+    index_build_request(model_version=tiny_models["4ch"])  # one unfinished job: a working sweep counts it
+    assert sweep_unfinished_jobs() == 1
+    calls = []
 
     def broken():
+        calls.append(True)
         raise ConnectionError("database down")
 
-    monkeypatch.setattr(queries, "jobs_sweep", broken)
-    assert sweep_unfinished_jobs() == 0
+    monkeypatch.setattr(jobs, "sweep", broken)
+    assert sweep_unfinished_jobs() == 0 and calls == [True]  # the broken sweep ran, and was contained
 
 
-def test_a_dead_workers_build_is_re_sent_once_per_stale_period(tiny_models, settings, monkeypatch):
+def test_a_dead_workers_build_is_re_sent_once_per_stale_period(tiny_models, settings, sent_jobs):
     """Every worker's sweeper refreshes every build; one message per stale period is enough (each
     message would start one more chain of chunk tasks)."""
-    sent = []
-    monkeypatch.setattr(index_services, "_enqueue", sent.append)
+    sent = sent_jobs["index_build"]
     build = index_build_request(model_version=tiny_models["4ch"])
     long_ago = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS * 2)
     IndexVersion.objects.filter(id=build.id).update(status="running", worker="dead", heartbeat_at=long_ago,

@@ -40,7 +40,7 @@ def test_library_check_runs_on_the_worker_and_finds_a_damaged_file(celery_worker
                         timeout=90, what="the worker to finish the library check")
     assert finished.status == "done", finished.message
     assert finished.worker.startswith("test-")  # run by the worker process, not in this process
-    assert (finished.checked, finished.total) == (8, 8)
+    assert (finished.done, finished.total) == (8, 8)
     assert finished.problems == [{"case": damaged.id, "image_id": damaged.image_id,
                                   "problem": "image file changed since import (sha256 differs)"}]
 
@@ -59,4 +59,4 @@ def test_a_redelivered_check_does_nothing_twice(celery_worker_process, tmp_path,
     wait_for(lambda: LibraryCheck.objects.filter(id=marker.id, status="done").exists(), timeout=90, what="marker")
 
     again = LibraryCheck.objects.get(id=check.id)
-    assert (again.started_at, again.finished_at, again.checked) == (first.started_at, first.finished_at, first.checked)
+    assert (again.started_at, again.finished_at, again.done) == (first.started_at, first.finished_at, first.done)

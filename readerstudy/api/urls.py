@@ -9,6 +9,16 @@ from django.urls import path
 import lesionsearch.converters  # noqa: F401 - registers <id:...>
 from readerstudy.api import views
 
+#: The study administrator's actions on one study: /studies/manage/<id>/<action>/, named managed-study-<action>.
+MANAGED_STUDY_ACTIONS = [
+    ("open", views.ManagedStudyOpenView),
+    ("close", views.ManagedStudyCloseView),
+    ("assign", views.ManagedStudyAssignView),
+    ("progress", views.ManagedStudyProgressView),
+    ("report", views.ManagedStudyReportView),
+    ("export", views.ManagedStudyExportView),
+]
+
 urlpatterns = [
     # Readers
     path("studies/", views.StudyListView.as_view(), name="study-list"),
@@ -22,14 +32,6 @@ urlpatterns = [
     # Study administrators and staff
     path("studies/manage/", views.ManagedStudyListView.as_view(), name="managed-study-list"),
     path("studies/manage/<id:study_id>/", views.ManagedStudyDetailView.as_view(), name="managed-study-detail"),
-    path("studies/manage/<id:study_id>/open/", views.ManagedStudyOpenView.as_view(), name="managed-study-open"),
-    path("studies/manage/<id:study_id>/close/", views.ManagedStudyCloseView.as_view(), name="managed-study-close"),
-    path("studies/manage/<id:study_id>/assign/", views.ManagedStudyAssignView.as_view(),
-         name="managed-study-assign"),
-    path("studies/manage/<id:study_id>/progress/", views.ManagedStudyProgressView.as_view(),
-         name="managed-study-progress"),
-    path("studies/manage/<id:study_id>/report/", views.ManagedStudyReportView.as_view(),
-         name="managed-study-report"),
-    path("studies/manage/<id:study_id>/export/", views.ManagedStudyExportView.as_view(),
-         name="managed-study-export"),
+    *[path(f"studies/manage/<id:study_id>/{action}/", view.as_view(), name=f"managed-study-{action}")
+      for action, view in MANAGED_STUDY_ACTIONS],
 ]

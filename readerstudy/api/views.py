@@ -11,7 +11,6 @@ from datetime import timedelta
 
 from django.http import HttpResponse
 from django.urls import reverse as django_reverse
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
@@ -22,7 +21,6 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
-from lesionsearch.audit import services as audit
 from readerstudy import selectors, services
 from readerstudy.api import serializers as s
 from readerstudy.api.permissions import IsReader, IsStudyAdmin
@@ -72,10 +70,12 @@ class _ReaderView(_StudyView):
         except Assignment.DoesNotExist:
             raise NotFound(f"You have no study with id {study_id}.") from None
 
-    def _open_task(self, assignment: Assignment, task: int) -> selectors.TaskProgress:
-        """The task's progress; StudyError (403 washout etc., 404 no such task) unless it is open now."""
-        services.check_task_open(assignment, task)
-        return selectors.task_progress(assignment, task)
+    def _open_task(self, study_id: int, task: int) -> tuple[Assignment, selectors.TaskProgress]:
+        """Your assignment in the study and the task's progress: 404 when the study is not yours,
+        StudyError (403 washout etc., 404 no such task) unless the task is open now."""
+        assignment = self._assignment(study_id)
+        selectors.check_task_open(assignment, task)
+        return assignment, selectors.task_progress(assignment, task)
 
     def _case(self, assignment: Assignment, task: int, position: int) -> dict:
         case = selectors.reader_case(assignment, task, position)
@@ -122,8 +122,7 @@ class TaskNextView(_ReaderView):
         responses={200: s.NextCaseSerializer, **errors(404, e403=_TASK_CLOSED)},
     )
     def get(self, request, study_id: int, task: int):
-        assignment = self._assignment(study_id)
-        progress = self._open_task(assignment, task)
+        assignment, progress = self._open_task(study_id, task)
         case = None if progress.next_position is None else self._case(assignment, task, progress.next_position)
         body = {"done": case is None, "progress": progress, "case": case}
         return Response(s.NextCaseSerializer(body).data)
@@ -138,9 +137,8 @@ class TaskCaseView(_ReaderView):
                    **errors(404, e403=_TASK_CLOSED + ", or `not_reached`: a case after the next unanswered one")},
     )
     def get(self, request, study_id: int, task: int, position: int):
-        assignment = self._assignment(study_id)
-        self._open_task(assignment, task)
-        services.check_reachable(assignment, task, position)  # 404 no such case, 403 not_reached
+        assignment, _ = self._open_task(study_id, task)
+        selectors.check_reachable(assignment, task, position)  # 404 no such case, 403 not_reached
         return Response(s.ReaderCaseSerializer(self._case(assignment, task, position)).data)
 
 
@@ -159,8 +157,7 @@ class AnswerCreateView(_ReaderView):
                             e409="`answer_final`: the case is answered already and answers are final")},
     )
     def post(self, request, study_id: int, task: int):
-        assignment = self._assignment(study_id)
-        progress = self._open_task(assignment, task)
+        assignment, progress = self._open_task(study_id, task)
         data = s.AnswerInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         answer = data.validated_data
@@ -196,8 +193,7 @@ class CaseViewsCreateView(_ReaderView):
                                  "too many enlargements stored for the case")},
     )
     def post(self, request, study_id: int, task: int, position: int):
-        assignment = self._assignment(study_id)
-        self._open_task(assignment, task)
+        assignment, _ = self._open_task(study_id, task)
         data = s.NeighbourViewsInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         recorded = services.neighbour_views_record(
@@ -213,19 +209,22 @@ class _ManageView(_StudyView):
     permission_classes = [IsAuthenticated, IsStudyAdmin]
 
     def _study(self, study_id: int) -> Study:
-        study = Study.objects.select_related("index_version").filter(id=study_id).first()
-        if study is None:
-            raise NotFound(f"There is no study with id {study_id}.")
-        return study
+        try:
+            return selectors.study_get(study_id=study_id)
+        except Study.DoesNotExist:
+            raise NotFound(f"There is no study with id {study_id}.") from None
 
     def _url(self, study_id: int) -> str:
         return reverse("managed-study-detail", kwargs={"study_id": study_id}, request=self.request)
 
     def _detail(self, study: Study) -> dict:
-        return s.ManagedStudySerializer({
-            "study": study, "url": self._url(study.id), "cases_count": study.cases.count(),
-            "readers": list(study.assignments.order_by("reader__username").values_list("reader__username", flat=True)),
-        }).data
+        return s.ManagedStudySerializer({**selectors.study_detail(study=study), "url": self._url(study.id)}).data
+
+    def _moved(self, move, study_id: int) -> Response:
+        """Open or close the study (``move``: the service) and answer with the study as it is now."""
+        study = self._study(study_id)
+        move(study=study, user=self.request.user)
+        return Response(self._detail(study))
 
 
 class ManagedStudyListView(_ManageView):
@@ -268,9 +267,7 @@ class ManagedStudyOpenView(_ManageView):
                    request=None, responses={200: s.ManagedStudySerializer,
                                             **errors(404, 409, e409="`wrong_status`: not a prepared draft")})
     def post(self, request, study_id: int):
-        study = self._study(study_id)
-        services.study_open(study=study, user=request.user)
-        return Response(self._detail(study))
+        return self._moved(services.study_open, study_id)
 
 
 class ManagedStudyCloseView(_ManageView):
@@ -278,9 +275,7 @@ class ManagedStudyCloseView(_ManageView):
                    request=None, responses={200: s.ManagedStudySerializer,
                                             **errors(404, 409, e409="`wrong_status`: the study is not open")})
     def post(self, request, study_id: int):
-        study = self._study(study_id)
-        services.study_close(study=study, user=request.user)
-        return Response(self._detail(study))
+        return self._moved(services.study_close, study_id)
 
 
 class ManagedStudyAssignView(_ManageView):
@@ -296,8 +291,7 @@ class ManagedStudyAssignView(_ManageView):
         data.is_valid(raise_exception=True)
         study = self._study(study_id)
         created = services.study_assign(study=study, readers=data.validated_data["readers"], user=request.user)
-        readers = study.assignments.order_by("reader__username").values_list("reader__username", flat=True)
-        body = {"assigned": sorted(a.reader.username for a in created), "readers": list(readers)}
+        body = {"assigned": sorted(a.reader.username for a in created), "readers": selectors.study_readers(study=study)}
         return Response(s.AssignResultSerializer(body).data)
 
 
@@ -319,10 +313,7 @@ class ManagedStudyReportView(_ManageView):
                    **errors(404, 409, e409="`no_answers`: nobody has answered yet")},
     )
     def get(self, request, study_id: int):
-        study = self._study(study_id)
-        report = selectors.study_report(study).report
-        audit.record(audit.Action.STUDY_REPORT, user=request.user, obj=study)
-        return Response(report)
+        return Response(services.study_report_access(study=self._study(study_id), user=request.user))
 
 
 class ManagedStudyExportView(_ManageView):
@@ -345,19 +336,14 @@ class ManagedStudyExportView(_ManageView):
                    **errors(400, 404, 409, e409="`no_answers`: nobody has answered yet")},
     )
     def get(self, request, study_id: int):
-        from readerstudy.analysis.writers import FORMATS, check_formats, report_archive  # written alongside
+        from readerstudy.analysis.writers import FORMATS, check_formats
 
         study = self._study(study_id)
         try:
             formats = check_formats(request.query_params.getlist("format") or FORMATS)
         except ValueError as exc:
             raise ValidationError({"format": [str(exc)]}) from None
-        report = selectors.study_report(study)
-        data = report_archive(report.report, report.reads, formats=formats, ratings=report.ratings,
-                              views=report.views)
-        audit.record(audit.Action.STUDY_EXPORT, user=request.user, obj=study,
-                     detail={"formats": list(formats), "bytes": len(data)})
+        filename, data = services.study_export(study=study, user=request.user, formats=formats)
         response = HttpResponse(data, content_type="application/zip")
-        stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
-        response["Content-Disposition"] = f'attachment; filename="study-{study.id}-report-{stamp}.zip"'
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response

@@ -1,4 +1,5 @@
-"""Who may use which endpoint. Roles are Django groups (lesionsearch.roles); staff may do everything.
+"""Who may use which endpoint: the rules are selectors (``retrieval.selectors.user_may_*``). Roles are
+Django groups (lesionsearch.roles); staff may do everything.
 
 Readers take part in reader studies whose cases come from the library; a reader who could
 list the library's cases would learn the ground truth of the study images. So the case
@@ -9,18 +10,14 @@ from __future__ import annotations
 
 from rest_framework.permissions import BasePermission
 
-from lesionsearch.roles import CLINICIAN, STUDY_ADMIN, has_role, roles_of
-
-
-def _is_staff(user) -> bool:
-    return bool(user.is_authenticated and user.is_active and user.is_staff)
+from retrieval import selectors
 
 
 class IsClinicianOrStaff(BasePermission):
     message = "Querying the case library needs the clinician role."
 
     def has_permission(self, request, view) -> bool:
-        return _is_staff(request.user) or has_role(request.user, CLINICIAN)
+        return selectors.user_may_query(request.user)
 
 
 class MayBrowseCases(BasePermission):
@@ -28,19 +25,18 @@ class MayBrowseCases(BasePermission):
                "(readers may not see library diagnoses, as they include reader-study cases).")
 
     def has_permission(self, request, view) -> bool:
-        user = request.user
-        return _is_staff(user) or has_role(user, CLINICIAN) or has_role(user, STUDY_ADMIN)
+        return selectors.user_may_browse_cases(request.user)
 
 
 class HasAnyRole(BasePermission):
     message = "This needs a LesionSearch role (clinician, reader or study admin)."
 
     def has_permission(self, request, view) -> bool:
-        return _is_staff(request.user) or bool(roles_of(request.user))
+        return selectors.user_has_any_role(request.user)
 
 
 class IsStaff(BasePermission):
     message = "Only staff may do this."
 
     def has_permission(self, request, view) -> bool:
-        return _is_staff(request.user)
+        return selectors.user_is_staff(request.user)

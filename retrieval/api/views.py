@@ -18,8 +18,9 @@ from retrieval.api import serializers as s
 from retrieval.api.exceptions import Conflict, ErrorSerializer, PayloadTooLarge
 from retrieval.api.permissions import HasAnyRole, IsClinicianOrStaff, IsStaff, MayBrowseCases
 from retrieval.models import Case, Query
+from retrieval.services import polling
 from retrieval.services.index import index_build_request
-from retrieval.services.queries import query_delete, query_submit
+from retrieval.services.queries import query_delete, query_refresh, query_submit
 from retrieval.throttles import QuerySubmitThrottle  # shared with the search page
 
 #: Room for the multipart envelope and the other form fields around the image.
@@ -71,8 +72,7 @@ class QueryListCreateView(_QueryView):
         responses={200: s.QuerySummarySerializer(many=True), **errors(), **NO_SUCH_PAGE},
     )
     def get(self, request):
-        page = self.paginate_queryset(self.get_queryset())
-        page = [selectors.query_refresh(query=query) for query in page]  # finished ones are returned as they are
+        page = polling.queries_refresh(queries=self.paginate_queryset(self.get_queryset()))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     @extend_schema(
@@ -109,7 +109,7 @@ class QueryDetailView(_QueryView):
         query = self._own_query(query_id)
         wait = params.validated_data["wait"]
         # Both notice a query whose worker or message was lost (and re-send or fail it).
-        query = selectors.query_wait(query=query, timeout=wait) if wait else selectors.query_refresh(query=query)
+        query = polling.query_wait(query=query, timeout=wait) if wait else query_refresh(query=query)
         return Response(selectors.query_payload(query, url=request.build_absolute_uri))
 
     @extend_schema(operation_id="queries_destroy", summary="Delete a query with its image and overlays",
@@ -138,15 +138,7 @@ class CaseListView(GenericAPIView):
     def get_queryset(self):
         params = s.CaseFilterSerializer(data=self.request.query_params)
         params.is_valid(raise_exception=True)
-        filters = params.validated_data
-        cases = Case.objects.order_by("collection", "image_id", "pk")
-        if "diagnosis" in filters:
-            cases = cases.filter(dx=filters["diagnosis"])
-        if "split" in filters:
-            cases = cases.filter(split=filters["split"])
-        if "collection" in filters:
-            cases = cases.filter(collection=filters["collection"])
-        return cases
+        return selectors.case_list(**params.validated_data)
 
     @extend_schema(operation_id="cases_list", summary="The case library",
                    parameters=[s.CaseFilterSerializer],
@@ -163,9 +155,10 @@ class CaseDetailView(GenericAPIView):
     @extend_schema(operation_id="cases_retrieve", summary="One library case",
                    responses={200: s.CaseSerializer, **errors(404)})
     def get(self, request, case_id: int):
-        case = Case.objects.filter(pk=case_id).first()
-        if case is None:
-            raise NotFound(f"There is no case with id {case_id}.")
+        try:
+            case = selectors.case_get(case_id=case_id)
+        except Case.DoesNotExist:
+            raise NotFound(f"There is no case with id {case_id}.") from None
         return Response(self.get_serializer(case).data)
 
 
@@ -178,7 +171,9 @@ class IndexStatusView(APIView):
     def get(self, request):
         params = s.IndexStatusInputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        return Response(selectors.index_status(collection=params.validated_data.get("collection")))
+        collection = params.validated_data.get("collection")
+        polling.index_builds_refresh(collection=collection)  # a lost build is re-sent before it is shown
+        return Response(selectors.index_status(collection=collection))
 
 
 class IndexRebuildView(APIView):

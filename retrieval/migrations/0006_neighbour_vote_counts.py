@@ -15,7 +15,7 @@ BATCH = 500
 def recompute_votes(apps, schema_editor):
     # The JSON is built by the worker's own function (pure: labels in, dict out, no model
     # access), not by a copy of it, so that there is one rule and one stored shape.
-    from retrieval.services.queries import neighbour_vote
+    from retrieval.services.queries import neighbour_vote_json
 
     Query = apps.get_model("retrieval", "Query")
     QueryNeighbour = apps.get_model("retrieval", "QueryNeighbour")
@@ -28,7 +28,7 @@ def recompute_votes(apps, schema_editor):
     for query in Query.objects.filter(status="done").only("id", "neighbour_vote").iterator(chunk_size=BATCH):
         if query.id not in labels:  # no neighbour rows: nothing to recompute from
             continue
-        vote = neighbour_vote(labels[query.id])
+        vote = neighbour_vote_json(labels[query.id])
         if query.neighbour_vote != vote:
             query.neighbour_vote = vote
             changed.append(query)

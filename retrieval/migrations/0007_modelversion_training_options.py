@@ -1,7 +1,7 @@
 """ModelVersion.training_options: how a 4-channel model was trained (saliency maps, stem init).
 
 Existing rows get ``{}``, which the code reads as what every model before this field was trained
-with: vanilla-gradient maps and the mean-of-RGB stem filter (retrieval.evaluation.model_saliency).
+with: vanilla-gradient maps and the mean-of-RGB stem filter (retrieval.loaders.model_saliency).
 """
 from django.db import migrations, models
 

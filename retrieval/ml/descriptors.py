@@ -33,7 +33,7 @@ class DescriptorEncoder:
         self.style_extractor = style_extractor
         self.style_projection = style_projection
         self.segmenter = segmenter
-        self.embeddings = dict(embeddings or {})  # "contrastive"/"triplet" -> metric.EmbeddingNet
+        self.embeddings = dict(embeddings or {})  # "contrastive"/"triplet" -> embedding.EmbeddingNet
         for name, net in self.embeddings.items():
             if name not in (m.CONTRASTIVE, m.TRIPLET):
                 raise ValueError(f"unknown embedding {name!r}")

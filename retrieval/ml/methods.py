@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval.methods import (  # noqa: F401  (re-exported for the ML code)
-    CNN3, CONTRASTIVE, DEFAULT_METHOD, DESCRIPTORS, MASK, METHODS, SECBIR, STYLE, TRIPLET, Method, get_method,
-)
+from retrieval.methods import CNN3, CONTRASTIVE, MASK, SECBIR, STYLE, TRIPLET, get_method
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:

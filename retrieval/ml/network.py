@@ -26,15 +26,22 @@ RGB_CHANNELS = 3
 RGB_SALIENCY_CHANNELS = 4
 
 
+def create_backbone(config: ModelConfig) -> nn.Module:
+    """The config's timm backbone without pooling or head (``forward_features`` gives the last
+    feature maps), randomly initialised; its feature size must be the config's."""
+    backbone = timm.create_model(config.backbone, pretrained=False, num_classes=0, global_pool="",
+                                 **config.backbone_kwargs)
+    if backbone.num_features != config.feature_dim:
+        raise ValueError(f"{config.name}: backbone gives {backbone.num_features} features, "
+                         f"config says {config.feature_dim}")
+    return backbone
+
+
 class SECBIRNet(nn.Module):
     def __init__(self, config: ModelConfig, *, num_classes: int = NUM_CLASSES, pretrained: bool = True) -> None:
         super().__init__()
         self.config = config
-        self.backbone = timm.create_model(config.backbone, pretrained=False, num_classes=0, global_pool="",
-                                          **config.backbone_kwargs)
-        if self.backbone.num_features != config.feature_dim:
-            raise ValueError(f"{config.name}: backbone gives {self.backbone.num_features} features, "
-                             f"config says {config.feature_dim}")
+        self.backbone = create_backbone(config)
         self.weights_source = load_imagenet_weights(self.backbone, config) if pretrained else "not loaded"
         self.head = nn.Sequential(
             nn.BatchNorm1d(config.feature_dim),

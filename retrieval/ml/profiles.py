@@ -10,7 +10,7 @@
   alternatives tried: docs/retrieval.md, "Demo training profile".
 
 Both also give epochs for the metric-learning embeddings (``contrastive``, ``triplet``:
-``retrieval/ml/metric.py``): 20 (thesis), 3 (demo); a profile that names none trains them for
+``retrieval/ml/embedding.py``): 20 (thesis), 3 (demo); a profile that names none trains them for
 its 3-channel epochs.
 
 A profile fixes epochs per stage, batch size and schedule; everything else (seed, device,
@@ -24,11 +24,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from types import MappingProxyType
 
+from retrieval.ml.checkpoints import EMBEDDING_STAGES, STAGE_3CH, STAGE_4CH, STAGE_CONTRASTIVE, STAGE_TRIPLET, STAGES
 from retrieval.ml.configs import get_config
 from retrieval.ml.schedule import BATCH_SIZE, DECAY, EPOCHS, PEAK_MULTIPLIER, RAMP_EPOCHS, check_schedule
-from retrieval.ml.train import (
-    EMBEDDING_STAGES, STAGE_3CH, STAGE_4CH, STAGE_CONTRASTIVE, STAGE_TRIPLET, STAGES, TrainOptions,
-)
+from retrieval.ml.train import TrainOptions
 
 ALL_STAGES = STAGES + EMBEDDING_STAGES
 

@@ -16,10 +16,21 @@ from torch import nn
 
 VANILLA = "vanilla"
 INTEGRATED = "integrated"
-METHODS = (VANILLA, INTEGRATED)
+SALIENCY_METHODS = (VANILLA, INTEGRATED)
 BASELINES = ("black", "grey")
 DEFAULT_IG_STEPS = 32
+DEFAULT_IG_BASELINE = "black"
 _EPS = 1e-12
+
+
+def saliency_record(method: str = VANILLA, ig_steps: int = DEFAULT_IG_STEPS, ig_baseline: str = DEFAULT_IG_BASELINE
+                    ) -> dict:
+    """``{"method": ...}`` (plus ``ig_steps`` and ``ig_baseline`` for integrated gradients): how a
+    4-channel model's saliency maps are made, as its checkpoint and ModelVersion record it;
+    evaluation and indexing must make them the same way."""
+    if method == INTEGRATED:
+        return {"method": INTEGRATED, "ig_steps": int(ig_steps), "ig_baseline": ig_baseline}
+    return {"method": method}
 
 
 @contextmanager

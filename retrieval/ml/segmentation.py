@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,6 +47,8 @@ from PIL import Image
 from scipy import ndimage
 from torch import nn
 from torch.nn import functional as F
+
+from retrieval.ml.seeding import seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -312,15 +313,6 @@ def _augment(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generat
     return torch.stack(out_i), torch.stack(out_m)
 
 
-def _seed(seed: int) -> torch.Generator:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return generator
-
-
 @torch.no_grad()
 def _predict_tensor(model: SmallUNet, images: np.ndarray, device: torch.device, batch_size: int = 64) -> np.ndarray:
     model.eval()
@@ -351,7 +343,7 @@ def train_segmentation(pairs_train: Sequence[tuple[np.ndarray, np.ndarray]],
     if not pairs_train or not pairs_val:
         raise ValueError("training needs non-empty training and validation pairs")
     device = torch.device(device)
-    generator = _seed(seed)
+    generator = seed_everything(seed)
     train_images, train_masks = _prepare(pairs_train)
     val_images, val_masks = _prepare(pairs_val)
     fingerprint = pairs_fingerprint(np.concatenate([train_images, val_images]),

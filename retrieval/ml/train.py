@@ -1,4 +1,4 @@
-"""Training the two SE-CBIR classifiers (thesis section 3.3). Plain PyTorch, no Django.
+"""Training the two SE-CBIR classifiers (thesis section 3.3): the loop. Plain PyTorch, no Django.
 
 Stage "3ch": the RGB classifier from ImageNet weights; strong augmentation; adaptive learning
 rate (head x200 from 5e-5). Stage "4ch": the 3-channel model widened to RGB + saliency
@@ -12,14 +12,15 @@ of :class:`TrainOptions`; ``retrieval/ml/profiles.py`` names the thesis and the 
 The best epoch by validation macro sensitivity is kept. Checkpoints hold weights, config, class list,
 metrics and a data fingerprint; training resumes from the last epoch's checkpoint.
 
-Stages "contrastive" and "triplet": metric-learning embeddings (papers 002 and 004) trained on
-pairs/triplets by :func:`train_embedding`, which delegates to :mod:`retrieval.ml.metric`.
+The parts the loop is made of have their own modules: the data (:mod:`retrieval.ml.data`), the
+checkpoints and stage names (:mod:`retrieval.ml.checkpoints`), seeding (:mod:`retrieval.ml.seeding`)
+and devices (:mod:`retrieval.ml.devices`). The metric-learning embeddings (stages "contrastive" and
+"triplet", papers 002 and 004) have their own loop, :func:`retrieval.ml.embedding.train_embedding`,
+which takes the same :class:`TrainOptions`.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,50 +28,35 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from retrieval.ml import augment
-from retrieval.ml.configs import ModelConfig, get_config
-from retrieval.ml.features import as_rgb, normalise, resize_rgb, with_saliency
+from retrieval.ml.checkpoints import (
+    STAGE_3CH, STAGE_4CH, STAGES, checkpoint_digest, end_epoch, load_checkpoint, read_checkpoint, resume_checkpoint,
+    training_checkpoint,
+)
+from retrieval.ml.configs import ModelConfig
+from retrieval.ml.data import Item, RGBDataset, SaliencyDataset, data_fingerprint, load_resized, to_input
+from retrieval.ml.devices import MEMORY_FORMAT, resolve_device
+from retrieval.ml.features import normalise
 from retrieval.ml.losses import FocalLoss
 from retrieval.ml.metrics import classification_scores
 from retrieval.ml.network import (
     DEFAULT_STEM_INIT, NUM_CLASSES, STEM_INITS, SECBIRNet, build_model, stem_parameter_names, widen_to_saliency,
 )
 from retrieval.ml.saliency import (
-    BASELINES, DEFAULT_IG_STEPS, INTEGRATED, METHODS as SALIENCY_METHODS, VANILLA, integrated_gradients,
-    saliency_batch_size, vanilla_gradient,
+    BASELINES, DEFAULT_IG_BASELINE, DEFAULT_IG_STEPS, INTEGRATED, SALIENCY_METHODS, VANILLA, integrated_gradients,
+    saliency_batch_size, saliency_record, vanilla_gradient,
 )
 from retrieval.ml.schedule import (
     BATCH_SIZE, DECAY, EPOCHS, FOUR_CHANNEL_LR, PEAK_MULTIPLIER, RAMP_EPOCHS, THREE_CHANNEL_LR, check_schedule,
     make_scheduler, param_groups,
 )
+from retrieval.ml.seeding import seed_everything
 
 logger = logging.getLogger(__name__)
 
-STAGE_3CH, STAGE_4CH = "3ch", "4ch"
-STAGES = (STAGE_3CH, STAGE_4CH)  # the SE-CBIR classifiers (train_stage)
-#: The metric-learning embeddings (papers 002 and 004), trained by :func:`train_embedding`
-#: (the loop lives in retrieval/ml/metric.py) and loaded with ``metric.load_embedding``.
-STAGE_CONTRASTIVE, STAGE_TRIPLET = "contrastive", "triplet"
-EMBEDDING_STAGES = (STAGE_CONTRASTIVE, STAGE_TRIPLET)
-CHECKPOINT_FORMAT = 1
 OPTIMIZERS = ("sgd", "adam")
-# Models and inputs are kept channels-last (NHWC): oneDNN runs the depthwise and pointwise
-# convolutions that make up EfficientNet faster that way (Lite0, 128 px, batch 32, 2 CPU threads:
-# 0.8 instead of 1.1-1.3 s per training step), and it is the layout CUDA's tensor cores prefer.
-MEMORY_FORMAT = torch.channels_last
-
-
-@dataclass(frozen=True)
-class Item:
-    """One training image: where it is, its class index, and a stable id for fingerprints."""
-
-    path: str
-    label: int
-    key: str
 
 
 @dataclass
@@ -98,7 +84,7 @@ class TrainOptions:
     # the saliency filter of the widened stem starts (retrieval.ml.network.STEM_INITS).
     saliency: str = VANILLA
     ig_steps: int = DEFAULT_IG_STEPS
-    ig_baseline: str = "black"
+    ig_baseline: str = DEFAULT_IG_BASELINE
     stem_init: str = DEFAULT_STEM_INIT
 
     def __post_init__(self) -> None:
@@ -124,14 +110,6 @@ class TrainOptions:
         return saliency_record(self.saliency, self.ig_steps, self.ig_baseline)
 
 
-def saliency_record(method: str = VANILLA, ig_steps: int = DEFAULT_IG_STEPS, ig_baseline: str = "black") -> dict:
-    """``{"method": ...}`` (plus ``ig_steps`` and ``ig_baseline`` for integrated gradients): how a
-    4-channel model's saliency maps are made; evaluation and indexing must make them the same way."""
-    if method == INTEGRATED:
-        return {"method": INTEGRATED, "ig_steps": int(ig_steps), "ig_baseline": ig_baseline}
-    return {"method": method}
-
-
 @dataclass
 class StageResult:
     checkpoint: Path  # the best epoch's checkpoint
@@ -139,83 +117,27 @@ class StageResult:
     history: list[dict] = field(default_factory=list)
     weights_source: str = ""
 
+    @classmethod
+    def from_best(cls, best_path: Path, history: list[dict], weights_source: str) -> StageResult:
+        """The result of a run whose best epoch's checkpoint is ``best_path`` (its metrics are read from it)."""
+        return cls(best_path, read_checkpoint(best_path)["metrics"], history, weights_source)
 
-def data_fingerprint(train: Sequence[Item], val: Sequence[Item]) -> str:
-    digest = hashlib.sha256()
-    for split, items in (("train", train), ("val", val)):
-        for item in sorted(items, key=lambda i: i.key):
-            digest.update(f"{split}:{item.key}:{item.label}\n".encode())
-    return digest.hexdigest()
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but no CUDA device is available")
-    return torch.device(name)
-
-
-def load_resized(path: str, size: int) -> np.ndarray:
-    with Image.open(path) as image:
-        return resize_rgb(image, size)
-
-
-class RGBDataset(Dataset):
-    """Images for the 3-channel classifier; augmentation seeded by (seed, epoch, index)."""
-
-    def __init__(self, items: Sequence[Item], size: int, *, train: bool, seed: int) -> None:
-        self.items, self.size, self.train, self.seed, self.epoch = list(items), size, train, seed, 0
-        self.augment = augment.strong_rgb_augmentation(size) if train else None
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int):
-        item = self.items[index]
-        if self.train:
-            with Image.open(item.path) as image:
-                array = np.asarray(as_rgb(image), dtype=np.uint8)
-            array = self.augment(array, np.random.default_rng([self.seed, self.epoch, index]))
-        else:
-            array = load_resized(item.path, self.size)
-        return torch.from_numpy(np.array(array, dtype=np.uint8)), item.label
-
-
-class SaliencyDataset(Dataset):
-    """Image + cached saliency pairs for the 4-channel classifier; rotations/flips only."""
-
-    def __init__(self, items: Sequence[Item], saliency: np.ndarray, size: int, *, train: bool, seed: int) -> None:
-        if len(items) != len(saliency):
-            raise ValueError("one saliency map per item is required")
-        self.items, self.saliency, self.size, self.train, self.seed, self.epoch = list(items), saliency, size, train, seed, 0
-        self.augment = augment.paired_geometric_augmentation(size) if train else None
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int):
-        item = self.items[index]
-        image = load_resized(item.path, self.size)
-        saliency = np.asarray(self.saliency[index], dtype=np.float32)
-        if self.train:
-            image, saliency = self.augment(image, saliency, np.random.default_rng([self.seed, self.epoch, index]))
-        return (torch.from_numpy(np.array(image, dtype=np.uint8)), torch.from_numpy(np.array(saliency, dtype=np.float32))), item.label
-
-
-def _to_input(batch, config: ModelConfig, device: torch.device) -> torch.Tensor:
-    if isinstance(batch, (list, tuple)):
-        images, saliency = batch
-        x = with_saliency(normalise(images.numpy(), config), saliency.float())
-    else:
-        x = normalise(batch.numpy(), config)
-    return x.to(device, memory_format=MEMORY_FORMAT)
+    @classmethod
+    def if_finished(cls, best_path: Path, history: list[dict], weights_source: str, *,
+                    epochs: int) -> StageResult | None:
+        """:meth:`from_best` once all ``epochs`` ran; None for a run stopped earlier (after
+        ``epochs_this_run``), which resumes from its ``<stage>-last.pt``."""
+        if len(history) < epochs:
+            return None
+        return cls.from_best(best_path, history, weights_source)
 
 
 def compute_saliency_maps(model3: SECBIRNet, items: Sequence[Item], *, use_labels: bool, device: torch.device,
                           progress: bool = True, description: str = "Saliency", method: str = VANILLA,
-                          ig_steps: int = DEFAULT_IG_STEPS, ig_baseline: str = "black") -> np.ndarray:
-    """(N, S, S) float16 maps at the model's input size, batched to fit in memory.
+                          ig_steps: int = DEFAULT_IG_STEPS, ig_baseline: str = "black",
+                          on_step: Callable[[], None] | None = None) -> np.ndarray:
+    """(N, S, S) float16 maps at the model's input size, batched to fit in memory (``on_step``
+    after each batch).
 
     ``method`` vanilla (the thesis) or integrated (``ig_steps`` steps from ``ig_baseline``), as
     :class:`retrieval.ml.features.SECBIREncoder` makes them for library images and queries.
@@ -235,6 +157,8 @@ def compute_saliency_maps(model3: SECBIRNet, items: Sequence[Item], *, use_label
         else:
             maps, _ = vanilla_gradient(model3, x, target)
         out[start:start + len(chunk)] = maps.cpu().numpy().astype(np.float16)
+        if on_step:
+            on_step()
     return out
 
 
@@ -245,12 +169,21 @@ def _saliency_cache_tag(options: TrainOptions) -> str:
     return f"-ig{options.ig_steps}{options.ig_baseline}"
 
 
+def stop_epoch(start_epoch: int, epochs: int, epochs_this_run: int | None) -> int:
+    """Where a run that starts at ``start_epoch`` stops: the end, or ``epochs_this_run`` later."""
+    if epochs_this_run is None:
+        return epochs
+    if epochs_this_run < 1:
+        raise ValueError(f"epochs_this_run must be at least 1, got {epochs_this_run}")
+    return min(epochs, start_epoch + epochs_this_run)
+
+
 def evaluate(model: SECBIRNet, loader: DataLoader, device: torch.device) -> dict:
     model.eval()
     truth, predicted = [], []
     with torch.no_grad():
         for batch, labels in loader:
-            logits = model(_to_input(batch, model.config, device))
+            logits = model(to_input(batch, model.config, device))
             predicted.extend(logits.argmax(dim=1).cpu().tolist())
             truth.extend(labels.tolist())
     scores = classification_scores(truth, predicted, classes=list(range(NUM_CLASSES)))
@@ -258,26 +191,24 @@ def evaluate(model: SECBIRNet, loader: DataLoader, device: torch.device) -> dict
             "n": len(truth)}
 
 
-def _seed_everything(seed: int) -> torch.Generator:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return generator
-
-
 def train_stage(stage: str, config: ModelConfig, train: Sequence[Item], val: Sequence[Item], out_dir: Path, *,
                 options: TrainOptions, parent_checkpoint: Path | None = None, resume: Path | None = None,
-                on_epoch: Callable[[dict], None] | None = None) -> StageResult:
-    """Train one stage; returns the best checkpoint (by validation macro sensitivity)."""
+                on_epoch: Callable[[dict], None] | None = None, on_step: Callable[[], None] | None = None,
+                epochs_this_run: int | None = None) -> StageResult | None:
+    """Train one stage; returns the best checkpoint (by validation macro sensitivity).
+
+    ``resume``: an interrupted run's ``<stage>-last.pt`` to continue from. ``on_epoch`` is called
+    with each epoch's metrics, ``on_step`` after each batch (a job's heartbeat; either may raise to
+    stop the run). ``epochs_this_run``: train at most this many epochs, then return None (the
+    run continues with ``resume=out_dir / f"{stage}-last.pt"``), as a background job does.
+    """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
     if not train or not val:
         raise ValueError("training needs non-empty train and validation sets")
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(options.device)
-    generator = _seed_everything(options.seed)
+    generator = seed_everything(options.seed)
     fingerprint = data_fingerprint(train, val)
 
     if stage == STAGE_3CH:
@@ -301,9 +232,9 @@ def train_stage(stage: str, config: ModelConfig, train: Sequence[Item], val: Seq
             started = time.perf_counter()
             how = {"method": options.saliency, "ig_steps": options.ig_steps, "ig_baseline": options.ig_baseline}
             train_maps = compute_saliency_maps(model3, train, use_labels=True, device=device, progress=options.progress,
-                                               description="Saliency (train)", **how)
+                                               description="Saliency (train)", on_step=on_step, **how)
             val_maps = compute_saliency_maps(model3, val, use_labels=False, device=device, progress=options.progress,
-                                             description="Saliency (val)", **how)
+                                             description="Saliency (val)", on_step=on_step, **how)
             np.savez(cache, train=train_maps, val=val_maps)
             logger.info("%s %s saliency maps of %d train + %d val images: %.1f s", config.name, options.saliency,
                         len(train), len(val), time.perf_counter() - started)
@@ -333,25 +264,14 @@ def train_stage(stage: str, config: ModelConfig, train: Sequence[Item], val: Seq
     start_epoch, best, history = 0, -1.0, []
     last_path, best_path = out_dir / f"{stage}-last.pt", out_dir / f"{stage}-best.pt"
     if resume is not None:
-        state = torch.load(resume, map_location="cpu", weights_only=False)
-        if state["stage"] != stage or state["config"] != config.name:
-            raise ValueError(f"{resume} is a {state['config']} {state['stage']} checkpoint, not {config.name} {stage}")
-        if state["data_fingerprint"] != fingerprint:
-            raise ValueError(f"{resume} was trained on different data (fingerprint mismatch); start a new run")
-        if stage == STAGE_4CH:
-            recorded = (state.get("saliency", saliency_record()), state.get("stem_init", DEFAULT_STEM_INIT))
-            if recorded != (options.saliency_options, options.stem_init):
-                raise ValueError(f"{resume} was trained with saliency {recorded[0]} and stem init {recorded[1]!r}, "
-                                 f"not {options.saliency_options} and {options.stem_init!r}")
-        model.load_state_dict(state["weights"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best, history = state["epoch"] + 1, state["best_metric"], state["history"]
-        torch.set_rng_state(state["torch_rng"])
-        generator.set_state(state["loader_rng"])
+        recorded = ({"saliency": (options.saliency_options, saliency_record()),
+                     "stem_init": (options.stem_init, DEFAULT_STEM_INIT)} if stage == STAGE_4CH else None)
+        start_epoch, best, history = resume_checkpoint(
+            resume, stage=stage, config_name=config.name, fingerprint=fingerprint, model=model, optimizer=optimizer,
+            scheduler=scheduler, generator=generator, recorded=recorded)
         logger.info("resuming %s %s at epoch %d", config.name, stage, start_epoch + 1)
 
-    for epoch in range(start_epoch, options.epochs):
+    for epoch in range(start_epoch, stop_epoch(start_epoch, options.epochs, epochs_this_run)):
         train_set.epoch = epoch
         loader = DataLoader(train_set, batch_size=options.batch_size, shuffle=True, generator=generator,
                             num_workers=workers, drop_last=len(train_set) > options.batch_size)
@@ -360,7 +280,7 @@ def train_stage(stage: str, config: ModelConfig, train: Sequence[Item], val: Seq
         total, count = 0.0, 0
         bar = tqdm(loader, desc=f"{stage} epoch {epoch + 1}/{options.epochs}", disable=not options.progress, unit="batch")
         for batch, labels in bar:
-            x, y = _to_input(batch, config, device), labels.to(device)
+            x, y = to_input(batch, config, device), labels.to(device)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, enabled=use_amp):
                 loss = criterion(model(x), y)
@@ -369,6 +289,8 @@ def train_stage(stage: str, config: ModelConfig, train: Sequence[Item], val: Seq
             scaler.update()
             total, count = total + loss.item() * len(y), count + len(y)
             bar.set_postfix(loss=f"{total / count:.4f}")
+            if on_step:
+                on_step()
         scheduler.step()
         trained = time.perf_counter()
         metrics = {"epoch": epoch + 1, "loss": total / max(count, 1), **evaluate(model, val_loader, device),
@@ -380,63 +302,9 @@ def train_stage(stage: str, config: ModelConfig, train: Sequence[Item], val: Seq
         logger.info("%s %s epoch %d: %s", config.name, stage, epoch + 1, metrics)
         improved = metrics["macro_sensitivity"] > best
         best = max(best, metrics["macro_sensitivity"])
-        payload = _checkpoint(model, config, stage, metrics, fingerprint, weights_source, epoch, best, history,
-                              optimizer, scheduler, generator, options)
-        torch.save(payload, last_path)
-        if improved:
-            torch.save(payload, best_path)
-        if on_epoch:
-            on_epoch(metrics)
+        payload = training_checkpoint(model, config, stage, metrics, fingerprint, weights_source, epoch, best,
+                                      history, optimizer, scheduler, generator, options)
+        end_epoch(payload, metrics, last_path, best_path, improved=improved, on_epoch=on_epoch)
 
-    best_state = torch.load(best_path, map_location="cpu", weights_only=False)
-    return StageResult(best_path, best_state["metrics"], history, weights_source)
+    return StageResult.if_finished(best_path, history, weights_source, epochs=options.epochs)
 
-
-def train_embedding(stage: str, config: ModelConfig, train: Sequence[Item], val: Sequence[Item], out_dir: Path, *,
-                    options: TrainOptions, groups=None, init_checkpoint: Path | None = None,
-                    on_epoch: Callable[[dict], None] | None = None, **kwargs) -> StageResult:
-    """Train a contrastive or triplet embedding: :func:`retrieval.ml.metric.train_embedding`."""
-    from retrieval.ml.metric import train_embedding as train_metric
-
-    return train_metric(stage, config, train, val, out_dir, options=options, groups=groups,
-                        init_checkpoint=init_checkpoint, on_epoch=on_epoch, **kwargs)
-
-
-def _checkpoint(model, config, stage, metrics, fingerprint, weights_source, epoch, best, history, optimizer, scheduler,
-                generator, options) -> dict:
-    from retrieval.classes import CODES  # a plain constants module, no Django
-
-    return {
-        "format": CHECKPOINT_FORMAT, "config": config.name, "stage": stage, "classes": list(CODES),
-        "channels": model.in_chans, "weights": model.state_dict(), "metrics": metrics, "history": list(history),
-        "data_fingerprint": fingerprint, "weights_source": weights_source, "epoch": epoch, "best_metric": best,
-        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-        "loader_rng": generator.get_state(), "seed": options.seed, "epochs": options.epochs,
-        "batch_size": options.batch_size, "schedule": options.schedule,
-        **({"saliency": options.saliency_options, "stem_init": options.stem_init} if stage == STAGE_4CH else {}),
-    }
-
-
-def checkpoint_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_checkpoint(path: Path, *, device: str | torch.device = "cpu") -> SECBIRNet:
-    """A model from a checkpoint (no ImageNet weights are loaded: the checkpoint has all weights)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a LesionSearch checkpoint (format {state.get('format')!r})")
-    if state.get("stage") in EMBEDDING_STAGES:
-        raise ValueError(f"{path} is a {state['stage']} embedding, not a classifier; load it with "
-                         "retrieval.ml.metric.load_embedding")
-    config = get_config(state["config"])
-    model = build_model(config, pretrained=False)
-    if state["channels"] == 4:
-        model = widen_to_saliency(model)
-    model.load_state_dict(state["weights"])
-    model.weights_source = state.get("weights_source", "")
-    return model.to(device).eval()

@@ -14,21 +14,20 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from lesionsearch.audit import services as audit
-from retrieval import runtime
+from lesionsearch.jobs import services as jobs
+from retrieval import loaders, runtime
 from retrieval.classes import CODES, TEST
 from retrieval import methods as m
 from retrieval.models import Case, IndexVersion, ModelVersion
+from retrieval.tasks import INDEX_BUILD
 
 logger = logging.getLogger(__name__)
 
@@ -151,46 +150,8 @@ def index_build_request(*, user=None, model_version: ModelVersion | None = None,
                      detail={"collection": collection, "model_version": model_version.id, "existing": False,
                              "incremental": base is not None, "methods": methods,
                              "library_saliency": library_saliency})
-        transaction.on_commit(lambda: _enqueue(index.id))
+        jobs.enqueue_on_commit(INDEX_BUILD, index.id)
     return index
-
-
-def _enqueue(index_id: int) -> None:
-    from retrieval.tasks import index_build_task
-
-    IndexVersion.objects.filter(id=index_id).update(enqueued_at=timezone.now())
-    try:
-        index_build_task.delay(index_id)
-    except Exception:  # the broker is down: the sweeper re-sends (index_refresh)
-        logger.exception("could not enqueue index build %s; it will be re-sent", index_id)
-
-
-def _claim(index_id: int, worker: str) -> IndexVersion | None:
-    now = timezone.now()
-    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
-    free = Q(status=Status.PENDING) | Q(status=Status.RUNNING, heartbeat_at__isnull=True)
-    taken_over = Q(status=Status.RUNNING, heartbeat_at__lt=stale)
-    rows = IndexVersion.objects.filter(id=index_id)
-    if rows.filter(free).update(status=Status.RUNNING, heartbeat_at=now, worker=worker[:255],
-                                started_at=Coalesce("started_at", now)):
-        return rows.get()
-    # The previous holder stopped sending heartbeats: its worker died mid-chunk.
-    from django.db.models import F
-
-    if rows.filter(taken_over).update(heartbeat_at=now, worker=worker[:255], attempts=F("attempts") + 1):
-        index = rows.get()
-        if index.attempts >= settings.JOB_MAX_ATTEMPTS:
-            _fail(index, f"The build was interrupted {index.attempts} times (its worker stopped); giving up.")
-            return None
-        logger.warning("index build %s: took over from a worker that stopped", index_id)
-        return index
-    return None
-
-
-def _fail(index: IndexVersion, message: str) -> None:
-    IndexVersion.objects.filter(id=index.id).exclude(status=Status.DONE).update(
-        status=Status.FAILED, finished_at=timezone.now(), heartbeat_at=None, message=message)
-    logger.error("index build %s failed: %s", index.id, message)
 
 
 def index_build_run(*, index_id: int, worker: str, enqueue_next: bool = True) -> bool:
@@ -200,22 +161,22 @@ def index_build_run(*, index_id: int, worker: str, enqueue_next: bool = True) ->
     drives the build itself, e.g. ``build_index --here``). Returns whether this call did any
     work (False: finished, failed or held by a live worker).
     """
-    index = _claim(index_id, worker)
+    index = jobs.claim(INDEX_BUILD, index_id, worker)
     if index is None:
-        logger.info("index build %s: nothing to do (finished or held by another worker)", index_id)
+        logger.info("index build %s: nothing to do (finished, held by another worker or out of attempts)",
+                    index_id)
         return False
     try:
-        finished = _run_chunk(index)
+        finished = _run_chunk(index, worker)
         if finished:
-            _finish(index)
-        else:
-            IndexVersion.objects.filter(id=index.id, status=Status.RUNNING).update(heartbeat_at=None)
-            if enqueue_next:
-                _enqueue(index.id)
+            _finish(index, worker)
+        elif jobs.release(INDEX_BUILD, index.id, worker) and enqueue_next:
+            jobs.send(INDEX_BUILD, index.id)
     except IndexBuildError as exc:
-        _fail(index, str(exc))
+        jobs.fail(INDEX_BUILD, index.id, str(exc))
     except Exception as exc:
-        _fail(index, f"The build stopped because of an internal error: {exc.__class__.__name__}: {exc}")
+        jobs.fail(INDEX_BUILD, index.id,
+                  f"The build stopped because of an internal error: {exc.__class__.__name__}: {exc}")
         raise
     return True
 
@@ -227,12 +188,12 @@ def _plan(index: IndexVersion, folder: Path) -> np.ndarray:
     cases = Case.objects.filter(collection=index.collection).exclude(split=TEST).order_by("id")
     ids = np.array(list(cases.values_list("id", flat=True)), dtype=np.int64)
     if index.base_id:
-        base_ids = np.load(runtime.index_path(index.base) / runtime.CASE_IDS_FILE)
+        base_ids = np.load(loaders.index_path(index.base) / loaders.CASE_IDS_FILE)
         ids = np.setdiff1d(ids, base_ids)
     if not len(ids) and not index.base_id:
         raise IndexBuildError(f"collection {index.collection!r} has no library cases to index")
     folder.mkdir(parents=True, exist_ok=True)
-    if m.STYLE in runtime.index_descriptors(index):
+    if m.STYLE in loaders.index_descriptors(index):
         _style_projection(index, folder, ids)
     _save_atomic(path, ids)
     IndexVersion.objects.filter(id=index.id).update(total=len(ids))
@@ -242,11 +203,11 @@ def _plan(index: IndexVersion, folder: Path) -> np.ndarray:
 def _style_projection(index: IndexVersion, folder: Path, ids: np.ndarray) -> None:
     """Fix the style projection before any chunk is encoded (an extension reuses its base's, so
     that old and new rows are comparable). Written once; a resumed plan step finds it."""
-    target = folder / runtime.STYLE_PROJECTION_FILE
+    target = folder / loaders.STYLE_PROJECTION_FILE
     if target.exists():
         return
     if index.base_id:
-        shutil.copyfile(runtime.index_path(index.base) / runtime.STYLE_PROJECTION_FILE, target)
+        shutil.copyfile(loaders.index_path(index.base) / loaders.STYLE_PROJECTION_FILE, target)
         return
     from retrieval.ml.measures import StyleProjection
 
@@ -258,7 +219,7 @@ def _style_projection(index: IndexVersion, folder: Path, ids: np.ndarray) -> Non
         images = []
         for case_id in sample[start:start + 32].tolist():
             try:
-                images.append(runtime.load_rgb(cases[case_id].image.path))
+                images.append(loaders.load_rgb(cases[case_id].image.path))
             except (KeyError, OSError, ValueError):
                 continue  # unreadable or deleted: the chunk that holds it will skip it
         if images:
@@ -289,9 +250,9 @@ def _chunk_path(folder: Path, number: int) -> Path:
     return folder / f"chunk-{number:05d}.npz"
 
 
-def _run_chunk(index: IndexVersion) -> bool:
+def _run_chunk(index: IndexVersion, worker: str) -> bool:
     """Encode the first chunk of the plan not on disk yet; True when the whole plan is encoded."""
-    folder = runtime.index_path(index)
+    folder = loaders.index_path(index)
     plan = _plan(index, folder)
     size = settings.INDEX_CHUNK_SIZE
     chunks = (len(plan) + size - 1) // size
@@ -300,12 +261,12 @@ def _run_chunk(index: IndexVersion) -> bool:
         return True
     number = todo[0]
     ids = plan[number * size:(number + 1) * size]
-    descriptors, saliency, kept, skipped = _encode_cases(index, [int(i) for i in ids])
+    descriptors, saliency, kept, skipped = encode_cases(index, [int(i) for i in ids])
     _render_overlays(index, kept, saliency)
     _save_atomic(_chunk_path(folder, number), saliency=saliency, case_ids=kept,
                  skipped=np.array(skipped, dtype=np.int64), **descriptors)
     done = min(len(plan), (chunks - len(todo) + 1) * size)
-    IndexVersion.objects.filter(id=index.id).update(done=done, heartbeat_at=timezone.now())
+    jobs.progress(INDEX_BUILD, index.id, worker, done=done)
     return len(todo) == 1
 
 
@@ -330,14 +291,14 @@ def _render_overlays(index: IndexVersion, case_ids: np.ndarray, saliency: np.nda
                 default_storage.delete(saved)
 
 
-def _encode_cases(index: IndexVersion, ids: list[int]):
+def encode_cases(index: IndexVersion, ids: list[int]):
     """Descriptors {name: (n, ...)} (``secbir`` = the 4-channel features), uint8 saliency
     (n, S, S) and ids of the cases that could be read; skipped ids."""
     from retrieval.ml.overlay import to_uint8
     from retrieval.ml.saliency import saliency_batch_size
 
     encoder = runtime.descriptor_encoder_for(index)
-    needs = runtime.index_descriptors(index)
+    needs = loaders.index_descriptors(index)
     # Library saliency maps explain the ground-truth class (the thesis) unless the build asked for
     # the predicted class (build_index --library-saliency predicted): then no label reaches the
     # library's SE-CBIR vectors, as for queries.
@@ -351,7 +312,7 @@ def _encode_cases(index: IndexVersion, ids: list[int]):
             skipped.append(case_id)
             continue
         try:
-            images.append(runtime.load_rgb(case.image.path))
+            images.append(loaders.load_rgb(case.image.path))
         except (OSError, ValueError) as exc:
             logger.warning("index: case %s (%s) skipped, image unreadable: %s", case_id, case.image_id, exc)
             skipped.append(case_id)
@@ -377,7 +338,7 @@ def _encode_cases(index: IndexVersion, ids: list[int]):
 def _assemble(index: IndexVersion, folder: Path) -> tuple[dict, np.ndarray, np.ndarray, list[int]]:
     """Every chunk (and the base's rows that still exist) concatenated: descriptors, saliency,
     case ids, skipped ids."""
-    names = runtime.index_descriptors(index)
+    names = loaders.index_descriptors(index)
     parts = [p for p in (np.load(path) for path in sorted(folder.glob("chunk-*.npz"))) if len(p["case_ids"])]
     skipped = [int(i) for path in sorted(folder.glob("chunk-*.npz")) for i in np.load(path)["skipped"]]
     # (chunks written before the methods existed hold the SE-CBIR vectors as "features")
@@ -385,13 +346,13 @@ def _assemble(index: IndexVersion, folder: Path) -> tuple[dict, np.ndarray, np.n
     saliency = [p["saliency"] for p in parts]
     case_ids = [p["case_ids"] for p in parts]
     if index.base_id:
-        base = runtime.index_path(index.base)
-        base_ids = np.load(base / runtime.CASE_IDS_FILE)
+        base = loaders.index_path(index.base)
+        base_ids = np.load(base / loaders.CASE_IDS_FILE)
         alive = np.isin(base_ids, np.array(list(Case.objects.filter(id__in=base_ids.tolist())
                                                 .values_list("id", flat=True)), dtype=np.int64))
         for name in names:
-            descriptors[name].insert(0, np.load(base / runtime.descriptor_file(name), mmap_mode="r")[alive])
-        saliency.insert(0, np.load(base / runtime.SALIENCY_FILE, mmap_mode="r")[alive])
+            descriptors[name].insert(0, np.load(base / loaders.descriptor_file(name), mmap_mode="r")[alive])
+        saliency.insert(0, np.load(base / loaders.SALIENCY_FILE, mmap_mode="r")[alive])
         case_ids.insert(0, base_ids[alive])
     if not case_ids:
         raise IndexBuildError("no library image could be read; see the worker log")
@@ -399,41 +360,38 @@ def _assemble(index: IndexVersion, folder: Path) -> tuple[dict, np.ndarray, np.n
             np.concatenate(case_ids), skipped)
 
 
-def _finish(index: IndexVersion) -> None:
-    from retrieval.ml.index import build_backend
+def _finish(index: IndexVersion, worker: str) -> None:
+    from retrieval.ml.search import build_backend
 
-    folder = runtime.index_path(index)
+    folder = loaders.index_path(index)
     descriptors, saliency, case_ids, skipped = _assemble(index, folder)
     features = descriptors[m.SECBIR]
     for name, rows in descriptors.items():
-        _save_atomic(folder / runtime.descriptor_file(name), rows)
-    _save_atomic(folder / runtime.SALIENCY_FILE, saliency)
-    _save_atomic(folder / runtime.CASE_IDS_FILE, case_ids)
+        _save_atomic(folder / loaders.descriptor_file(name), rows)
+    _save_atomic(folder / loaders.SALIENCY_FILE, saliency)
+    _save_atomic(folder / loaders.CASE_IDS_FILE, case_ids)
     backend = build_backend(features, settings.SEARCH_BACKEND, faiss_min_vectors=settings.SEARCH_FAISS_MIN_VECTORS)
     if backend.kind != "exact":
-        shutil.rmtree(folder / runtime.BACKEND_DIR, ignore_errors=True)
-        backend.save(folder / runtime.BACKEND_DIR)
-    calibration = _calibrate(index, features, case_ids, backend)
-    now = timezone.now()
+        shutil.rmtree(folder / loaders.BACKEND_DIR, ignore_errors=True)
+        backend.save(folder / loaders.BACKEND_DIR)
+    calibration = _calibrate(index, features, case_ids, backend, worker)
     with transaction.atomic():
         list(IndexVersion.objects.select_for_update().filter(collection=index.collection).values_list("id"))
-        current = IndexVersion.objects.get(id=index.id)
-        if current.status != Status.RUNNING:
-            logger.info("index build %s finished elsewhere meanwhile (%s)", index.id, current.status)
+        current = jobs.held(INDEX_BUILD, index.id, worker).first()
+        if current is None:
+            logger.info("index build %s finished or taken over elsewhere meanwhile", index.id)
             return
         IndexVersion.objects.filter(collection=index.collection, active=True).update(active=False)
-        IndexVersion.objects.filter(id=index.id).update(
-            status=Status.DONE, active=True, size=len(case_ids), dimension=features.shape[1], done=current.total,
-            calibration=calibration, skipped=skipped, finished_at=now, activated_at=now, heartbeat_at=None,
-            message=f"{len(case_ids)} cases indexed" + (f", {len(skipped)} skipped (unreadable or deleted)"
-                                                         if skipped else "") + ".",
-        )
+        jobs.finish(INDEX_BUILD, index.id, worker, active=True, size=len(case_ids), dimension=features.shape[1],
+                    done=current.total, calibration=calibration, skipped=skipped, activated_at=timezone.now(),
+                    message=f"{len(case_ids)} cases indexed" + (f", {len(skipped)} skipped (unreadable or deleted)"
+                                                                if skipped else "") + ".")
     for path in folder.glob("chunk-*.npz"):
         path.unlink(missing_ok=True)
     logger.info("index %s active: %s cases, dimension %s", index.id, len(case_ids), features.shape[1])
 
 
-def _calibrate(index: IndexVersion, features: np.ndarray, case_ids: np.ndarray, backend) -> dict:
+def _calibrate(index: IndexVersion, features: np.ndarray, case_ids: np.ndarray, backend, worker: str) -> dict:
     """The out-of-distribution calibration of the new index (:func:`retrieval.services.ood.ood_calibrate`).
 
     Run by the last task of the build, which keeps its claim alive with a heartbeat per encoded
@@ -443,7 +401,7 @@ def _calibrate(index: IndexVersion, features: np.ndarray, case_ids: np.ndarray, 
     from retrieval.services.ood import VERSION, CalibrationError, ood_calibrate
 
     def tick() -> None:
-        IndexVersion.objects.filter(id=index.id, status=Status.RUNNING).update(heartbeat_at=timezone.now())
+        jobs.heartbeat(INDEX_BUILD, index.id, worker)
 
     try:
         return ood_calibrate(index=index, features=features, case_ids=case_ids, backend=backend, tick=tick)
@@ -453,21 +411,10 @@ def _calibrate(index: IndexVersion, features: np.ndarray, case_ids: np.ndarray, 
 
 
 def index_refresh(*, index: IndexVersion) -> IndexVersion:
-    """Re-send a build whose task was lost or whose worker died; fail it after too many tries."""
-    now = timezone.now()
-    resend = now - timedelta(seconds=settings.QUERY_PENDING_RESEND_SECONDS)
-    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
-    waiting = Q(status=Status.PENDING) | Q(status=Status.RUNNING, heartbeat_at__isnull=True)
-    lost_message = IndexVersion.objects.filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=resend), waiting,
-                                               id=index.id)
-    # (once per stale period: every worker's sweeper calls this, and each message sent for a dead
-    # worker's build would otherwise start one more chain of chunk tasks)
-    dead_worker = IndexVersion.objects.filter(id=index.id, status=Status.RUNNING, heartbeat_at__lt=stale).filter(
-        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale))
-    if lost_message.update(enqueued_at=now) or dead_worker.update(enqueued_at=now):
-        logger.warning("index build %s looks stuck; sending it again", index.id)
-        _enqueue(index.id)
-    return IndexVersion.objects.get(id=index.id)
+    """Re-send a build whose task was lost or whose worker died; fail it after too many tries
+    (``lesionsearch.jobs.services.refresh``; a dead worker's build is re-sent once per stale
+    period, since every worker's sweep calls this and each message would start a chain of chunks)."""
+    return jobs.refresh(INDEX_BUILD, index) if index.status in (Status.PENDING, Status.RUNNING) else index
 
 
 def index_activate(*, index: IndexVersion, user=None) -> None:

@@ -3,19 +3,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
+from lesionsearch.jobs import services as jobs
 from retrieval import splits
 from retrieval.ham10000 import ImageFolder, MetadataRow, RowError, read_metadata
 from retrieval.images import ImageRejected, inspect_image
-from retrieval.models import Case, LibraryCheck, ModelVersion
+from retrieval.models import Case, LibraryCheck
+from retrieval.tasks import LIBRARY_CHECK
 
 logger = logging.getLogger(__name__)
 
@@ -169,13 +170,11 @@ def library_split(*, collection: str, seed: int, train: float, val: float, test:
 
 def library_check_request(*, collection: str, user=None) -> LibraryCheck:
     """Create a pending integrity check and enqueue it once the row is committed."""
-    from retrieval.tasks import library_check_run_task
-
     check = LibraryCheck.objects.create(
         collection=collection, requested_by=user if user and user.is_authenticated else None,
         total=Case.objects.filter(collection=collection).count(),
     )
-    transaction.on_commit(lambda: library_check_run_task.delay(check.id))
+    jobs.enqueue_on_commit(LIBRARY_CHECK, check.id)
     return check
 
 
@@ -185,39 +184,31 @@ PROGRESS_EVERY = 50
 def library_check_run(*, check_id: int, worker: str) -> bool:
     """Run a pending check: every case's file present, unchanged (sha256) and decodable.
 
-    Claims the row with a conditional update, so a redelivered task does nothing; returns
-    whether this call ran the check.
+    Claims the row with a conditional update (``lesionsearch.jobs``), so a redelivered task
+    does nothing; returns whether this call ran the check.
     """
-    claimed = LibraryCheck.objects.filter(id=check_id, status=LibraryCheck.Status.PENDING).update(
-        status=LibraryCheck.Status.RUNNING, started_at=timezone.now(), worker=worker[:255]
-    )
-    if claimed != 1:
+    check = jobs.claim(LIBRARY_CHECK, check_id, worker)
+    if check is None:
         logger.info("library check %s already claimed or gone; nothing to do", check_id)
         return False
-    check = LibraryCheck.objects.get(id=check_id)
     problems: list[dict] = []
     checked = 0
     try:
         cases = Case.objects.filter(collection=check.collection).only("id", "image_id", "image", "sha256")
-        check.total = cases.count()
+        total = cases.count()
         for case in cases.iterator(chunk_size=500):
             problem = _case_problem(case)
             if problem:
                 problems.append({"case": case.id, "image_id": case.image_id, "problem": problem})
             checked += 1
             if checked % PROGRESS_EVERY == 0:
-                LibraryCheck.objects.filter(id=check_id).update(checked=checked, total=check.total)
+                jobs.progress(LIBRARY_CHECK, check_id, worker, done=checked, total=total)
     except Exception as exc:
-        LibraryCheck.objects.filter(id=check_id).update(
-            status=LibraryCheck.Status.FAILED, finished_at=timezone.now(), checked=checked,
-            problems=problems, message=f"The check stopped: {exc}",
-        )
+        jobs.fail(LIBRARY_CHECK, check_id, f"The check stopped: {exc}", worker=worker, done=checked,
+                  problems=problems)
         raise
-    LibraryCheck.objects.filter(id=check_id).update(
-        status=LibraryCheck.Status.DONE, finished_at=timezone.now(), checked=checked, total=check.total,
-        problems=problems,
-        message=f"{checked} images checked, {len(problems)} problem(s).",
-    )
+    jobs.finish(LIBRARY_CHECK, check_id, worker, done=checked, total=total, problems=problems,
+                message=f"{checked} images checked, {len(problems)} problem(s).")
     return True
 
 
@@ -236,72 +227,7 @@ def _case_problem(case: Case) -> str:
     return ""
 
 
-
-def training_items(*, collection: str) -> tuple[list, list]:
-    """The collection's train and validation images as ml.train Items (label = class index)."""
-    from retrieval.classes import CODES
-    from retrieval.ml.train import Item
-
-    splits_items: dict[str, list] = {"train": [], "val": []}
-    rows = Case.objects.filter(collection=collection, split__in=list(splits_items)).order_by("id")
-    for case in rows.only("id", "image", "dx", "split", "sha256"):
-        splits_items[case.split].append(Item(case.image.path, CODES.index(case.dx), case.sha256))
-    if not splits_items["train"] or not splits_items["val"]:
-        raise ValueError(f"collection {collection!r} has no train/val split; run split_library first")
-    return splits_items["train"], splits_items["val"]
-
-
-def _register_model(*, config: str, stage: str, collection: str, result, parent, options, fingerprint) -> ModelVersion:
-    from retrieval.ml.train import checkpoint_digest
-
-    digest = checkpoint_digest(result.checkpoint)
-    name, _ = _store_content_file("models", digest, "pt", result.checkpoint)
-    training = ({"saliency": options.saliency_options, "stem_init": options.stem_init}
-                if stage == ModelVersion.Stage.RGB_SALIENCY else {})
-    return ModelVersion.objects.create(
-        config=config, stage=stage, parent=parent, collection=collection, checkpoint=name, checkpoint_sha256=digest,
-        data_fingerprint=fingerprint, metrics={**result.metrics, "history": result.history},
-        weights_source=result.weights_source[:255], seed=options.seed, epochs=options.epochs,
-        training_options=training,
-    )
-
-
-def _store_content_file(prefix: str, sha256: str, extension: str, path: Path) -> tuple[str, bool]:
+def store_content_file(prefix: str, sha256: str, extension: str, path: Path) -> tuple[str, bool]:
+    """Store a file under a content-addressed name (as ``case_create`` stores images)."""
     with open(path, "rb") as handle:
         return _store_content(prefix, sha256, extension, handle.read())
-
-
-def model_train(*, config_name: str, stages: list[str], collection: str, options, resume: Path | None = None,
-                parent: ModelVersion | None = None, work_dir: Path) -> list[ModelVersion]:
-    """Train the requested stages on the collection's train/val split and register each as a ModelVersion.
-
-    ``stages`` is ["3ch"], ["4ch"] (from ``parent``, a 3-channel ModelVersion) or both in order.
-    ``options`` is one ``TrainOptions`` for every stage or a ``{stage: TrainOptions}`` mapping
-    (a training profile's ``stage_options``), e.g. for different epochs per stage.
-    """
-    from retrieval.ml.configs import get_config
-    from retrieval.ml.train import STAGE_3CH, STAGE_4CH, data_fingerprint, train_stage
-
-    config = get_config(config_name)
-    if isinstance(options, Mapping) and set(stages) - set(options):
-        raise ValueError(f"no training options for stage(s) {', '.join(sorted(set(stages) - set(options)))}")
-    train, val = training_items(collection=collection)
-    fingerprint = data_fingerprint(train, val)
-    created: list[ModelVersion] = []
-    if STAGE_4CH in stages and STAGE_3CH not in stages:
-        if parent is None or parent.stage != STAGE_3CH or parent.config != config_name:
-            raise ValueError(f"the 4-channel stage needs a trained {config_name} 3-channel model (--parent)")
-    for stage in stages:
-        stage_options = options[stage] if isinstance(options, Mapping) else options
-        result = train_stage(
-            stage, config, train, val, work_dir, options=stage_options,
-            parent_checkpoint=Path(parent.checkpoint.path) if stage == STAGE_4CH else None,
-            resume=resume if resume and stage == stages[0] else None,
-        )
-        version = _register_model(config=config_name, stage=stage, collection=collection, result=result,
-                                  parent=parent if stage == STAGE_4CH else None, options=stage_options,
-                                  fingerprint=fingerprint)
-        created.append(version)
-        if stage == STAGE_3CH:
-            parent = version
-    return created

@@ -39,16 +39,13 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
-from retrieval import runtime
+from retrieval import loaders, runtime
 from retrieval.classes import CODES, VAL
 from retrieval.models import Case, IndexVersion
+from retrieval.ood_record import LEGACY, VERSION
 
 logger = logging.getLogger(__name__)
 
-VERSION = 2
-#: The method of indexes calibrated before the candidates existed: the best cosine similarity
-#: against the 1st percentile of validation images' best similarities.
-LEGACY = "legacy_best_cosine"
 LEGACY_DESCRIPTION = ("cosine similarity of the nearest library image against the 1st percentile of validation "
                       "images' (calibrated before the other scores existed)")
 #: Fewer validation images than this: whole training lesions top the held-out set up to it.
@@ -169,7 +166,7 @@ def ood_calibrate(*, index: IndexVersion, features: np.ndarray, case_ids: np.nda
     images, lesions, sources = [], [], []
     for case, source in held:
         try:
-            images.append(resize_rgb_array(runtime.load_rgb(case.image.path), size))
+            images.append(resize_rgb_array(loaders.load_rgb(case.image.path), size))
         except (OSError, ValueError) as exc:
             logger.warning("OOD calibration: case %s skipped, image unreadable: %s", case.id, exc)
             continue
@@ -203,7 +200,7 @@ def ood_calibrate(*, index: IndexVersion, features: np.ndarray, case_ids: np.nda
     selection = ood.select_score(in_scores, out_scores, in_select=in_select, out_select=out_select,
                                  out_kinds=kinds, in_sources=sources)
     needs_stats = "mahalanobis" in ood.NEEDS[selection.method]
-    stats_file = _save_stats(runtime.index_path(index), mahalanobis) if needs_stats else None
+    stats_file = _save_stats(loaders.index_path(index), mahalanobis) if needs_stats else None
     report = selection.report
     chosen_out = out_scores[selection.method]
     missed = [image.name for image, score, selected in zip(evaluation, chosen_out, out_select)
@@ -265,7 +262,7 @@ def index_calibrate(*, index: IndexVersion) -> IndexVersion:
         previous = ((current.calibration or {}).get("params") or {}).get("stats_file")
         IndexVersion.objects.filter(id=index.id).update(calibration=record)
     keep = {record["params"]["stats_file"], previous}
-    for path in runtime.index_path(index).glob(f"{STATS_PREFIX}*.npz"):
+    for path in loaders.index_path(index).glob(f"{STATS_PREFIX}*.npz"):
         if path.name not in keep:
             path.unlink(missing_ok=True)
     index.refresh_from_db()

@@ -12,27 +12,27 @@ from __future__ import annotations
 import io
 import logging
 import uuid
-from datetime import timedelta
 
 import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import F, Q
-from django.utils import timezone
 from PIL import Image, ImageOps
 
 from lesionsearch.audit import services as audit
-from retrieval import runtime
+from lesionsearch.jobs import services as jobs
+from retrieval import loaders, runtime
 from retrieval.classes import CODES
 from retrieval.images import ImageRejected, inspect_image
 from retrieval.models import Case, IndexVersion, Query, QueryNeighbour
+# Reads (the active index, the methods it serves), kept importable from here for the callers of old.
+from retrieval.selectors import index_for_queries, index_methods  # noqa: F401
+from retrieval.tasks import QUERY
 
 logger = logging.getLogger(__name__)
 
 Status = Query.Status
-FINAL = (Status.DONE, Status.FAILED)
 #: Extra neighbours searched so that cases deleted since the index was built can be skipped.
 SEARCH_MARGIN = 8
 
@@ -57,22 +57,6 @@ class QueryRejected(ValueError):
     def __init__(self, message: str, status_code: int = 400) -> None:
         super().__init__(message)
         self.status_code = status_code
-
-
-def index_methods(index: IndexVersion | None) -> list[str]:
-    """The retrieval methods an index serves, in the registry's order (SE-CBIR always)."""
-    from retrieval.methods import METHODS, SECBIR
-
-    served = {SECBIR, *(index.methods or [])} if index is not None else set()
-    return [name for name in METHODS if name in served]
-
-
-def index_for_queries() -> IndexVersion | None:
-    """The active index queries go to: the configured collection's, else the most recently activated."""
-    active = IndexVersion.objects.filter(active=True).select_related("model_version__parent")
-    if settings.QUERY_COLLECTION:
-        active = active.filter(collection=settings.QUERY_COLLECTION)
-    return active.order_by("-activated_at", "-id").first()
 
 
 def _normalised_upload(data: bytes, fmt: str) -> tuple[bytes, str, int, int]:
@@ -134,48 +118,29 @@ def query_submit(*, user, image_data: bytes, filename: str = "", k: int | None =
                                          method=method)
             audit.record(audit.Action.QUERY_SUBMIT, user=user, obj=query,
                          detail={"sha256": info.sha256, "k": k, "method": method, "index": index.id})
-            transaction.on_commit(lambda: _enqueue(query.id))
+            jobs.enqueue_on_commit(QUERY, query.id)
     except BaseException:
         default_storage.delete(name)
         raise
     return query
 
 
-def _enqueue(query_id: int) -> None:
-    from retrieval.tasks import query_run_task
-
-    Query.objects.filter(id=query_id).update(enqueued_at=timezone.now())
-    try:
-        query_run_task.delay(query_id)
-    except Exception:  # broker unreachable: query_refresh re-sends it
-        logger.exception("could not enqueue query %s; it will be re-sent", query_id)
-
-
-def _claim(query_id: int, worker: str) -> bool:
-    now = timezone.now()
-    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
-    claimable = Q(status=Status.PENDING) | Q(status=Status.RUNNING, heartbeat_at__lt=stale)
-    return bool(Query.objects.filter(claimable, id=query_id, attempts__lt=settings.JOB_MAX_ATTEMPTS).update(
-        status=Status.RUNNING, started_at=now, heartbeat_at=now, worker=worker[:255], attempts=F("attempts") + 1))
-
-
 def query_run(*, query_id: int, worker: str) -> bool:
     """The worker's part: search the library for the query image. Returns whether this call ran it."""
-    if not _claim(query_id, worker):
+    if jobs.claim(QUERY, query_id, worker) is None:
         logger.info("query %s already claimed, finished or deleted; nothing to do", query_id)
         return False
     query = Query.objects.select_related("index_version__model_version__parent").get(id=query_id)
     try:
-        _analyse(query, worker)
+        analyse(query, worker)
     except Exception as exc:
         logger.exception("query %s failed", query_id)
         message = str(exc) if isinstance(exc, (ImageRejected, QueryRejected)) else INTERNAL_ERROR.format(id=query_id)
-        Query.objects.filter(id=query_id, status=Status.RUNNING, worker=worker[:255]).update(
-            status=Status.FAILED, error=message, finished_at=timezone.now())
+        jobs.fail(QUERY, query_id, message, worker=worker)
     return True
 
 
-def neighbour_vote(labels: list[str]) -> dict:
+def neighbour_vote_json(labels: list[str]) -> dict:
     """The stored and served neighbour vote (``Query.neighbour_vote``) of neighbours in rank order.
 
     Everything in it comes from ``retrieval.ml.metrics.neighbour_vote_tally``, the one rule: the
@@ -196,11 +161,9 @@ def neighbour_vote(labels: list[str]) -> dict:
     }
 
 
-def _heartbeat(query_id: int, worker: str) -> None:
-    Query.objects.filter(id=query_id, status=Status.RUNNING, worker=worker[:255]).update(heartbeat_at=timezone.now())
-
-
-def _analyse(query: Query, worker: str) -> None:
+def analyse(query: Query, worker: str) -> None:
+    """The analysis of a claimed query: features, neighbours, vote, OOD score and evidence maps,
+    written only while ``worker`` holds the query (its run's one seam for tests)."""
     from retrieval import methods as m
     from retrieval.ml.features import as_rgb
     from retrieval.ml.methods import method_topk
@@ -221,7 +184,7 @@ def _analyse(query: Query, worker: str) -> None:
     # SE-CBIR always runs: its saliency map is shown for every method, and its search and the
     # saliency pass's logits give the out-of-distribution score (calibrated on SE-CBIR queries).
     encoded = encoder.encode([pixels], needs={m.SECBIR, *method.needs}, packed_masks=False)
-    _heartbeat(query.id, worker)
+    jobs.heartbeat(QUERY, query.id, worker)
     depth = max(query.k + SEARCH_MARGIN, ood_depth(index))
     secbir_ids, secbir_scores = loaded.search(encoded.descriptors[m.SECBIR], depth)
     if method.name == m.SECBIR:
@@ -242,7 +205,7 @@ def _analyse(query: Query, worker: str) -> None:
                                                                                              query.height))))
     evidence = (_evidence_maps(query, encoder, loaded, method.name, pixels, saliency, [c for c, _ in found])
                 if settings.QUERY_EVIDENCE_MAPS else [("", "")] * len(found))
-    _heartbeat(query.id, worker)
+    jobs.heartbeat(QUERY, query.id, worker)
     neighbours = [
         QueryNeighbour(query_id=query.id, rank=rank, case=case, similarity=similarity,
                        saliency=_case_overlay(index, loaded, case), evidence_query=maps[0], evidence_case=maps[1])
@@ -254,17 +217,16 @@ def _analyse(query: Query, worker: str) -> None:
     warning = OOD_WARNING if ood["warned"] else ""
     written = [overlay_name] + [name for pair in evidence for name in pair if name]
     with transaction.atomic():
-        mine = Query.objects.select_for_update().filter(id=query.id, status=Status.RUNNING, worker=worker[:255])
-        if not mine.exists():  # deleted by the user, or taken over after a stale heartbeat
+        if not jobs.held(QUERY, query.id, worker).select_for_update().exists():  # deleted by the user, or taken over after a stale heartbeat
             for name in written:
                 default_storage.delete(name)
             return
         QueryNeighbour.objects.filter(query_id=query.id).delete()
         QueryNeighbour.objects.bulk_create(neighbours)
-        mine.update(status=Status.DONE, finished_at=timezone.now(), saliency=overlay_name,
+        jobs.finish(QUERY, query.id, worker, saliency=overlay_name,
                     predicted=CODES[int(encoded.secbir.predicted[0])], best_similarity=best, warning=warning,
                     ood_score=ood["score"], ood_threshold=ood["threshold"], ood_method=ood["method"],
-                    neighbour_vote=neighbour_vote([case.dx for case, _ in found]), error="")
+                    neighbour_vote=neighbour_vote_json([case.dx for case, _ in found]), message="")
 
 
 def _evidence_maps(query: Query, encoder, loaded, method: str, pixels: np.ndarray, saliency: np.ndarray,
@@ -275,7 +237,7 @@ def _evidence_maps(query: Query, encoder, loaded, method: str, pixels: np.ndarra
     from retrieval.methods import SECBIR
     from retrieval.ml.overlay import render_overlay
 
-    images = [pixels] + [runtime.load_rgb(case.image.path) for case in cases]
+    images = [pixels] + [loaders.load_rgb(case.image.path) for case in cases]
     maps_saliency = None
     if method == SECBIR:
         stored = [np.asarray(loaded.saliency[loaded.row_of(case.id)], dtype=np.float32) / 255.0 for case in cases]
@@ -310,58 +272,12 @@ def _case_overlay(index: IndexVersion, loaded, case: Case) -> str:
 
 
 def query_refresh(*, query: Query) -> Query:
-    """Re-read a query; re-send it when its message was lost, fail it when it cannot be run.
-
-    * PENDING and not claimed for QUERY_PENDING_RESEND_SECONDS: sent again (harmless if the
-      first message is merely slow: the claim is conditional); unclaimed for
-      QUERY_PENDING_FAIL_SECONDS: failed (no worker is running).
-    * RUNNING with a heartbeat older than JOB_STALE_SECONDS (its worker died): sent again, or
-      failed after JOB_MAX_ATTEMPTS runs.
-    """
-    if query.status in FINAL:
-        return query
-    now = timezone.now()
-    rows = Query.objects.filter(id=query.id)
-    stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
-    resend = now - timedelta(seconds=settings.QUERY_PENDING_RESEND_SECONDS)
-    # A page or API client polls a healthy query several times a second: when the row just read
-    # shows nothing due, skip the three conditional updates below (one SELECT per poll).
-    due = (query.status == Status.PENDING and (
-        query.enqueued_at is None or query.enqueued_at < resend
-        or query.created_at < now - timedelta(seconds=settings.QUERY_PENDING_FAIL_SECONDS))) or (
-        query.status == Status.RUNNING and query.heartbeat_at is not None and query.heartbeat_at < stale)
-    if not due:
-        pass
-    elif rows.filter(status=Status.PENDING, created_at__lt=now - timedelta(seconds=settings.QUERY_PENDING_FAIL_SECONDS)
-                   ).update(status=Status.FAILED, finished_at=now,
-                            error="The analysis service did not pick up this image; it may be stopped. "
-                                  "Please try again later or contact support."):
-        logger.error("query %s was never picked up; failed", query.id)
-    elif rows.filter(status=Status.RUNNING, heartbeat_at__lt=stale, attempts__gte=settings.JOB_MAX_ATTEMPTS).update(
-            status=Status.FAILED, finished_at=now,
-            error="The analysis was interrupted several times and has been stopped. Please upload the image "
-                  "again; if it happens again, contact support."):
-        logger.error("query %s failed after %s interrupted runs", query.id, settings.JOB_MAX_ATTEMPTS)
-    else:
-        lost = (Q(status=Status.PENDING) & (Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=resend))) | Q(
-            status=Status.RUNNING, heartbeat_at__lt=stale, enqueued_at__lt=stale)
-        if rows.filter(lost).update(enqueued_at=now):
-            logger.warning("query %s looks stuck (%s); sending it again", query.id, query.status)
-            _enqueue(query.id)
-    return rows.select_related("index_version").get()
-
-
-def jobs_sweep() -> int:
-    """Refresh every unfinished query and index build (at worker start-up). Returns how many were looked at."""
-    from retrieval.services.index import index_refresh
-
-    queries = list(Query.objects.exclude(status__in=FINAL))
-    for query in queries:
-        query_refresh(query=query)
-    builds = list(IndexVersion.objects.filter(status__in=[IndexVersion.Status.PENDING, IndexVersion.Status.RUNNING]))
-    for index in builds:
-        index_refresh(index=index)
-    return len(queries) + len(builds)
+    """Re-read a query; re-send it when its message was lost, fail it when it cannot be run
+    (``lesionsearch.jobs.services.refresh``: unclaimed for QUERY_PENDING_RESEND_SECONDS it is
+    sent again, never picked up in QUERY_PENDING_FAIL_SECONDS it fails, its worker dead it runs
+    again, at most JOB_MAX_ATTEMPTS times)."""
+    refreshed = jobs.refresh(QUERY, query)
+    return refreshed if refreshed is query else Query.objects.select_related("index_version").get(id=query.id)
 
 
 def query_delete(*, query: Query, user=None) -> None:

@@ -43,8 +43,8 @@ def cases_with_masks(*, collection: str, split: str) -> list[Case]:
 
 
 def _load_image(case: Case) -> np.ndarray:
+    from retrieval.ml.data import load_resized
     from retrieval.ml.descriptors import SEGMENTATION_INPUT
-    from retrieval.ml.train import load_resized
 
     return load_resized(case.image.path, SEGMENTATION_INPUT)
 
@@ -64,26 +64,14 @@ def _fingerprint(splits: dict[str, list[Case]]) -> str:
     return digest.hexdigest()
 
 
-def segmenter_for(version: ModelVersion | None, *, device: str = "cpu"):
-    """The classical segmenter (``version`` None) or the learned model of a segmentation ModelVersion
-    (``device``: cpu, cuda or auto)."""
-    from retrieval.ml.segmentation import Segmenter
-    from retrieval.ml.train import resolve_device
-
-    if version is None:
-        return Segmenter.classical()
-    if version.stage != ModelVersion.Stage.SEGMENTATION:
-        raise ValueError(f"{version} is not a segmentation model")
-    return Segmenter.learned(version.checkpoint.path, version_id=version.id, device=resolve_device(device))
-
-
 def segmentation_train(*, collection: str, epochs: int = 10, seed: int = 0, device: str = "cpu",
                        progress: Callable[[dict], None] | None = None) -> ModelVersion:
     """Train the small U-Net on the collection's train cases with masks (the val cases with masks
     pick the kept epoch) and register it as a ``segmentation`` ModelVersion (config unet-small)."""
+    from retrieval.ml.checkpoints import checkpoint_digest
+    from retrieval.ml.devices import resolve_device
     from retrieval.ml.segmentation import CONFIG_NAME, segmentation_input, train_segmentation
-    from retrieval.ml.train import checkpoint_digest, resolve_device
-    from retrieval.services.library import _store_content_file
+    from retrieval.services.library import store_content_file
 
     splits = {split: cases_with_masks(collection=collection, split=split) for split in ("train", "val")}
     pairs = {split: [(segmentation_input(_load_image(case)), _load_mask(case)) for case in cases]
@@ -93,7 +81,7 @@ def segmentation_train(*, collection: str, epochs: int = 10, seed: int = 0, devi
         metrics = train_segmentation(pairs["train"], pairs["val"], epochs=epochs, seed=seed,
                                      device=resolve_device(device), out_path=path, progress=progress)
         digest = checkpoint_digest(path)
-        name, wrote = _store_content_file("models", digest, "pt", path)
+        name, wrote = store_content_file("models", digest, "pt", path)
     try:
         return ModelVersion.objects.create(
             config=CONFIG_NAME, stage=ModelVersion.Stage.SEGMENTATION, parent=None, collection=collection,

@@ -19,6 +19,23 @@ LAPTOP = {"width": 1366, "height": 768}
 TABLET = {"width": 768, "height": 1024}
 
 
+def rgb(colour: str) -> str:
+    """'#e67e00' -> 'rgb(230, 126, 0)', as getComputedStyle reports colours."""
+    value = colour.lstrip("#")
+    return "rgb({}, {}, {})".format(*(int(value[i:i + 2], 16) for i in (0, 2, 4)))
+
+
+def sign_in(page, user) -> None:
+    """Sign in through the login form (the test users' password is ``pw-<username>``)."""
+    from playwright.sync_api import expect
+
+    page.goto("/accounts/login/")
+    page.get_by_label("User name").fill(user.username)
+    page.get_by_label("Password").fill(f"pw-{user.username}")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+
 @pytest.fixture(scope="session")
 def chromium() -> Path:
     """The browser binary, or a skip (a failure where LESIONSEARCH_REQUIRE_BROWSER is set).

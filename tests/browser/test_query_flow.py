@@ -11,27 +11,13 @@ from retrieval import selectors
 from retrieval.classes import BY_CODE
 from retrieval.models import Case, Query
 from retrieval.views import VOTE_NOTE
-from tests.browser.conftest import LAPTOP, TABLET
+from tests.browser.conftest import LAPTOP, TABLET, rgb, sign_in
 from tests.conftest import wait_for
 
 # serialized_rollback: the roles (groups) come from a data migration that a transactional flush removes.
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 WORKER_TIMEOUT_MS = 120_000
-
-
-def rgb(colour: str) -> str:
-    """'#e67e00' -> 'rgb(230, 126, 0)', as getComputedStyle reports colours."""
-    value = colour.lstrip("#")
-    return "rgb({}, {}, {})".format(*(int(value[i:i + 2], 16) for i in (0, 2, 4)))
-
-
-def sign_in(page, user) -> None:
-    page.goto("/accounts/login/")
-    page.get_by_label("User name").fill(user.username)
-    page.get_by_label("Password").fill(f"pw-{user.username}")
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
 def wider_than_window(page) -> list[str]:

@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 from readerstudy.models import LIKERT_CHOICES, Answer, AssignedCase, Assignment, NeighbourView, StudyNeighbour
 from retrieval.classes import BY_CODE, CLASSES
 # The reader-study scenario fixtures (a study prepared on the tiny real index, three readers).
-from tests.browser.conftest import LAPTOP, TABLET
+from tests.browser.conftest import LAPTOP, TABLET, rgb, sign_in
 from tests.readerstudy.conftest import make_study, open_study, readers, study_index  # noqa: F401
 
 # serialized_rollback: the roles (groups) come from a data migration that a transactional flush removes.
@@ -25,20 +25,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(trans
 
 LAPTOP_IN_BROWSER = {"width": 1366, "height": 650}
 KEYS = {"akiec": "a", "bcc": "b", "bkl": "k", "df": "d", "mel": "m", "nv": "n", "vasc": "v"}
-
-
-def rgb(colour: str) -> str:
-    """'#e67e00' -> 'rgb(230, 126, 0)', as getComputedStyle reports colours."""
-    value = colour.lstrip("#")
-    return "rgb({}, {}, {})".format(*(int(value[i:i + 2], 16) for i in (0, 2, 4)))
-
-
-def sign_in(page, user) -> None:
-    page.goto("/accounts/login/")
-    page.get_by_label("User name").fill(user.username)
-    page.get_by_label("Password").fill(f"pw-{user.username}")
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
 def no_horizontal_overflow(page) -> None:

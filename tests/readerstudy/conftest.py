@@ -15,16 +15,12 @@ def study_index(tiny_models, settings):
     from retrieval import runtime
     from retrieval.classes import TEST, TRAIN
     from retrieval.models import Case
-    from tests.conftest import build_index_here
+    from tests.conftest import build_active_index_here
 
     lesions = sorted(set(Case.objects.filter(collection="synthetic").values_list("lesion_id", flat=True)))
     Case.objects.filter(collection="synthetic", split=TEST).update(split=TRAIN)
     Case.objects.filter(collection="synthetic", lesion_id__in=lesions[::3]).update(split=TEST)
-    settings.INDEX_CHUNK_SIZE = 32
-    runtime.forget()
-    index = build_index_here(model_version=tiny_models["4ch"])
-    assert index.status == "done" and index.active, index.message
-    yield index
+    yield build_active_index_here(settings, tiny_models["4ch"], chunk_size=32)
     runtime.forget()
 
 
@@ -61,6 +57,15 @@ def open_study(make_study, readers):
     study_assign(study=study, readers=readers)
     study_open(study=study)
     return study
+
+
+@pytest.fixture
+def active_index(rows_only_study, media_root):
+    """The rows-only study's index, made the active one (for pages and API calls that search)."""
+    from retrieval.models import IndexVersion
+
+    IndexVersion.objects.filter(id=rows_only_study.index_version_id).update(active=True)
+    return rows_only_study.index_version
 
 
 def signed_in(client, user):

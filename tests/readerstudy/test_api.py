@@ -21,7 +21,7 @@ from readerstudy import services
 from readerstudy.models import Answer, AssignedCase, Assignment, RelevanceRating, Study, StudyCase
 from retrieval.api.views import QuerySubmitThrottle
 from retrieval.models import Case
-from tests.retrieval.test_api import api, error_of
+from tests.apiclient import api, error_of
 
 pytestmark = pytest.mark.django_db
 
@@ -56,11 +56,9 @@ MANAGE_ENDPOINTS = [("get", MANAGE), ("post", MANAGE), ("get", manage_url(1)), (
 
 
 @pytest.fixture(autouse=True)
-def no_broker(monkeypatch):
+def no_broker(sent_jobs):
     """Study preparations the services would send, recorded instead (no worker runs here)."""
-    sent = []
-    monkeypatch.setattr(services, "_enqueue", sent.append)
-    return sent
+    return sent_jobs
 
 
 # --- Authentication and roles (no study needed: permissions are checked first) ---------------
@@ -343,7 +341,7 @@ def test_study_admins_create_prepare_assign_open_follow_report_export_and_close(
     body = created.json()
     study = Study.objects.get(name="API pilot")
     assert created["Location"] == body["url"] == f"http://testserver{manage_url(study.id)}"
-    assert no_broker == [study.id]  # its preparation is queued
+    assert no_broker["study_preparation"] == [study.preparation.id]  # its preparation is queued
     assert (body["status"], body["washout_seconds"], body["task2_rotation"], body["cases_per_reader"]) == (
         "preparing", 3600, 90, 3)
     assert (body["index_version"], body["readers"], body["neighbours_shown"], body["seed"], body["design"]) == (

@@ -12,7 +12,15 @@ from django.urls import reverse
 
 from readerstudy.models import Answer, NeighbourView
 
-pytestmark = [pytest.mark.services]
+# transaction: the threads' requests run on connections of their own; serialized_rollback: the
+# flush keeps the roles (see tests/browser).
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
+
+
+@pytest.fixture(autouse=True)
+def _a_database_threads_share(django_db_setup):
+    if connection.vendor == "sqlite" and connection.settings_dict["NAME"].startswith(("file:memorydb", ":memory:")):
+        pytest.skip("threads need a database they can share")
 
 
 def _post_at_once(study, reader, payloads, url: str | None = None) -> list[int]:
@@ -48,10 +56,7 @@ def _post_at_once(study, reader, payloads, url: str | None = None) -> list[int]:
     return sorted(statuses)
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # flush keeps the roles; see tests/browser
 def test_the_same_answer_posted_twice_at_once_stores_one_row(rows_only_study, readers):
-    if connection.vendor == "sqlite" and connection.settings_dict["NAME"].startswith(("file:memorydb", ":memory:")):
-        pytest.skip("threads need a database they can share")
     data = {"position": 1, "answer": "bkl", "confidence": 4}
     for attempt in range(5):  # several rounds: each must store exactly one row per case
         statuses = _post_at_once(rows_only_study, readers[0], [{**data, "position": attempt % 3 + 1}] * 2)
@@ -59,25 +64,19 @@ def test_the_same_answer_posted_twice_at_once_stores_one_row(rows_only_study, re
     assert Answer.objects.filter(item__assignment__reader=readers[0]).count() == 3
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # flush keeps the roles; see tests/browser
 def test_two_different_answers_at_once_keep_exactly_one(rows_only_study, readers):
-    if connection.vendor == "sqlite" and connection.settings_dict["NAME"].startswith(("file:memorydb", ":memory:")):
-        pytest.skip("threads need a database they can share")
     statuses = _post_at_once(rows_only_study, readers[1], [
         {"position": 1, "answer": "bkl", "confidence": 4}, {"position": 1, "answer": "mel", "confidence": 2}])
     assert statuses == [200, 409]
     assert Answer.objects.filter(item__assignment__reader=readers[1]).count() == 1
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)  # flush keeps the roles; see tests/browser
 def test_the_same_enlargements_posted_twice_at_once_are_stored_once(rows_only_study, readers):
     import json
 
     from readerstudy.models import Assignment
     from readerstudy.services import answer_submit
 
-    if connection.vendor == "sqlite" and connection.settings_dict["NAME"].startswith(("file:memorydb", ":memory:")):
-        pytest.skip("threads need a database they can share")
     assignment = Assignment.objects.get(study=rows_only_study, reader=readers[2])
     for position in (1, 2, 3):
         answer_submit(assignment=assignment, task=1, position=position, answer="nv", confidence=3)

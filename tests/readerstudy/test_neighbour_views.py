@@ -21,7 +21,7 @@ from readerstudy.services import SHOWN_MAX_AGE, StudyError, answer_submit, neigh
 from readerstudy.viewing import study_views
 from retrieval.models import Case
 from tests.readerstudy.conftest import signed_in
-from tests.retrieval.test_api import api, error_of
+from tests.apiclient import api, error_of
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,7 @@ def test_a_study_is_prepared_by_the_worker_and_read(transactional_db, study_inde
     prepared = wait_for(lambda: Study.objects.filter(id=study.id).exclude(status=Study.Status.PREPARING).first(),
                         timeout=120, what="the worker to prepare the study")
     assert prepared.status == Study.Status.DRAFT, prepared.message
-    assert prepared.index_version_id == study_index.id and prepared.prepare_attempts == 1
+    assert prepared.index_version_id == study_index.id and prepared.preparation.attempts == 1
     assert StudyCase.objects.filter(study=study).count() == prepared.curation["query_set"] > 0
     study_assign(study=prepared, readers=readers[:1])
     study_open(study=prepared)

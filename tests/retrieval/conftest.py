@@ -1,13 +1,25 @@
-"""Retrieval scenario fixtures that need no model: finished queries built from database rows."""
+"""Retrieval fixtures: finished queries built from database rows (no model), and a small rendered
+synthetic library to train on."""
 from __future__ import annotations
 
 import itertools
 
 import pytest
+from django.core.management import call_command
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
 from tests.conftest import jpeg_bytes
+
+@pytest.fixture
+def small_library(request, tmp_path, media_root):
+    """A small synthetic library imported and split (train/val/test), to train on: 60 images, or
+    the test module's ``SMALL_LIBRARY_SIZE``."""
+    size = getattr(request.module, "SMALL_LIBRARY_SIZE", 60)
+    call_command("make_synthetic_library", "--limit", str(size), "--seed", "4", "--workers", "2",
+                 "--out", str(tmp_path / "syn"), verbosity=0)
+    call_command("split_library", "--seed", "71", verbosity=0)
+
 
 #: Issue 15's neighbours (rank 1 first): the search list said nv (count) while the result page
 #: listed mel first (1/rank-weighted shares).
@@ -28,7 +40,7 @@ def stored_done_query(db, media_root):
     (rank 1 first), with the vote the worker stores for them, or ``vote`` when given (an old
     row). Rows only: no model, no index, no worker."""
     from retrieval.models import Case, Query, QueryNeighbour
-    from retrieval.services.queries import neighbour_vote
+    from retrieval.services.queries import neighbour_vote_json
 
     serial = itertools.count(1)
 
@@ -38,7 +50,7 @@ def stored_done_query(db, media_root):
         query = Query.objects.create(user=user, image=name, original_name=f"vote-{number}.jpg",
                                      sha256=f"{number:064x}", width=60, height=45, k=len(labels),
                                      status=Query.Status.DONE,
-                                     neighbour_vote=neighbour_vote(labels) if vote is None else vote)
+                                     neighbour_vote=neighbour_vote_json(labels) if vote is None else vote)
         for rank, dx in enumerate(labels, start=1):
             key = 1000 * number + rank
             case = Case.objects.create(collection="votes", image=f"cases/vote-{key}.jpg", sha256=f"c{key:063x}",

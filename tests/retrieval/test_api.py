@@ -11,23 +11,21 @@ import pytest
 from django.contrib.auth.models import Group
 from django.contrib.staticfiles import finders
 from django.core.cache import cache
-from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.middleware.csrf import _get_new_csrf_string
 from PIL import Image
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from lesionsearch.roles import CLINICIAN, READER
 from retrieval.api.serializers import MAX_WAIT_SECONDS
 from retrieval.api.views import QuerySubmitThrottle
 from retrieval.models import Case, IndexVersion, ModelVersion, Query
+from tests.apiclient import QUERIES, api, error_of, submit, upload
 from tests.conftest import jpeg_bytes, real_metadata_rows, write_ham_folder
 from tests.retrieval.conftest import ISSUE_15_LABELS
 
 pytestmark = pytest.mark.django_db
 
-QUERIES = "/api/v1/queries/"
 CASES = "/api/v1/cases/"
 INDEX = "/api/v1/index/"
 REBUILD = "/api/v1/index/rebuild/"
@@ -61,29 +59,12 @@ def staff(django_user_model):
     return _member(django_user_model, "staff_member", is_staff=True)
 
 
-def api(user=None) -> APIClient:
-    """A client that signs in with the user's API token (anonymous without a user)."""
-    client = APIClient()
-    if user is not None:
-        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
-    return client
-
-
 @pytest.fixture(autouse=True)
-def sent(monkeypatch):
-    """Task messages the services send, recorded instead of written to the broker.
-
-    Reading a query or a build whose message looks lost re-sends it; in these tests no worker
-    runs, so nothing may reach the broker folder that a later test's real worker would read.
-    """
-    from retrieval.services import index as index_services
-    from retrieval.services import queries as query_services
-
-    messages = {"query": [], "index": []}
-    monkeypatch.setattr(query_services, "_enqueue", messages["query"].append)
-    monkeypatch.setattr(index_services, "_enqueue", messages["index"].append)
+def sent(sent_jobs):
+    """Task messages the services send, recorded instead of written to the broker (reading a
+    query or a build whose message looks lost re-sends it)."""
     cache.clear()  # throttle history
-    return messages
+    return sent_jobs
 
 
 @pytest.fixture
@@ -109,27 +90,6 @@ def index_row(library):
     return IndexVersion.objects.create(model_version=_model_pair(collection), collection=collection,
                                        status=IndexVersion.Status.DONE, active=True, size=27, dimension=8,
                                        total=27, done=27, directory="indexes/x")
-
-
-def upload(data: bytes | None = None, name: str = "lesion.jpg") -> SimpleUploadedFile:
-    return SimpleUploadedFile(name, jpeg_bytes(7) if data is None else data, content_type="image/jpeg")
-
-
-def submit(client: APIClient, data: bytes | None = None, **fields):
-    return client.post(QUERIES, {"image": upload(data), **fields}, format="multipart")
-
-
-def error_of(response, status: int) -> dict:
-    """The error body, after checking the status and the one error shape."""
-    assert response.status_code == status, (response.status_code, getattr(response, "content", b"")[:500])
-    assert response["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"}
-    error = body["error"]
-    assert error["status"] == status and isinstance(error["code"], str) and error["code"]
-    assert isinstance(error["message"], str) and error["message"].strip()
-    assert set(error) <= {"status", "code", "message", "fields"}
-    return error
 
 
 # --- Authentication and roles --------------------------------------------------------------
@@ -581,7 +541,7 @@ def test_a_rebuild_is_queued_and_answered_with_202(staff, index_row, sent, djang
         "segmentation_model": None, "done": 0, "total": 0, "message": "", "created": response.json()["created"],
         "url": f"http://testserver{INDEX}",
     }
-    assert sent["index"] == [build.id] and build.requested_by == staff
+    assert sent["index_build"] == [build.id] and build.requested_by == staff
     assert "style" in build.methods and "i1_sd" in build.methods
     incremental = api(staff).post(REBUILD, {"model_version": model.id, "incremental": True}, format="json")
     # A build of that model is already under way: the service hands back that one.

@@ -128,7 +128,7 @@ def test_a_saliency_method_the_model_was_not_trained_on_is_refused(tiny_models):
 
 def test_build_index_can_make_the_library_maps_for_the_predicted_class(tiny_models, media_root, settings):
     from retrieval import runtime
-    from retrieval.runtime import load_rgb
+    from retrieval.loaders import load_rgb
 
     settings.INDEX_CHUNK_SIZE = 64
     runtime.forget()

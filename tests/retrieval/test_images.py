@@ -53,7 +53,7 @@ def test_refuses_oversize_files():
 @pytest.mark.parametrize("mode", ["I;16", "I"])
 def test_16_bit_greyscale_keeps_its_high_byte_everywhere_images_are_read(tmp_path, mode):
     """Pillow's convert("RGB") clips 16-bit values above 255 to white; the models read the high byte."""
-    from retrieval import runtime
+    from retrieval import loaders
     from retrieval.ml.features import as_rgb, resize_rgb
 
     ramp = (np.arange(64, dtype=np.int64)[None, :].repeat(8, axis=0) * 1024)  # 0 .. 64512
@@ -64,7 +64,7 @@ def test_16_bit_greyscale_keeps_its_high_byte_everywhere_images_are_read(tmp_pat
     assert rgb.shape == (8, 64, 3) and np.array_equal(rgb[..., 0], expected) and np.array_equal(rgb[..., 2], expected)
     path = tmp_path / ("deep.png" if mode == "I;16" else "deep.tif")
     image.save(path)
-    loaded = runtime.load_rgb(str(path))
+    loaded = loaders.load_rgb(str(path))
     assert np.array_equal(loaded[..., 1], expected)
     assert resize_rgb(image, 16).mean() == pytest.approx(expected.mean(), abs=2)
     eight_bit = Image.fromarray(np.full((4, 4), 200, np.int32))  # an 'I' image of 8-bit values stays as it is

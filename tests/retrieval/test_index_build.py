@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from retrieval import runtime
+from retrieval import loaders, runtime
 from retrieval.models import Case, IndexVersion
 from retrieval.services import index as index_services
 from retrieval.services.index import index_activate, index_build_request, index_build_run
@@ -80,13 +80,13 @@ def test_a_build_killed_mid_chunk_resumes_without_recomputing_or_duplicating(tin
                                                                              media_root):
     settings.INDEX_CHUNK_SIZE = 8
     encoded: list[int] = []
-    real = index_services._encode_cases
+    real = index_services.encode_cases
 
     def counting(model, ids):
         encoded.extend(ids)
         return real(model, ids)
 
-    monkeypatch.setattr(index_services, "_encode_cases", counting)
+    monkeypatch.setattr(index_services, "encode_cases", counting)
     index = index_build_request(model_version=tiny_models["4ch"])
     index_build_run(index_id=index.id, worker="w1", enqueue_next=False)
     index_build_run(index_id=index.id, worker="w1", enqueue_next=False)
@@ -96,7 +96,8 @@ def test_a_build_killed_mid_chunk_resumes_without_recomputing_or_duplicating(tin
     assert claimed == 1
     assert index_build_run(index_id=index.id, worker="w2", enqueue_next=False)  # takes over the stale build
     index.refresh_from_db()
-    assert index.attempts == 1 and index.worker == "w2" and index.status == "running"
+    # attempts counts runs started, as for every job kind: w1's first claim and w2's takeover
+    assert index.attempts == 2 and index.worker == "w2" and index.status == "running"
     while index.status == "running":
         index_build_run(index_id=index.id, worker="w2", enqueue_next=False)
         index.refresh_from_db()
@@ -145,8 +146,8 @@ def test_incremental_build_encodes_only_new_cases_and_keeps_old_vectors(ready_in
                                                                    localization="back", dataset="clinic"),
                            image_data=jpeg_bytes(900 + i)).id for i in range(3)]
     encoded: list[int] = []
-    real = index_services._encode_cases
-    monkeypatch.setattr(index_services, "_encode_cases",
+    real = index_services.encode_cases
+    monkeypatch.setattr(index_services, "encode_cases",
                         lambda model, ids: (encoded.extend(ids), real(model, ids))[1])
 
     new = build_index_here(model_version=ready_index.model_version, incremental=True)
@@ -163,7 +164,7 @@ def test_incremental_build_encodes_only_new_cases_and_keeps_old_vectors(ready_in
         assert np.array_equal(features[rows[case]], old_features[old_row])
     # every other method's descriptors too, compared through the same (reused) style projection
     assert new.methods == ready_index.methods
-    for name in sorted(runtime.index_descriptors(ready_index) - {"secbir"}):
+    for name in sorted(loaders.index_descriptors(ready_index) - {"secbir"}):
         old = np.load(media_root / ready_index.directory / f"{name}.npy")
         extended = np.load(media_root / new.directory / f"{name}.npy")
         assert extended.shape == (len(ids),) + old.shape[1:], name
@@ -215,7 +216,6 @@ def test_the_dice_methods_compare_the_chosen_segmenter_s_masks(tiny_method_model
     from retrieval.ml.descriptors import SEGMENTATION_INPUT, resize_rgb_array
     from retrieval.ml.measures import pack_masks
     from retrieval.ml.segmentation import Segmenter
-    from retrieval.services.segmentation import segmenter_for
 
     settings.INDEX_CHUNK_SIZE = 16
     runtime.forget()
@@ -231,9 +231,9 @@ def test_the_dice_methods_compare_the_chosen_segmenter_s_masks(tiny_method_model
 
     ids = np.load(media_root / index.directory / "case_ids.npy")[:4]
     stored = np.load(media_root / index.directory / "mask.npy")[:4]
-    images = np.stack([resize_rgb_array(runtime.load_rgb(Case.objects.get(id=i).image.path), SEGMENTATION_INPUT)
+    images = np.stack([resize_rgb_array(loaders.load_rgb(Case.objects.get(id=i).image.path), SEGMENTATION_INPUT)
                        for i in ids.tolist()])
-    assert np.array_equal(stored, pack_masks(segmenter_for(learned).masks(images)))
+    assert np.array_equal(stored, pack_masks(loaders.load_segmenter(learned).masks(images)))
     assert not np.array_equal(stored, pack_masks(Segmenter.classical().masks(images)))
 
     extension = index_build_request(model_version=index.model_version, incremental=True)

@@ -7,12 +7,12 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from retrieval import runtime
+from retrieval import loaders, runtime
 from retrieval.methods import METHODS
 from retrieval.models import Case
 from retrieval.services.queries import query_run
 from tests.conftest import build_index_here
-from tests.retrieval.test_api import api, error_of, submit
+from tests.apiclient import api, error_of, submit
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -34,10 +34,7 @@ def all_methods_index(tiny_method_models, settings):
 
 
 @pytest.fixture(autouse=True)
-def no_broker(monkeypatch):
-    from retrieval.services import queries as query_services
-
-    monkeypatch.setattr(query_services, "_enqueue", lambda query_id: None)
+def no_broker(sent_jobs):
     cache.clear()
 
 
@@ -88,7 +85,7 @@ def test_each_method_returns_k_distinct_neighbours_by_its_own_scores(all_methods
     # The same ranking, computed directly from the index's stored descriptors.
     encoder = runtime.descriptor_encoder_for(all_methods_index)
     loaded = runtime.loaded_index(all_methods_index)
-    pixels = runtime.load_rgb(Case.objects.filter(split="test").order_by("id").first().image.path)
+    pixels = loaders.load_rgb(Case.objects.filter(split="test").order_by("id").first().image.path)
     needs = METHODS[method].needs
     encoded = encoder.encode([pixels], needs={"secbir", *needs}, packed_masks=False)
     rows, expected = scoring.method_topk(method, {d: encoded.descriptors[d][0] for d in needs},

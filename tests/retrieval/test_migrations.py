@@ -6,9 +6,9 @@ from django.db import connection, migrations
 from django.db.migrations.loader import MigrationLoader
 
 from retrieval.models import Query
-from retrieval.services.queries import neighbour_vote
+from retrieval.services.queries import neighbour_vote_json
 from tests.retrieval.conftest import ISSUE_15_LABELS, ISSUE_15_OLD_VOTE
-from tests.retrieval.test_query_pages import vote_rows
+from tests.pages import vote_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +41,7 @@ def test_the_vote_migration_rewrites_old_weighted_shares_from_the_stored_neighbo
     operation = _run_forwards(VOTE_MIGRATION)
 
     old.refresh_from_db()
-    assert old.neighbour_vote == neighbour_vote(ISSUE_15_LABELS)
+    assert old.neighbour_vote == neighbour_vote_json(ISSUE_15_LABELS)
     assert old.neighbour_vote["order"] == ["nv", "bkl", "mel", "akiec"]
     assert old.neighbour_vote["scores"] == {"nv": 0.3333, "bkl": 0.3333, "mel": 0.1667, "akiec": 0.1667}
     current.refresh_from_db()

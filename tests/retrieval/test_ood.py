@@ -43,7 +43,7 @@ def _run(user, data: bytes) -> Query:
     query = query_submit(user=user, image_data=data, filename="photo.jpg")
     assert query_run(query_id=query.id, worker="w")
     query.refresh_from_db()
-    assert query.status == "done", query.error
+    assert query.status == "done", query.message
     return query
 
 

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from retrieval.classes import CODES
-from retrieval.ml.metrics import neighbour_vote as vote_winner
+from retrieval.ml.metrics import neighbour_vote
 from retrieval.models import Case, IndexVersion, Query, QueryNeighbour
 from retrieval.selectors import query_payload
 from retrieval.services.queries import (
-    OOD_WARNING, VOTE_NOTE, QueryRejected, neighbour_vote, query_delete, query_refresh, query_run, query_submit,
+    OOD_WARNING, VOTE_NOTE, QueryRejected, neighbour_vote_json, query_delete, query_refresh, query_run, query_submit,
 )
 from tests.retrieval.conftest import ISSUE_15_LABELS
 
@@ -56,7 +56,7 @@ def test_a_query_runs_to_six_ranked_neighbours_with_overlays_and_a_vote(ready_in
     assert query_run(query_id=query.id, worker="w") is True
     assert query_run(query_id=query.id, worker="w") is False  # a redelivered task does nothing
     query.refresh_from_db()
-    assert query.status == "done", query.error
+    assert query.status == "done", query.message
     neighbours = list(query.neighbours.select_related("case"))
     assert [n.rank for n in neighbours] == [1, 2, 3, 4, 5, 6] and QueryNeighbour.objects.count() == 6
     similarities = [n.similarity for n in neighbours]
@@ -81,7 +81,7 @@ def test_a_query_runs_to_six_ranked_neighbours_with_overlays_and_a_vote(ready_in
     assert vote["label"] == "neighbour vote" and "not a diagnosis" in vote["note"]
     assert sum(vote["scores"].values()) == pytest.approx(1.0, abs=1e-3)
     assert sum(vote["counts"].values()) == 6 and vote["top"] in vote["counts"]
-    assert vote == neighbour_vote([n.case.dx for n in neighbours]) and vote["top"] == vote["order"][0]
+    assert vote == neighbour_vote_json([n.case.dx for n in neighbours]) and vote["top"] == vote["order"][0]
 
     with Image.open(query.saliency.path) as overlay:  # at most 512 px on the long side, same aspect
         assert overlay.mode == "RGBA" and overlay.size == (512, round(512 * query.height / query.width))
@@ -97,7 +97,7 @@ def test_a_query_runs_to_six_ranked_neighbours_with_overlays_and_a_vote(ready_in
 
 
 def test_the_stored_vote_of_issue_15_is_count_based_in_the_rules_order():
-    assert neighbour_vote(ISSUE_15_LABELS) == {
+    assert neighbour_vote_json(ISSUE_15_LABELS) == {
         "label": "neighbour vote",
         "top": "nv",
         "order": ["nv", "bkl", "mel", "akiec"],
@@ -112,10 +112,10 @@ def test_the_stored_vote_of_issue_15_is_count_based_in_the_rules_order():
 @hypothesis_settings(max_examples=200, deadline=None, derandomize=True, database=None)
 @given(st.lists(st.sampled_from(CODES), min_size=1, max_size=20))
 def test_the_stored_vote_names_the_reader_studys_class_first_for_any_neighbours(labels):
-    vote = neighbour_vote(labels)
+    vote = neighbour_vote_json(labels)
 
     # readerstudy.services stores neighbour_vote(...) of the metrics module as the majority vote.
-    assert vote["top"] == vote_winner(labels) == vote["order"][0]
+    assert vote["top"] == neighbour_vote(labels) == vote["order"][0]
     assert vote["n"] == len(labels) and sum(vote["counts"].values()) == len(labels)
     assert set(vote["order"]) == set(vote["counts"]) == set(vote["scores"]) == set(labels)
     assert sum(vote["scores"].values()) == pytest.approx(1.0, abs=1e-3)
@@ -192,8 +192,8 @@ def test_a_query_whose_image_became_unreadable_fails_with_a_clinician_message(re
     (media_root / query.image.name).write_bytes(b"garbage")
     assert query_run(query_id=query.id, worker="w")
     query.refresh_from_db()
-    assert query.status == "failed" and f"reference: query #{query.id}" in query.error
-    assert "Traceback" not in query.error and not query.neighbours.exists()
+    assert query.status == "failed" and f"reference: query #{query.id}" in query.message
+    assert "Traceback" not in query.message and not query.neighbours.exists()
 
 
 def test_out_of_distribution_warning_follows_the_calibrated_threshold(ready_index, clinician):
@@ -212,9 +212,8 @@ def test_out_of_distribution_warning_follows_the_calibrated_threshold(ready_inde
     assert like.warning == "" and query_payload(like)["warning"] is None
 
 
-def test_a_query_held_by_a_dead_worker_is_resent_then_taken_over(ready_index, clinician, monkeypatch):
-    sent: list[int] = []
-    monkeypatch.setattr("retrieval.tasks.query_run_task.delay", lambda query_id: sent.append(query_id))
+def test_a_query_held_by_a_dead_worker_is_resent_then_taken_over(ready_index, clinician, sent_jobs):
+    sent = sent_jobs["query"]
     query = query_submit(user=clinician, image_data=_test_case_bytes())
     long_ago = timezone.now() - timedelta(hours=1)
     Query.objects.filter(id=query.id).update(status="running", worker="dead", attempts=1, heartbeat_at=long_ago,
@@ -240,13 +239,13 @@ def test_a_dead_workers_late_result_is_discarded(ready_index, clinician, monkeyp
     from retrieval.services import queries
 
     query = query_submit(user=clinician, image_data=_test_case_bytes())
-    real = queries._analyse
+    real = queries.analyse
 
     def slow_then_overtaken(q, worker):
         Query.objects.filter(id=q.id).update(worker="other")  # taken over while we computed
         return real(q, worker)
 
-    monkeypatch.setattr(queries, "_analyse", slow_then_overtaken)
+    monkeypatch.setattr(queries, "analyse", slow_then_overtaken)
     query_run(query_id=query.id, worker="slow")
     query.refresh_from_db()
     assert query.status == "running" and not query.neighbours.exists() and not query.saliency
@@ -258,13 +257,13 @@ def test_repeatedly_interrupted_and_never_picked_up_queries_fail_with_messages(r
     Query.objects.filter(id=interrupted.id).update(status="running", attempts=settings.JOB_MAX_ATTEMPTS,
                                                    heartbeat_at=long_ago)
     assert query_refresh(query=interrupted).status == "failed"
-    assert "interrupted several times" in Query.objects.get(id=interrupted.id).error
+    assert "interrupted several times" in Query.objects.get(id=interrupted.id).message
     assert query_run(query_id=interrupted.id, worker="w") is False
 
     forgotten = query_submit(user=clinician, image_data=_image_bytes(seed=2))
     Query.objects.filter(id=forgotten.id).update(created_at=long_ago)
     failed = query_refresh(query=forgotten)
-    assert failed.status == "failed" and "did not pick up" in failed.error
+    assert failed.status == "failed" and "did not pick up" in failed.message
 
 
 def test_delete_removes_the_row_and_its_files_but_not_shared_overlays(ready_index, clinician, media_root,

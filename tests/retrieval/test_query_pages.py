@@ -15,9 +15,10 @@ from lesionsearch.roles import CLINICIAN
 from retrieval import selectors
 from retrieval.classes import BY_CODE
 from retrieval.models import Query
-from retrieval.services.queries import neighbour_vote, query_run
+from retrieval.services.queries import neighbour_vote_json, query_run
 from retrieval.views import VOTE_NOTE
 from tests.conftest import jpeg_bytes
+from tests.pages import section, text_of, vote_rows
 from tests.retrieval.conftest import ISSUE_15_LABELS
 
 pytestmark = pytest.mark.django_db
@@ -39,17 +40,6 @@ def stored_query(user, seed: int, **fields) -> Query:
 
 def upload(name: str, data: bytes, content_type: str = "image/jpeg") -> SimpleUploadedFile:
     return SimpleUploadedFile(name, data, content_type=content_type)
-
-
-def section(page: str, element_id: str) -> str:
-    """The HTML of the <section> with this id (sections on these pages do not nest)."""
-    match = re.search(rf'<section[^>]*\bid="{element_id}".*?</section>', page, re.S)
-    assert match, f"no section #{element_id}"
-    return match.group(0)
-
-
-def text_of(fragment: str) -> str:
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", fragment)).split())
 
 
 def neighbour_items(page: str) -> list[str]:
@@ -168,7 +158,7 @@ def test_without_an_index_a_valid_image_is_refused_with_503(client, clinician, m
 def test_history_lists_only_the_users_own_queries_newest_first(client, clinician, other_clinician, media_root):
     mine = [stored_query(clinician, i) for i in (1, 2)]
     mine.append(stored_query(clinician, 3, status="done",
-                             neighbour_vote=neighbour_vote(["nv", "mel", "nv", "mel", "nv", "bkl"])))
+                             neighbour_vote=neighbour_vote_json(["nv", "mel", "nv", "mel", "nv", "bkl"])))
     theirs = stored_query(other_clinician, 4)
     client.force_login(clinician)
     page = client.get("/search/").content.decode()
@@ -207,13 +197,6 @@ def test_nobody_deletes_another_users_query(client, clinician, other_clinician, 
     assert Query.objects.filter(pk=theirs.pk).exists()
 
 
-def vote_rows(page: str) -> list[tuple[str, str, str]]:
-    """(class code, count, share) of each server-rendered vote row, top to bottom."""
-    rows = re.findall(r'<li class="vote-row".*?</li>', section(page, "vote"), re.S)
-    slots = [dict(re.findall(r'data-slot="(\w+)">([^<]*)<', row)) for row in rows]
-    return [(slot["code"], slot["count"], slot["share"]) for slot in slots]
-
-
 def test_the_vote_of_issue_15_reads_the_same_on_the_result_page_and_in_the_history(client, clinician,
                                                                                    stored_done_query):
     query = stored_done_query(clinician, ISSUE_15_LABELS)
@@ -245,7 +228,7 @@ def done_query(clinician, ready_index):
     query = query_submit(user=clinician, image_data=jpeg_bytes(11, size=(120, 90)), filename="mole.jpg")
     assert query_run(query_id=query.pk, worker="test")
     query.refresh_from_db()
-    assert query.status == "done", query.error
+    assert query.status == "done", query.message
     return query
 
 
@@ -313,7 +296,7 @@ def test_the_out_of_distribution_warning_is_shown_above_the_results(client, clin
 
 
 def test_a_failed_query_shows_its_error(client, clinician, media_root):
-    query = stored_query(clinician, 1, status="failed", error="The image could not be analysed (reference: 1).")
+    query = stored_query(clinician, 1, status="failed", message="The image could not be analysed (reference: 1).")
     client.force_login(clinician)
     page = client.get(f"/queries/{query.pk}/").content.decode()
     error = re.search(r'<div id="query-error" class="alert error" role="alert"\s*>(.*?)</div>', page, re.S)

@@ -13,15 +13,11 @@ from retrieval.models import Case, ModelVersion
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 
-@pytest.fixture
-def small_library(tmp_path, media_root):
-    call_command("make_synthetic_library", "--limit", "40", "--seed", "4", "--workers", "2",
-                 "--out", str(tmp_path / "syn"), verbosity=0)
-    call_command("split_library", "--seed", "71", verbosity=0)
+SMALL_LIBRARY_SIZE = 40  # images: enough for tuples of every class, fast to train
 
 
 def test_triplet_stage_registers_a_loadable_embedding(small_library, media_root):
-    from retrieval.ml.metric import EmbeddingNet, load_embedding
+    from retrieval.ml.embedding import EmbeddingNet, load_embedding
 
     out = StringIO()
     call_command("train_model", "--config", "tiny", "--stage", "triplet", "--epochs", "1", "--batch-size", "8",

@@ -12,13 +12,6 @@ from retrieval.models import ModelVersion
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 
-@pytest.fixture
-def small_library(tmp_path, media_root):
-    call_command("make_synthetic_library", "--limit", "60", "--seed", "4", "--workers", "2",
-                 "--out", str(tmp_path / "syn"), verbosity=0)
-    call_command("split_library", "--seed", "71", verbosity=0)
-
-
 def test_train_both_stages_registers_a_3ch_and_a_4ch_version(small_library, media_root):
     out = StringIO()
     call_command("train_model", "--config", "tiny", "--stage", "both", "--epochs", "2", "--batch-size", "8",

@@ -5,7 +5,8 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from retrieval.models import IndexVersion, ModelVersion
+from retrieval import selectors
+from retrieval.models import IndexVersion
 
 
 class Command(BaseCommand):
@@ -42,7 +43,7 @@ class Command(BaseCommand):
         def model(version_id, what):
             if version_id is None:
                 return None
-            found = ModelVersion.objects.filter(id=version_id).first()
+            found = selectors.model_version_get(version_id=version_id)
             if found is None:
                 raise CommandError(f"{what}: no ModelVersion #{version_id}")
             return found
@@ -68,7 +69,7 @@ class Command(BaseCommand):
         while True:
             if not here or not index_build_run(index_id=index.id, worker="build_index command", enqueue_next=False):
                 time.sleep(1.0)  # a worker holds it (or --here was not asked): follow its progress
-            index = IndexVersion.objects.get(id=index.id)
+            index = selectors.index_get(index_id=index.id)
             if not here:
                 index = index_refresh(index=index)
             bar.total = index.total

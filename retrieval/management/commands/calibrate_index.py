@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from retrieval import selectors
 from retrieval.models import IndexVersion
 
 
@@ -21,9 +22,8 @@ class Command(BaseCommand):
         # figures when done (like evaluate_retrieval); it needs the model files and MEDIA_ROOT, as
         # build_index --here does, and takes about as long as encoding the held-out images once.
         from retrieval.services.ood import CalibrationError, index_calibrate
-        from retrieval.services.queries import index_for_queries
 
-        target = IndexVersion.objects.filter(id=index).first() if index is not None else index_for_queries()
+        target = selectors.index_get(index_id=index) if index is not None else selectors.index_for_queries()
         if target is None:
             raise CommandError(f"no index #{index}" if index is not None else "no active index; give --index")
         try:

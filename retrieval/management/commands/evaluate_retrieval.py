@@ -20,6 +20,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from retrieval.ham10000 import MetadataError
+from retrieval.management.options import add_saliency_options
 from retrieval.methods import METHODS
 from retrieval.ml.metrics import DEFAULT_KS, RetrievalScores, validate_ks
 from retrieval.ml.bootstrap import DEFAULT_REPLICATES
@@ -72,12 +73,11 @@ class Command(BaseCommand):
         parser.add_argument("--segmentation-model", type=int, metavar="V",
                             help="learned segmentation ModelVersion for the Dice methods (default: classical "
                                  "segmentation)")
-        parser.add_argument("--saliency", choices=["vanilla", "integrated"],
-                            help="saliency method for the 4-channel input (default: the one the model was trained "
-                                 "on, recorded on its ModelVersion; another one is refused)")
-        parser.add_argument("--ig-steps", type=int, help="integrated gradients: number of steps (default: the model's)")
-        parser.add_argument("--ig-baseline", choices=["black", "grey"],
-                            help="integrated gradients: baseline image (default: the model's)")
+        add_saliency_options(
+            parser, saliency="saliency method for the 4-channel input (default: the one the model was trained on, "
+                             "recorded on its ModelVersion; another one is refused)",
+            ig_steps="integrated gradients: number of steps (default: the model's)",
+            ig_baseline="integrated gradients: baseline image (default: the model's)")
         parser.add_argument("--library-saliency", choices=["truth", "predicted", "both"], default="truth",
                             help="library images' saliency maps for their ground-truth class (default, the thesis), "
                                  "for the 3-channel model's predicted class (as queries get them), or both side by "
@@ -130,22 +130,24 @@ class Command(BaseCommand):
         (ModelEvaluation, the methods' row names in order)."""
         from django.conf import settings
 
+        from retrieval import selectors
         from retrieval.evaluation import (
             LIBRARY_BOTH, METHOD_SECBIR, METHOD_SECBIR_PREDICTED, checked_saliency, evaluate_model, model_stem_init,
         )
         from retrieval.models import ModelVersion
 
-        versions = ModelVersion.objects.filter(stage=ModelVersion.Stage.RGB_SALIENCY).select_related("parent")
-        version = versions.filter(id=version_id).first() if version_id else versions.first()
+        four_channel = ModelVersion.Stage.RGB_SALIENCY
+        version = (selectors.model_version_get(version_id=version_id, stage=four_channel) if version_id
+                   else selectors.model_version_newest(stage=four_channel))
         if version is None:
             raise CommandError(f"no 4-channel ModelVersion {version_id}" if version_id else NO_MODEL)
         segmentation = None
         if segmentation_id is not None:
-            segmentation = ModelVersion.objects.filter(id=segmentation_id, stage=ModelVersion.Stage.SEGMENTATION).first()
+            segmentation = selectors.model_version_get(version_id=segmentation_id, stage=ModelVersion.Stage.SEGMENTATION)
             if segmentation is None:
                 raise CommandError(f"--segmentation-model: no segmentation ModelVersion #{segmentation_id}")
-        newest = {stage: ModelVersion.objects.filter(stage=stage, collection=version.collection)
-                  .order_by("-created_at", "-id").first() for stage in ("contrastive", "triplet")}
+        newest = {stage: selectors.model_version_newest(stage=stage, collection=version.collection)
+                  for stage in ("contrastive", "triplet")}
         if method_names.strip() == "all":
             methods = [name for name in METHODS if name not in newest or newest[name] is not None]
             skipped = [name for name in newest if newest[name] is None]

@@ -8,8 +8,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from retrieval import selectors
 from retrieval.classes import NO_SPLIT
-from retrieval.models import Case, IndexVersion, ModelVersion
+from retrieval.models import ModelVersion
 
 COLLECTION = "synthetic"
 SPLIT_SEED = 71
@@ -50,7 +51,7 @@ class Command(BaseCommand):
 
         model4 = self._newest_model(training.config)
         self._step(2, "Train/validation/test split")
-        if Case.objects.filter(collection=COLLECTION, split=NO_SPLIT).exists() and model4 is None:
+        if selectors.case_list(collection=COLLECTION, split=NO_SPLIT).exists() and model4 is None:
             call_command("split_library", "--collection", COLLECTION, "--seed", str(SPLIT_SEED), verbosity=verbosity,
                          stdout=self.stdout)
         else:
@@ -64,13 +65,13 @@ class Command(BaseCommand):
             self.stdout.write(f"  using {model4}: validation accuracy {model4.metrics.get('accuracy', 0):.3f}")
 
         self._step(4, "Retrieval index")
-        active = IndexVersion.objects.filter(collection=COLLECTION, active=True, model_version=model4).first()
+        active = selectors.index_active(collection=COLLECTION, model_version=model4)
         if active is None:
             call_command("build_index", "--model-version", str(model4.id), "--here", verbosity=verbosity,
                          stdout=self.stdout, stderr=self.stderr)
         else:
             indexed = active.size + len(active.skipped)
-            library = Case.objects.filter(collection=COLLECTION).exclude(split="test").count()
+            library = selectors.case_indexable_count(collection=COLLECTION)
             if library > indexed:
                 call_command("build_index", "--model-version", str(model4.id), "--incremental", "--here",
                              verbosity=verbosity, stdout=self.stdout, stderr=self.stderr)
@@ -83,14 +84,13 @@ class Command(BaseCommand):
 
     @staticmethod
     def _newest_model(config: str) -> ModelVersion | None:
-        return (ModelVersion.objects.filter(collection=COLLECTION, config=config, stage=ModelVersion.Stage.RGB_SALIENCY)
-                .order_by("-created_at", "-id").first())
+        return selectors.model_version_newest(stage=ModelVersion.Stage.RGB_SALIENCY, config=config, collection=COLLECTION)
 
     def _train(self, training, device: str, seed: int, verbosity: int) -> ModelVersion:
         from retrieval.services import model_train
 
-        parent = (ModelVersion.objects.filter(collection=COLLECTION, config=training.config, stage="3ch")
-                  .order_by("-created_at", "-id").first())
+        parent = selectors.model_version_newest(stage=ModelVersion.Stage.RGB, config=training.config,
+                                                collection=COLLECTION)
         stages = ["4ch"] if parent else ["3ch", "4ch"]
         epochs = " + ".join(f"{training.epochs[s]} {s}" for s in stages)
         self.stdout.write(f"  training {epochs} epochs on the CPU takes a few minutes; progress bars follow")
@@ -111,17 +111,15 @@ class Command(BaseCommand):
         tried in one sitting (a real study keeps the default 24 hours)."""
         from datetime import timedelta
 
-        from django.contrib.auth import get_user_model
-
-        from lesionsearch.roles import READER
         from readerstudy.models import Study
+        from readerstudy.selectors import readers_by_username, study_by_name
         from readerstudy.services import study_assign, study_create, study_open, study_prepare
 
-        study = Study.objects.filter(name=DEMO_STUDY).first()
+        study = study_by_name(name=DEMO_STUDY)
         if study is not None:
             self.stdout.write(f"  study {study.name!r} exists ({study.get_status_display().lower()})")
             return
-        readers = list(get_user_model().objects.filter(groups__name=READER, username="reader"))
+        readers = readers_by_username(usernames=["reader"])
         study = study_create(user=None, name=DEMO_STUDY, cases_per_reader=20, washout=timedelta(minutes=2), enqueue=False,
                              description="A demonstration of the two-task protocol: 20 images, first alone, then "
                                          "(two minutes after you finish) rotated and with the six most similar cases.")

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
+from retrieval import selectors
 from retrieval.classes import CODES, SPLIT_CHOICES, TEST
 from retrieval.models import ModelVersion
 
@@ -42,27 +43,27 @@ class Command(BaseCommand):
             self.evaluate(collection, o)
 
     def evaluate(self, collection: str, o) -> None:
-        from retrieval.services.segmentation import NoMasks, segmentation_evaluate, segmenter_for
+        from retrieval.loaders import load_segmenter
+        from retrieval.services.segmentation import NoMasks, segmentation_evaluate
 
         versions = [None]
         if o["model_version"] is not None:
-            version = ModelVersion.objects.filter(id=o["model_version"]).first()
-            if version is None or version.stage != ModelVersion.Stage.SEGMENTATION:
+            version = selectors.model_version_get(version_id=o["model_version"], stage=ModelVersion.Stage.SEGMENTATION)
+            if version is None:
                 raise CommandError(f"no segmentation ModelVersion #{o['model_version']}")
             versions.append(version)
         rows = []
         try:
             for version in versions:
-                segmenter = segmenter_for(version, device=o["device"])
+                segmenter = load_segmenter(version, device=o["device"])
                 rows.append(segmentation_evaluate(collection=collection, segmenter=segmenter, split=o["split"]))
         except NoMasks as exc:
             raise CommandError(str(exc)) from None
         self.write_table(rows)
 
     def train(self, collection: str, o) -> None:
-        from retrieval.services.segmentation import (
-            NoMasks, cases_with_masks, segmentation_evaluate, segmentation_train, segmenter_for,
-        )
+        from retrieval.loaders import load_segmenter
+        from retrieval.services.segmentation import NoMasks, cases_with_masks, segmentation_evaluate, segmentation_train
 
         if o["epochs"] < 1:
             raise CommandError("--epochs must be at least 1")
@@ -92,7 +93,7 @@ class Command(BaseCommand):
             cases_with_masks(collection=collection, split=TEST)
         except NoMasks:
             return
-        rows = [segmentation_evaluate(collection=collection, segmenter=segmenter_for(v, device=o["device"]),
+        rows = [segmentation_evaluate(collection=collection, segmenter=load_segmenter(v, device=o["device"]),
                                       split=TEST) for v in (None, version)]
         self.write_table(rows)
 

@@ -3,11 +3,10 @@ from __future__ import annotations
 import os
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 
 from lesionsearch.roles import CLINICIAN, READER, STUDY_ADMIN
+from lesionsearch.users import demo_user_ensure
 
 DEMO_USERS = (
     ("clinician", CLINICIAN, False),
@@ -27,13 +26,6 @@ class Command(BaseCommand):
         if not settings.DEBUG and not force:
             raise CommandError("refusing to create demo users with DEBUG off (use --force on a test deployment)")
         password = os.environ.get("DEMO_PASSWORD", "lesionsearch-demo")
-        User = get_user_model()
         for username, role, superuser in DEMO_USERS:
-            user, created = User.objects.get_or_create(username=username, defaults={"is_staff": superuser or role == STUDY_ADMIN})
-            if created:
-                user.set_password(password)
-                user.is_superuser = superuser
-                user.save()
-            if role:
-                user.groups.add(Group.objects.get(name=role))
+            _, created = demo_user_ensure(username=username, password=password, role=role, superuser=superuser)
             self.stdout.write(f"{'created' if created else 'exists '} {username}" + (f" ({role})" if role else " (superuser)"))

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from retrieval.models import ModelVersion
+from retrieval import selectors
+from retrieval.management.options import add_saliency_options
 
 
 class Command(BaseCommand):
@@ -58,172 +58,106 @@ class Command(BaseCommand):
         parser.add_argument("--lr", type=float, help="base learning rate (default: the thesis value of the stage; "
                                                     "5e-3 for contrastive/triplet)")
         parser.add_argument("--workers", type=int, default=4, help="DataLoader workers (CUDA only)")
-        parser.add_argument("--saliency", choices=["vanilla", "integrated"],
-                            help="4-channel stage: the saliency maps it trains on (default: vanilla gradient, the "
-                                 "thesis's; integrated: integrated gradients, then evaluate and index with the same)")
-        parser.add_argument("--ig-steps", type=int, help="with --saliency integrated: number of steps (default 32)")
-        parser.add_argument("--ig-baseline", choices=["black", "grey"],
-                            help="with --saliency integrated: baseline image (default black)")
+        add_saliency_options(
+            parser, saliency="4-channel stage: the saliency maps it trains on (default: vanilla gradient, the "
+                             "thesis's; integrated: integrated gradients, then evaluate and index with the same)",
+            ig_steps="with --saliency integrated: number of steps (default 32)",
+            ig_baseline="with --saliency integrated: baseline image (default black)")
+        parser.add_argument("--queue", action="store_true",
+                            help="queue the training as a background job of the worker instead of training in this "
+                                 "process (progress per epoch in the admin and with --status; a killed worker's "
+                                 "job resumes from its last epoch)")
+        parser.add_argument("--status", type=int, metavar="JOB",
+                            help="show a queued training job's status and progress, and exit")
         parser.add_argument("--stem-init", choices=["mean", "zero"],
                             help="4-channel stage: how the saliency filter of the widened stem starts: mean of the "
                                  "RGB filters, or zero (the 4-channel model then starts as exactly the 3-channel "
                                  "one); default: see docs/retrieval.md, 'Stem initialisation'")
 
     def handle(self, *args, **o):
-        from retrieval.ml.profiles import get_profile
-        from retrieval.selectors import default_collection
-        from retrieval.services import model_train
+        from retrieval.services.training import REQUEST_DEFAULTS, training_plan, training_queue
 
-        if (o["epochs"] is not None and o["epochs"] < 1) or (o["batch_size"] is not None and o["batch_size"] < 1):
-            raise CommandError("--epochs and --batch-size must be at least 1")
-        profile = get_profile(o["profile"])
-        o["config"] = o["config"] or profile.config
+        if o["status"] is not None:
+            return self.show_status(o["status"])
         if o["resume"] and not o["resume"].is_file():
             raise CommandError(f"--resume {o['resume']}: no such file")
+        if o["resume"] and o["queue"]:
+            raise CommandError("--resume is for a run in this process; a queued training resumes by itself")
+        request = {key: o[key] for key in REQUEST_DEFAULTS}
+        if o["groups"]:
+            request["groups"] = str(o["groups"])  # a CSV file; the plan reads it
         try:
-            collection = o["collection"] or default_collection()
+            if o["queue"]:
+                job = training_queue(request=request)
+            else:
+                plan = training_plan(request)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        if o["stage"] in ("contrastive", "triplet"):
-            if any(o[key] is not None for key in FOUR_CHANNEL_OPTIONS):
-                raise CommandError("--saliency, --ig-steps, --ig-baseline and --stem-init are options of the "
-                                   "4-channel stage (--stage 4ch or both)")
-            return self.train_embedding(o, profile, collection)
-        if o["groups"] or o["non_hierarchical"] or o["margin"] is not None:
-            raise CommandError("--groups, --non-hierarchical and --margin are options of --stage contrastive|triplet")
-        stages = ["3ch", "4ch"] if o["stage"] == "both" else [o["stage"]]
-        four_channel = four_channel_options(o, stages)
-        parent = None
-        if stages == ["4ch"]:
-            parents = ModelVersion.objects.filter(stage="3ch", config=o["config"], collection=collection)
-            parent = parents.filter(id=o["parent"]).first() if o["parent"] else parents.first()
-            if parent is None:
-                raise CommandError(f"no 3-channel {o['config']} model for {collection!r}; train --stage 3ch first")
-        explicit = {key: o[key] for key in ("epochs", "batch_size") if o[key] is not None}
+        if o["queue"]:
+            self.stdout.write(f"Queued training job {job.id}: {job.message.removeprefix('waiting for the worker: ')}. "
+                              "The worker trains it one epoch at a time; follow it in the admin (Training jobs) or "
+                              f"with `train_model --status {job.id}`.")
+            return
+        work_dir = Path(settings.MEDIA_ROOT) / "training" / f"{plan.config}-{plan.collection}-seed{o['seed']}"
+        for options in plan.options.values():
+            options.progress = o["verbosity"] > 0
         try:
-            options = profile.stage_options(stages, seed=o["seed"], device=o["device"], num_workers=o["workers"],
-                                            lr=o["lr"], progress=o["verbosity"] > 0, **explicit, **four_channel)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-        if o["verbosity"] > 0:
-            plan = ", ".join(f"{stage} {options[stage].epochs} epochs" for stage in stages)
-            four = ""
-            if "4ch" in stages:
-                chosen = options["4ch"]
-                four = f"; 4-channel stage: {chosen.saliency_options['method']} saliency maps, {chosen.stem_init} stem"
-            self.stdout.write(f"Training {o['config']} on {collection!r}, profile {profile.name}: {plan}, "
-                              f"batch {options[stages[0]].batch_size}{four}")
-        work_dir = Path(settings.MEDIA_ROOT) / "training" / f"{o['config']}-{collection}-seed{o['seed']}"
-        try:
-            versions = model_train(config_name=o["config"], stages=stages, collection=collection, options=options,
-                                   resume=o["resume"], parent=parent, work_dir=work_dir)
+            if plan.embedding:
+                self.train_embedding(o, plan, work_dir)
+            else:
+                self.train_classifiers(o, plan, work_dir)
         except (ValueError, RuntimeError) as exc:
             raise CommandError(str(exc)) from None
+
+    def show_status(self, job_id: int) -> None:
+        from retrieval.services.training import training_refresh
+
+        job = selectors.training_job_get(job_id=job_id)
+        if job is None:
+            raise CommandError(f"no training job {job_id}")
+        job = training_refresh(job)
+        versions = ", ".join(str(v) for v in job.model_versions.order_by("id")) or "none yet"
+        self.stdout.write(f"Training job {job.id} ({job.config} {job.stage} on {job.collection!r}): {job.status}, "
+                          f"{job.done} of {job.total} epochs; {job.message or 'no message'}; models: {versions}")
+
+    def train_classifiers(self, o, plan, work_dir: Path) -> None:
+        from retrieval.services.training import model_train
+
+        if o["verbosity"] > 0:
+            plan_text = ", ".join(f"{stage} {plan.options[stage].epochs} epochs" for stage in plan.stages)
+            four = ""
+            if "4ch" in plan.stages:
+                chosen = plan.options["4ch"]
+                four = f"; 4-channel stage: {chosen.saliency_options['method']} saliency maps, {chosen.stem_init} stem"
+            self.stdout.write(f"Training {plan.config} on {plan.collection!r}, profile {plan.profile}: {plan_text}, "
+                              f"batch {plan.options[plan.stages[0]].batch_size}{four}")
+        versions = model_train(config_name=plan.config, stages=plan.stages, collection=plan.collection,
+                               options=plan.options, resume=o["resume"], parent=plan.parent, work_dir=work_dir)
         for version in versions:
             m = version.metrics
             self.stdout.write(f"{version}: validation accuracy {m['accuracy']:.3f}, macro sensitivity "
                               f"{m['macro_sensitivity']:.3f} (epoch {m['epoch']}); {version.weights_source}")
 
-    def train_embedding(self, o, profile, collection: str) -> None:
+    def train_embedding(self, o, plan, work_dir: Path) -> None:
         """--stage contrastive|triplet: train the embedding and register it like the classifiers."""
-        from retrieval.ml.configs import get_config
-        from retrieval.ml.train import data_fingerprint, train_embedding
-        from retrieval.services.library import _register_model, training_items
+        from retrieval.services.training import embedding_train, training_items
 
-        stage = o["stage"]
-        if o["resume"]:
-            raise CommandError(f"--resume is not supported for --stage {stage}")
-        if o["margin"] is not None and o["margin"] <= 0:
-            raise CommandError("--margin must be positive")
-        if o["non_hierarchical"] and not o["groups"]:
-            raise CommandError("--non-hierarchical needs --groups")
-        parent = None
-        if o["parent"] is not None:
-            parent = ModelVersion.objects.filter(id=o["parent"], stage="3ch", config=o["config"],
-                                                 collection=collection).first()
-            if parent is None:
-                raise CommandError(f"--parent {o['parent']}: no 3-channel {o['config']} model of {collection!r} "
-                                   "with that id")
-        groups = read_groups(o["groups"], collection) if o["groups"] else None
-        explicit = {key: o[key] for key in ("epochs", "batch_size") if o[key] is not None}
-        options = profile.options(stage, seed=o["seed"], device=o["device"], num_workers=o["workers"], lr=o["lr"],
-                                  progress=o["verbosity"] > 0, **explicit)
-        try:
-            train, val = training_items(collection=collection)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-        if groups is not None:
+        stage, options, groups = plan.stage, plan.options[plan.stage], plan.groups
+        train, _ = training_items(collection=plan.collection)
+        if groups is not None and o["verbosity"] > 0:
             grouped = sum(item.key in groups for item in train)
-            if o["verbosity"] > 0:
-                self.stdout.write(f"Similarity groups: {grouped} of {len(train)} training images in "
-                                  f"{len(set(groups.values()))} groups ({'non-' if o['non_hierarchical'] else ''}"
-                                  "hierarchical selection)")
+            self.stdout.write(f"Similarity groups: {grouped} of {len(train)} training images in "
+                              f"{len(set(groups.values()))} groups ({'non-' if o['non_hierarchical'] else ''}"
+                              "hierarchical selection)")
         if o["verbosity"] > 0:
-            start = f"the backbone of {parent}" if parent else "ImageNet weights"
-            self.stdout.write(f"Training a {stage} embedding of {o['config']} on {collection!r} from {start}, "
-                              f"profile {profile.name}: {options.epochs} epochs, batch {options.batch_size}")
-        work_dir = Path(settings.MEDIA_ROOT) / "training" / f"{o['config']}-{collection}-seed{o['seed']}"
-        try:
-            result = train_embedding(stage, get_config(o["config"]), train, val, work_dir, options=options,
-                                     groups=groups, init_checkpoint=Path(parent.checkpoint.path) if parent else None,
-                                     hierarchical=not o["non_hierarchical"], margin=o["margin"])
-        except (ValueError, RuntimeError) as exc:
-            raise CommandError(str(exc)) from None
-        version = _register_model(config=o["config"], stage=stage, collection=collection, result=result,
-                                  parent=parent, options=options, fingerprint=data_fingerprint(train, val))
+            start = f"the backbone of {plan.parent}" if plan.parent else "ImageNet weights"
+            self.stdout.write(f"Training a {stage} embedding of {plan.config} on {plan.collection!r} from {start}, "
+                              f"profile {plan.profile}: {options.epochs} epochs, batch {options.batch_size}")
+        version = embedding_train(config_name=plan.config, stage=stage, collection=plan.collection, options=options,
+                                  work_dir=work_dir, parent=plan.parent, groups=groups,
+                                  hierarchical=plan.hierarchical, margin=plan.margin, resume=o["resume"])
         m = version.metrics
         val_loss = f", loss {m['val_loss']:.4f}" if "val_loss" in m else ""
         cutoffs = ", ".join(f"P@{k} {m[f'precision_at_{k}']:.3f}" for k in (1, 3, 6, 9) if f"precision_at_{k}" in m)
         self.stdout.write(f"{version}: validation AP@6 {m.get('ap_at_6', float('nan')):.3f}, {cutoffs}{val_loss} "
                           f"(epoch {m['epoch']}); {version.weights_source}")
-
-
-#: train_model options of the 4-channel stage -> TrainOptions fields.
-FOUR_CHANNEL_OPTIONS = {"saliency": "saliency", "ig_steps": "ig_steps", "ig_baseline": "ig_baseline",
-                        "stem_init": "stem_init"}
-
-
-def four_channel_options(o: dict, stages: list[str]) -> dict:
-    """The explicitly given 4-channel options as TrainOptions overrides; refused without a 4ch stage,
-    and the IG options without --saliency integrated."""
-    given = {field: o[key] for key, field in FOUR_CHANNEL_OPTIONS.items() if o[key] is not None}
-    if given and "4ch" not in stages:
-        raise CommandError("--saliency, --ig-steps, --ig-baseline and --stem-init are options of the 4-channel "
-                           "stage (--stage 4ch or both)")
-    if (o["ig_steps"] is not None or o["ig_baseline"] is not None) and o["saliency"] != "integrated":
-        raise CommandError("--ig-steps and --ig-baseline need --saliency integrated")
-    if o["ig_steps"] is not None and o["ig_steps"] < 1:
-        raise CommandError("--ig-steps must be at least 1")
-    return given
-
-
-def read_groups(path: Path, collection: str) -> dict[str, str]:
-    """``image_id,group`` rows -> {case sha256 (the training items' key): group}; CommandError on bad input."""
-    from retrieval.models import Case
-
-    if not path.is_file():
-        raise CommandError(f"--groups {path}: no such file")
-    groups: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        for number, row in enumerate(csv.reader(handle), start=1):
-            if not row or not any(cell.strip() for cell in row):
-                continue
-            cells = [cell.strip() for cell in row]
-            if number == 1 and [c.lower() for c in cells[:2]] == ["image_id", "group"]:
-                continue
-            if len(cells) != 2 or not cells[0] or not cells[1]:
-                raise CommandError(f"--groups {path}, line {number}: expected image_id,group, got {row!r}")
-            image_id, group = cells
-            if groups.get(image_id, group) != group:
-                raise CommandError(f"--groups {path}, line {number}: {image_id} is in two groups "
-                                   f"({groups[image_id]!r} and {group!r})")
-            groups[image_id] = group
-    if not groups:
-        raise CommandError(f"--groups {path}: no rows")
-    keys = dict(Case.objects.filter(collection=collection, image_id__in=list(groups))
-                .values_list("image_id", "sha256"))
-    unknown = sorted(set(groups) - set(keys))
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-        raise CommandError(f"--groups {path}: {len(unknown)} image id(s) not in collection {collection!r}: {shown}")
-    return {keys[image_id]: group for image_id, group in groups.items()}

@@ -43,6 +43,12 @@ def check(value, text):
     assert printed(value, text), f"{value!r} does not print as {text}"
 
 
+def check_all(values: dict, expected: dict[str, str]) -> None:
+    """:func:`check` each named value against the text the reference printed for it."""
+    for key, text in expected.items():
+        check(values[key], text)
+
+
 @pytest.fixture(scope="module")
 def vandyke() -> list[Rating]:
     return parse_ratings(DATA.read_text(encoding="utf-8"))
@@ -72,19 +78,16 @@ def test_reader_figures_of_merit_match_rjafroc_and_mrmcaov(jackknife):
 
 def test_random_readers_random_cases_jackknife_matches_mrmcaov(jackknife):
     # [MRMCaov README]
-    vc = jackknife["variance_components"]
-    for key, text in [("var_r", "0.0015349993"), ("var_tr", "0.0002004025"), ("var_error", "0.0008022883"),
-                      ("cov1", "0.0003466137"), ("cov2", "0.0003440748"), ("cov3", "0.0002390284")]:
-        check(vc[key], text)
-    for key, text in [("r1", "0.4320314"), ("r2", "0.4288668"), ("r3", "0.2979333")]:
-        check(vc["correlations"][key], text)
+    check_all(jackknife["variance_components"],
+              {"var_r": "0.0015349993", "var_tr": "0.0002004025", "var_error": "0.0008022883",
+               "cov1": "0.0003466137", "cov2": "0.0003440748", "cov3": "0.0002390284"})
+    check_all(jackknife["variance_components"]["correlations"],
+              {"r1": "0.4320314", "r2": "0.4288668", "r3": "0.2979333"})
     check(jackknife["mean_squares"]["ms_t"], "0.004796171")
     check(jackknife["mean_squares"]["ms_tr"], "0.0005510306")
     rrrc = jackknife["random_readers_random_cases"]
     check(rrrc["denominator"], "0.001076263")
-    check(rrrc["F"], "4.456319")
-    check(rrrc["ddf"], "15.25967")
-    check(rrrc["p"], "0.05166569")
+    check_all(rrrc, {"F": "4.456319", "ddf": "15.25967", "p": "0.05166569"})
     assert rrrc["ndf"] == 1
     (d,) = rrrc["differences"]
     assert (d["a"], d["b"]) == ("1", "2")
@@ -162,14 +165,11 @@ def test_random_readers_fixed_cases_matches_mrmcaov(jackknife):
 def test_delong_covariance_matches_mrmcaov(vandyke):
     # [MRMCaov JSS] "DeLong method"
     result = analyse(vandyke, covariance="delong")
-    vc = result["variance_components"]
-    for key, text in [("var_r", "0.0015364254"), ("var_tr", "0.0002045840"), ("var_error", "0.0007921325"),
-                      ("cov1", "0.0003420090"), ("cov2", "0.0003395265"), ("cov3", "0.0002358497")]:
-        check(vc[key], text)
+    check_all(result["variance_components"],
+              {"var_r": "0.0015364254", "var_tr": "0.0002045840", "var_error": "0.0007921325",
+               "cov1": "0.0003420090", "cov2": "0.0003395265", "cov3": "0.0002358497"})
     rrrc = result["random_readers_random_cases"]
-    check(rrrc["F"], "4.484854")
-    check(rrrc["ddf"], "15.06611")
-    check(rrrc["p"], "0.05123303")
+    check_all(rrrc, {"F": "4.484854", "ddf": "15.06611", "p": "0.05123303"})
     check(rrrc["differences"][0]["se"], "0.0206825")
     check(rrrc["differences"][0]["ci95"][1], "0.0002665519")
     check(rrrc["treatments"]["1"]["se"], "0.03307642")
@@ -197,14 +197,11 @@ def test_binary_sensitivity_matches_mrmcaov(vandyke):
     # [MRMCaov JSS] binary_sens(truth, rating >= 3): on the 45 positive cases only
     result = analyse(vandyke, fom="sensitivity", threshold=3)
     assert result["n_cases"] == 45
-    vc = result["variance_components"]
-    for key, text in [("var_r", "0.0049747475"), ("var_tr", "0.0007828283"), ("var_error", "0.0023681257"),
-                      ("cov1", "0.0009943883"), ("cov2", "0.0010145903"), ("cov3", "0.0006604938")]:
-        check(vc[key], text)
+    check_all(result["variance_components"],
+              {"var_r": "0.0049747475", "var_tr": "0.0007828283", "var_error": "0.0023681257",
+               "cov1": "0.0009943883", "cov2": "0.0010145903", "cov3": "0.0006604938"})
     rrrc = result["random_readers_random_cases"]
-    check(rrrc["F"], "6.689493")
-    check(rrrc["ddf"], "15.71732")
-    check(rrrc["p"], "0.02008822")
+    check_all(rrrc, {"F": "6.689493", "ddf": "15.71732", "p": "0.02008822"})
     check(rrrc["differences"][0]["ci95"][0], "-0.1780371")
     check(rrrc["treatments"]["2"]["ci95"][1], "1.0000000")
     check(result["readers"]["2"]["1"], "0.778")
@@ -213,9 +210,7 @@ def test_binary_sensitivity_matches_mrmcaov(vandyke):
 def test_the_dbm_view_gives_the_or_test_with_the_jackknife(jackknife):
     # [RJafroc] DBMH on dataset02: F 4.456319, ddf 15.25967, p 0.05166569 (equal to OR: Hillis et al. 2005)
     dbm = jackknife["dbm"]["random_readers_random_cases"]
-    check(dbm["F"], "4.456319")
-    check(dbm["ddf"], "15.25967")
-    check(dbm["p"], "0.05166569")
+    check_all(dbm, {"F": "4.456319", "ddf": "15.25967", "p": "0.05166569"})
     assert dbm["F"] == pytest.approx(jackknife["random_readers_random_cases"]["F"], rel=1e-10)
     # the DBM reader variance equals the OR one (jackknife pseudovalues: Hillis 2005)
     assert jackknife["dbm"]["variance_components"]["var_r"] == pytest.approx(

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from retrieval import synthetic
+from retrieval.ml.checkpoints import STAGE_3CH, STAGE_4CH, load_checkpoint
 from retrieval.ml.configs import get_config
-from retrieval.ml.train import STAGE_3CH, STAGE_4CH, Item, TrainOptions, load_checkpoint, train_stage
+from retrieval.ml.data import Item
+from retrieval.ml.train import TrainOptions, train_stage
 
 CLASSES = ("mel", "nv", "vasc")
 

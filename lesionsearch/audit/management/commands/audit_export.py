@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from lesionsearch.audit.export import write_csv
 from lesionsearch.audit.models import AuditEvent
+from lesionsearch.audit.selectors import audit_event_list
 
 
 def _day(value: str) -> datetime:
@@ -26,11 +27,6 @@ class Command(BaseCommand):
         parser.add_argument("--action", choices=AuditEvent.Action.values, help="only this action")
 
     def handle(self, *args, since, until, action, **options):
-        events = AuditEvent.objects.order_by("time", "id")
-        if since:
-            events = events.filter(time__gte=_day(since))
-        if until:
-            events = events.filter(time__lt=_day(until))
-        if action:
-            events = events.filter(action=action)
+        events = audit_event_list(since=_day(since) if since else None, until=_day(until) if until else None,
+                                  action=action)
         write_csv(events, self.stdout)

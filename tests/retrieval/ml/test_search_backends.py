@@ -1,4 +1,4 @@
-"""Search backends (retrieval/ml/index.py): exact vs FAISS HNSW/IVF, persistence, errors, auto choice."""
+"""Search backends (retrieval/ml/search.py): exact vs FAISS HNSW/IVF, persistence, errors, auto choice."""
 from __future__ import annotations
 
 import json
@@ -7,12 +7,11 @@ import logging
 import numpy as np
 import pytest
 
-from retrieval.ml import index as search_index
-from retrieval.ml.index import (
+from retrieval.ml import search
+from retrieval.ml.search import (
     EXACT, FAISS_HNSW, FAISS_IVF, INDEX_FILE, MANIFEST_FILE, ExactBackend, FaissHNSWBackend, FaissIVFBackend,
-    SearchBackend, build_backend, ivf_lists, ivf_probes, load_backend,
+    SearchBackend, build_backend, cosine_topk, ivf_lists, ivf_probes, l2_normalise, load_backend,
 )
-from retrieval.ml.search import cosine_topk, l2_normalise
 
 DEMO_SIZE, LITE0_DIM = 1500, 1280
 K = 6
@@ -151,23 +150,23 @@ def test_a_saved_index_is_read_back_not_rebuilt_and_answers_the_same(demo, demo_
 
 def test_load_builds_and_saves_an_index_that_is_missing_or_was_built_on_other_vectors(tmp_path, caplog):
     library = clustered(500, 32, 10, seed=4)
-    with caplog.at_level(logging.WARNING, logger="retrieval.ml.index"):
+    with caplog.at_level(logging.WARNING, logger="retrieval.ml.search"):
         first = load_backend(tmp_path, library, FAISS_HNSW, faiss_min_vectors=NEVER)
     assert "none was saved" in caplog.text
     assert (tmp_path / FAISS_HNSW / INDEX_FILE).exists()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="retrieval.ml.index"):
+    with caplog.at_level(logging.WARNING, logger="retrieval.ml.search"):
         again = load_backend(tmp_path, library, FAISS_HNSW, faiss_min_vectors=NEVER)
     assert caplog.text == "" and again.vectors_sha256 == first.vectors_sha256
 
     changed = library.copy()
     changed[[0, 1]] = changed[[1, 0]]  # same vectors, other rows: the saved index would be wrong
-    with caplog.at_level(logging.WARNING, logger="retrieval.ml.index"):
+    with caplog.at_level(logging.WARNING, logger="retrieval.ml.search"):
         rebuilt = load_backend(tmp_path, changed, FAISS_HNSW, faiss_min_vectors=NEVER)
     assert "built on other vectors" in caplog.text
     assert rebuilt.search(changed[:1], 1)[0].tolist() == [[0]]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="retrieval.ml.index"):
+    with caplog.at_level(logging.WARNING, logger="retrieval.ml.search"):
         load_backend(tmp_path, changed[:400], FAISS_HNSW, faiss_min_vectors=NEVER)
     assert "holds 500 x 32 vectors, not 400 x 32" in caplog.text
 
@@ -275,7 +274,7 @@ def test_bad_library_vectors_are_refused(kind):
 
 
 def test_vector_checks_cover_every_block_of_a_large_library(monkeypatch):
-    monkeypatch.setattr(search_index, "_CHECK_ROWS", 16)  # many blocks on a small array
+    monkeypatch.setattr(search, "CHECK_ROWS", 16)  # many blocks on a small array
     library = clustered(100, 8, 3, seed=12)
     library[99, 2] = np.nan
     with pytest.raises(ValueError, match="vectors row 99 is not finite"):

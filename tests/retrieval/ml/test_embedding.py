@@ -7,15 +7,15 @@ import torch
 import torch.nn.functional as F
 
 from retrieval import synthetic
+from retrieval.ml.checkpoints import STAGE_3CH, STAGE_CONTRASTIVE, STAGE_TRIPLET, load_checkpoint
 from retrieval.ml.configs import get_config
-from retrieval.ml.metric import (
-    EmbeddingNet, contrastive_loss, load_embedding, retrieval_scores, sample_pairs, sample_triplets,
+from retrieval.ml.data import Item
+from retrieval.ml.embedding import (
+    EmbeddingNet, contrastive_loss, load_embedding, retrieval_scores, sample_pairs, sample_triplets, train_embedding,
     triplet_loss,
 )
 from retrieval.ml.network import build_model
-from retrieval.ml.train import (
-    STAGE_3CH, STAGE_CONTRASTIVE, STAGE_TRIPLET, Item, TrainOptions, load_checkpoint, train_embedding, train_stage,
-)
+from retrieval.ml.train import TrainOptions, train_stage
 
 CODES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 

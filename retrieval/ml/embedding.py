@@ -34,7 +34,7 @@ Sampling (:func:`sample_pairs`, :func:`sample_triplets`; seeded ``numpy.random.G
     or group with a single image cannot give a similar pair and is skipped as an anchor; no
     valid tuple at all is a ``ValueError``.
 
-Training (:func:`train_embedding`, also reachable as ``retrieval.ml.train.train_embedding``)
+Training (:func:`train_embedding`; the same ``TrainOptions`` as the classifiers' loop, :mod:`retrieval.ml.train`)
     Per epoch a fresh set of pairs/triplets is drawn with ``numpy.random.default_rng([seed,
     epoch])`` (as many as training images unless told otherwise), each image augmented like
     the 3-channel classifier's training images (``augment.strong_rgb_augmentation``) with its
@@ -43,7 +43,8 @@ Training (:func:`train_embedding`, also reachable as ``retrieval.ml.train.train_
     query's class, micro mean) and AP@k (macro mean over classes, the thesis's measure) for
     k = 1, 3, 6, 9, plus the loss on a fixed set of validation pairs/triplets. The epoch with the
     best AP@6 is kept. Checkpoints are written like the classifiers' (``<stage>-best.pt``,
-    ``<stage>-last.pt``); :func:`load_embedding` reads them. Same seed -> same weights on CPU.
+    ``<stage>-last.pt``, :mod:`retrieval.ml.checkpoints`); :func:`load_embedding` reads them. Same
+    seed -> same weights on CPU.
 """
 from __future__ import annotations
 
@@ -60,19 +61,21 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-import retrieval.ml  # noqa: F401  (torchvision shim before timm)
-import timm
+from retrieval.classes import CODES  # a plain constants module, no Django
 from retrieval.ml import augment
+from retrieval.ml.checkpoints import (
+    EMBEDDING_STAGES, STAGE_CONTRASTIVE, STAGE_TRIPLET, end_epoch, load_checkpoint, read_checkpoint,
+    resume_checkpoint, training_checkpoint,
+)
 from retrieval.ml.configs import ModelConfig, get_config
+from retrieval.ml.data import Item, data_fingerprint, load_resized
+from retrieval.ml.devices import MEMORY_FORMAT, resolve_device
 from retrieval.ml.features import as_rgb, normalise
 from retrieval.ml.metrics import DEFAULT_KS, precision_at_k
-from retrieval.ml.network import RGB_CHANNELS, SECBIRNet
+from retrieval.ml.network import RGB_CHANNELS, SECBIRNet, create_backbone
 from retrieval.ml.schedule import LearningRates, make_scheduler
-from retrieval.ml.train import (
-    CHECKPOINT_FORMAT, EMBEDDING_STAGES, MEMORY_FORMAT, OPTIMIZERS, STAGE_CONTRASTIVE, STAGE_TRIPLET, Item,
-    StageResult, TrainOptions, _checkpoint, _seed_everything, data_fingerprint, load_checkpoint, load_resized,
-    resolve_device,
-)
+from retrieval.ml.seeding import seed_everything
+from retrieval.ml.train import OPTIMIZERS, StageResult, TrainOptions, stop_epoch
 from retrieval.ml.weights import load_imagenet_weights
 
 logger = logging.getLogger(__name__)
@@ -108,11 +111,7 @@ class EmbeddingNet(nn.Module):
     def __init__(self, config: ModelConfig, *, pretrained: bool = True, backbone_from: SECBIRNet | None = None) -> None:
         super().__init__()
         self.config = config
-        self.backbone = timm.create_model(config.backbone, pretrained=False, num_classes=0, global_pool="",
-                                          **config.backbone_kwargs)
-        if self.backbone.num_features != config.feature_dim:
-            raise ValueError(f"{config.name}: backbone gives {self.backbone.num_features} features, "
-                             f"config says {config.feature_dim}")
+        self.backbone = create_backbone(config)
         if backbone_from is not None:
             if backbone_from.config.name != config.name or backbone_from.in_chans != RGB_CHANNELS:
                 raise ValueError(f"an embedding of {config.name} starts from a 3-channel {config.name} model, "
@@ -160,12 +159,10 @@ def build_embedding(config: ModelConfig, *, init_checkpoint: Path | None = None,
 
 def load_embedding(path: str | Path, device: str | torch.device = "cpu") -> EmbeddingNet:
     """An :class:`EmbeddingNet` from a contrastive/triplet checkpoint, in eval mode on ``device``."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a LesionSearch checkpoint (format {state.get('format')!r})")
+    state = read_checkpoint(path)
     if state.get("stage") not in EMBEDDING_STAGES:
         raise ValueError(f"{path} is a {state.get('stage')} checkpoint, not an embedding "
-                         f"({' or '.join(EMBEDDING_STAGES)}); load classifiers with train.load_checkpoint")
+                         f"({' or '.join(EMBEDDING_STAGES)}); load classifiers with checkpoints.load_checkpoint")
     net = EmbeddingNet(get_config(state["config"]), pretrained=False)
     net.load_state_dict(state["weights"])
     net.weights_source = state.get("weights_source", "")
@@ -412,8 +409,6 @@ def embed_items(net: EmbeddingNet, items: Sequence[Item], device: torch.device, 
 def retrieval_scores(query: np.ndarray, query_labels: Sequence[int], library: np.ndarray,
                      library_labels: Sequence[int], ks: Sequence[int] = VAL_KS) -> dict:
     """P@k (micro mean over queries) and AP@k (macro mean over classes) of cosine kNN on unit rows."""
-    from retrieval.classes import CODES  # a plain constants module, no Django
-
     ks = [k for k in ks if k <= len(library)]
     if not ks:
         raise ValueError(f"too few library images ({len(library)}) for any cut-off")
@@ -446,7 +441,9 @@ def _validation_tuples(stage, val, seed, hierarchical):
 def train_embedding(stage: str, config: ModelConfig, train: Sequence[Item], val: Sequence[Item], out_dir: Path, *,
                     options: TrainOptions, groups: Mapping[str, str] | None = None, init_checkpoint: Path | None = None,
                     on_epoch: Callable[[dict], None] | None = None, hierarchical: bool = True,
-                    margin: float | None = None, tuples_per_epoch: int | None = None) -> StageResult:
+                    margin: float | None = None, tuples_per_epoch: int | None = None, resume: Path | None = None,
+                    on_step: Callable[[], None] | None = None,
+                    epochs_this_run: int | None = None) -> StageResult | None:
     """Train a contrastive (paper 002) or triplet (paper 004) embedding; returns the best epoch's checkpoint.
 
     ``groups``: similarity group per training image, keyed by ``Item.key`` (images without one
@@ -455,6 +452,8 @@ def train_embedding(stage: str, config: ModelConfig, train: Sequence[Item], val:
     :data:`DEFAULT_MARGINS`. ``tuples_per_epoch``: pairs/triplets drawn per epoch (default: the
     number of training images). Learning rate: ``options.lr`` or :data:`EMBEDDING_LR`, times the
     options' schedule. The kept epoch has the best validation AP@6 (:data:`SELECTION_METRIC`).
+    ``resume``, ``on_step`` and ``epochs_this_run``: as :func:`retrieval.ml.train.train_stage` (a
+    resumed run draws the same tuples: each epoch's are seeded by the seed and the epoch).
     """
     if stage not in EMBEDDING_STAGES:
         raise ValueError(f"unknown embedding stage {stage!r}; use {' or '.join(EMBEDDING_STAGES)}")
@@ -470,7 +469,7 @@ def train_embedding(stage: str, config: ModelConfig, train: Sequence[Item], val:
         raise ValueError(f"tuples_per_epoch must be at least 1, got {tuples_per_epoch}")
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(options.device)
-    generator = _seed_everything(options.seed)
+    generator = seed_everything(options.seed)
     fingerprint = data_fingerprint(train, val)
     labels = [item.label for item in train]
     group_list = None
@@ -496,9 +495,16 @@ def train_embedding(stage: str, config: ModelConfig, train: Sequence[Item], val:
     workers = options.num_workers if device.type == "cuda" else 0
     arity = 2 if stage == STAGE_CONTRASTIVE else 3
 
-    best, history = -1.0, []
+    start_epoch, best, history = 0, -1.0, []
     last_path, best_path = out_dir / f"{stage}-last.pt", out_dir / f"{stage}-best.pt"
-    for epoch in range(options.epochs):
+    if resume is not None:
+        start_epoch, best, history = resume_checkpoint(
+            resume, stage=stage, config_name=config.name, fingerprint=fingerprint, model=net, optimizer=optimizer,
+            scheduler=scheduler, generator=generator,
+            recorded={"margin": (margin, None), "hierarchical": (hierarchical, None),
+                      "grouped": (groups is not None, None)})
+        logger.info("resuming %s %s at epoch %d", config.name, stage, start_epoch + 1)
+    for epoch in range(start_epoch, stop_epoch(start_epoch, options.epochs, epochs_this_run)):
         tuples, same = sample_tuples(stage, labels, n_tuples, np.random.default_rng([options.seed, epoch]), group_list,
                                      hierarchical=hierarchical)
         dataset = TupleDataset(train, tuples, same, config.input_size, seed=options.seed, epoch=epoch)
@@ -523,6 +529,8 @@ def train_embedding(stage: str, config: ModelConfig, train: Sequence[Item], val:
             scaler.update()
             total, count = total + loss.item() * b, count + b
             bar.set_postfix(loss=f"{total / count:.4f}")
+            if on_step:
+                on_step()
         scheduler.step()
         trained = time.perf_counter()
 
@@ -545,16 +553,11 @@ def train_embedding(stage: str, config: ModelConfig, train: Sequence[Item], val:
         selection = metrics.get(SELECTION_METRIC, metrics[f"ap_at_{max(k for k in VAL_KS if k <= len(train))}"])
         improved = selection > best
         best = max(best, selection)
-        payload = _checkpoint(net, config, stage, metrics, fingerprint, weights_source, epoch, best, history,
-                              optimizer, scheduler, generator, options)
+        payload = training_checkpoint(net, config, stage, metrics, fingerprint, weights_source, epoch, best,
+                                      history, optimizer, scheduler, generator, options)
         payload.update({"kind": EMBEDDING_KIND, "embedding_dim": net.embedding_dim, "margin": margin,
                         "hierarchical": hierarchical, "grouped": groups is not None,
                         "selection_metric": SELECTION_METRIC})
-        torch.save(payload, last_path)
-        if improved:
-            torch.save(payload, best_path)
-        if on_epoch:
-            on_epoch(metrics)
+        end_epoch(payload, metrics, last_path, best_path, improved=improved, on_epoch=on_epoch)
 
-    best_state = torch.load(best_path, map_location="cpu", weights_only=False)
-    return StageResult(best_path, best_state["metrics"], history, weights_source)
+    return StageResult.if_finished(best_path, history, weights_source, epochs=options.epochs)
