@@ -51,6 +51,8 @@ INSTALLED_APPS = [
     "retrieval",
     "readerstudy",
     "lesionsearch.audit",
+    "lesionsearch.jobs",
+    "lesionsearch.ops",
 ]
 
 MIDDLEWARE = [
@@ -118,6 +120,8 @@ LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 LOGIN_LOCKOUT_SECONDS = env_int("LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
 #: Take the client IP (audit log) from the last X-Forwarded-For entry, appended by the one trusted proxy.
 TRUST_X_FORWARDED_FOR = env_bool("TRUST_X_FORWARDED_FOR", False)
+#: Bearer token that lets a Prometheus server off this machine scrape /metrics (loopback needs none).
+METRICS_TOKEN = env_str("METRICS_TOKEN") or ""
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

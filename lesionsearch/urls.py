@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from lesionsearch import views
 from lesionsearch.auth import LoginView
+from lesionsearch.ops import views as ops_views
 from retrieval.api.exceptions import api_not_found
 from retrieval.api.views import OfflineRedocView
 
@@ -29,6 +30,8 @@ urlpatterns = [
     path("api/v1/", include((api_v1, "v1"), namespace="v1")),
     re_path(r"^api/", api_not_found),  # a JSON 404 for every other path under /api/
     path("healthz", views.healthz, name="healthz"),
+    path("ops/", ops_views.ops_page, name="ops"),
+    path("metrics", ops_views.metrics_view, name="metrics"),
     re_path(r"^media/(?P<path>.+)$", views.protected_media, name="media"),
 ]
 

@@ -293,6 +293,9 @@ MATRIX: dict[str, list[Probe]] = {
     "api/v1/redoc/": [get("/api/v1/redoc/", 200, 200, 200, 200, 200, 200)],
     "^api/": [get("/api/v1/no-such-endpoint/", 404, 404, 404, 404, 404, 404)],
     "healthz": [get("/healthz", 200, 200, 200, 200, 200, 200)],
+    # Operations: the page is for operators (superusers, staff with jobs.view_workerbeat); /metrics answers loopback (the test client) or a token
+    "ops/": [get("/ops/", 302, 403, 403, 403, 200, 403)],
+    "metrics": [get("/metrics", 200, 200, 200, 200, 200, 200, note="from loopback; elsewhere only with the token")],
     # Media: signed-in users only; a query's files are its owner's (and staff's) only
     "^media/(?P<path>.+)$": [
         get(lambda s: f"/media/{s.case.image.name}", *SIGNED_IN, note="a library image"),

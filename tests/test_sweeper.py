@@ -3,6 +3,7 @@ messages and dead workers are noticed without anyone reading the job. The real-s
 tests/test_query_worker.py show it end to end (kill -9, Redis restart)."""
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from time import monotonic
 
@@ -12,6 +13,7 @@ from kombu.asynchronous.timer import Timer
 from lesionsearch.celery import app
 from lesionsearch.jobs.worker import JobSweeper, sweep_unfinished_jobs
 from lesionsearch.jobs import services as jobs
+from lesionsearch.jobs.models import WorkerBeat
 from retrieval.models import IndexVersion
 from retrieval.services.index import index_build_request, index_refresh
 
@@ -22,17 +24,22 @@ def test_every_worker_runs_the_sweeper_on_its_timer(tiny_models, settings, sent_
     settings.JOB_SWEEP_SECONDS = 7
     build = index_build_request(model_version=tiny_models["4ch"])  # its message was never sent (no commit here)
 
-    worker = type("Worker", (), {"timer": Timer()})()
+    worker = type("Worker", (), {"timer": Timer(), "hostname": "w1@test", "app": app})()
     step = JobSweeper(worker)
     step.start(worker)
     try:
         (scheduled,) = worker.timer.queue
-        assert scheduled.entry.fun.__name__ == sweep_unfinished_jobs.__name__
+        beat = WorkerBeat.objects.get()  # the worker says it is alive as it starts
+        assert (beat.hostname, beat.pid, beat.stopped_at) == ("w1@test", os.getpid(), None)
+        assert settings.CELERY_QUEUE_LIGHT in beat.queues  # what this process's app consumes (a real one: test_worker)
+        assert scheduled.entry.fun.__name__ == "beat_and_sweep"
         assert 6 < scheduled.eta - monotonic() <= 7
         scheduled.entry()  # what the worker's event loop does every JOB_SWEEP_SECONDS
+        assert WorkerBeat.objects.get().beat_at > beat.beat_at  # beat again, and swept
     finally:
         step.stop(worker)
     assert sent == [build.id]
+    assert WorkerBeat.objects.get().stopped_at is not None  # a warm shutdown says so
     assert scheduled.entry.canceled
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
+from lesionsearch.jobs.models import WorkerBeat
 from retrieval.models import Case, LibraryCheck
 from retrieval.services import library_check_request
 from tests.conftest import real_metadata_rows, wait_for, write_ham_folder
@@ -40,6 +41,8 @@ def test_library_check_runs_on_the_worker_and_finds_a_damaged_file(celery_worker
                         timeout=90, what="the worker to finish the library check")
     assert finished.status == "done", finished.message
     assert finished.worker.startswith("test-")  # run by the worker process, not in this process
+    beat = WorkerBeat.objects.get(stopped_at__isnull=True)  # its sign of life, for /ops/ and /metrics
+    assert finished.worker.startswith(beat.hostname) and beat.queues == ["inference", "light"]
     assert (finished.done, finished.total) == (8, 8)
     assert finished.problems == [{"case": damaged.id, "image_id": damaged.image_id,
                                   "problem": "image file changed since import (sha256 differs)"}]

@@ -45,3 +45,26 @@ class Job(models.Model):
     @property
     def finished(self) -> bool:
         return self.status in FINAL
+
+
+class WorkerBeat(models.Model):
+    """A worker process's sign of life, written by its sweep step (``lesionsearch.jobs.worker``)
+    at start-up and every ``JOB_SWEEP_SECONDS``; what the operations page and ``/metrics`` show.
+
+    A worker is alive while its last beat is younger than ``worker_beat_timeout()`` and it has not
+    said it stopped. What it runs now is read from the job rows it holds (their ``worker`` starts
+    with its ``hostname``)."""
+
+    name = models.CharField(max_length=255, unique=True, help_text="hostname:pid of the main process")
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    queues = models.JSONField(default=list)
+    started_at = models.DateTimeField()
+    beat_at = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["hostname", "pid"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -178,3 +178,35 @@ def sweep() -> int:
             refresh(kind, job)
             count += 1
     return count
+
+
+# --- Workers' signs of life -------------------------------------------------------------------
+
+def worker_beat_timeout() -> float:
+    """Seconds without a beat after which a worker counts as gone: three missed sweeps."""
+    return 3 * settings.JOB_SWEEP_SECONDS + 5
+
+
+def worker_beat(*, hostname: str, pid: int, queues: list[str], started_at) -> None:
+    """Record that the worker process ``hostname:pid`` is alive and consumes ``queues``."""
+    from lesionsearch.jobs.models import WorkerBeat
+
+    WorkerBeat.objects.update_or_create(
+        name=f"{hostname}:{pid}"[:WORKER_LENGTH],
+        defaults={"hostname": hostname[:WORKER_LENGTH], "pid": pid, "queues": sorted(queues),
+                  "started_at": started_at, "beat_at": timezone.now(), "stopped_at": None})
+
+
+def worker_stopped(*, hostname: str, pid: int) -> None:
+    """Record that the worker process stopped (a warm shutdown; a killed one just stops beating)."""
+    from lesionsearch.jobs.models import WorkerBeat
+
+    WorkerBeat.objects.filter(name=f"{hostname}:{pid}"[:WORKER_LENGTH]).update(stopped_at=timezone.now())
+
+
+def worker_beats_forget(*, older_than: float) -> int:
+    """Delete the beats of workers gone for ``older_than`` seconds (a restarted worker has a new pid)."""
+    from lesionsearch.jobs.models import WorkerBeat
+
+    cutoff = timezone.now() - timedelta(seconds=older_than)
+    return WorkerBeat.objects.filter(beat_at__lt=cutoff).delete()[0]

@@ -67,10 +67,39 @@ class JobSweeper(bootsteps.StartStopStep):
     def start(self, worker):
         from django.conf import settings
 
-        self.tref = worker.timer.call_repeatedly(settings.JOB_SWEEP_SECONDS, sweep_unfinished_jobs)
+        self.hostname, self.pid, self.started_at = worker.hostname, os.getpid(), _now()
+        self.queues = sorted(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
+
+        def beat_and_sweep() -> None:
+            self.beat()
+            sweep_unfinished_jobs()
+
+        self.beat()
+        self.tref = worker.timer.call_repeatedly(settings.JOB_SWEEP_SECONDS, beat_and_sweep)
+
+    def beat(self) -> None:
+        """This worker's sign of life (the operations page, /metrics); never raises."""
+        from lesionsearch.jobs.services import worker_beat
+
+        try:
+            worker_beat(hostname=self.hostname, pid=self.pid, queues=self.queues, started_at=self.started_at)
+        except Exception:
+            logger.exception("recording the worker's beat failed")
 
     def stop(self, worker):
+        from lesionsearch.jobs.services import worker_stopped
+
         if self.tref is not None:
             self.tref.cancel()
             self.tref = None
+            try:
+                worker_stopped(hostname=self.hostname, pid=self.pid)
+            except Exception:
+                logger.exception("recording the worker's stop failed")
+
+
+def _now():
+    from django.utils import timezone
+
+    return timezone.now()
 
