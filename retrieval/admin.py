@@ -156,7 +156,7 @@ class IndexVersionAdmin(admin.ModelAdmin):
                     "created_at", "activated_at", "message")
     list_filter = ("collection", "status", "active")
     readonly_fields = ["ood_figures"] + [f.name for f in IndexVersion._meta.fields]
-    actions = ["rebuild", "add_new_cases", "activate"]
+    actions = ["rebuild", "add_new_cases", "activate", "remove_unreferenced"]
 
     @admin.display(description="progress")
     def progress(self, obj):
@@ -235,6 +235,23 @@ class IndexVersionAdmin(admin.ModelAdmin):
                 self.message_user(request, str(exc), messages.ERROR)
                 continue
             self.message_user(request, f"{index} now serves queries of {index.collection!r}.", messages.SUCCESS)
+
+
+    @admin.action(description="Remove unreferenced index versions (files and rows)", permissions=["delete"])
+    def remove_unreferenced(self, request, queryset):
+        """Of the selected versions, remove those ``cleanup_indexes`` would (the rule is in its help)."""
+        from retrieval.services.cleanup import index_versions_remove
+
+        result = index_versions_remove(indexes=queryset, user=request.user)
+        if result.removed:
+            self.message_user(request, f"Removed index version(s) {', '.join(f'#{i.id}' for i in result.removed)}: "
+                                       f"{result.bytes} bytes in {result.files} files freed.", messages.SUCCESS)
+        if result.kept:
+            self.message_user(request, f"Kept {', '.join(f'#{i}' for i in result.kept)}: active, unfinished, "
+                                       "referenced by a query or reader study, the base of an unfinished build "
+                                       "or its collection's last finished index.", messages.WARNING)
+        for problem in result.refused + result.errors:
+            self.message_user(request, f"Files not deleted: {problem}", messages.ERROR)
 
 
 def _fmt(value, digits: int = 4) -> str:

@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
 from lesionsearch.roles import CLINICIAN, STUDY_ADMIN, has_role, roles_of
 from retrieval.classes import BY_CODE, CLASSES, SPLIT_CHOICES, TEST
@@ -289,6 +289,47 @@ def index_active(*, collection: str, model_version: ModelVersion | None = None) 
     if model_version is not None:
         active = active.filter(model_version=model_version)
     return active.first()
+
+
+def index_referencing_relations() -> list[tuple[type, str]]:
+    """Every (model, foreign-key field name) whose rows reference an index version, other than an
+    extension's ``base``: ``Query.index_version``, ``readerstudy.Study.index_version`` (and any
+    model added later). A referenced index is never removable."""
+    return [(rel.related_model, rel.field.name) for rel in IndexVersion._meta.related_objects
+            if rel.one_to_many and rel.related_model is not IndexVersion]
+
+
+def index_removable_condition() -> Q:
+    """The rule of ``cleanup_indexes``, as one condition on ``IndexVersion`` rows (the removal
+    service checks it again, in its transaction, on the rows it deletes). An index version is
+    removable when it is
+
+    * not active (the active one serves its collection's queries),
+    * finished (DONE) or FAILED: a PENDING or RUNNING build is never touched,
+    * referenced by no query and no reader study (:func:`index_referencing_relations`),
+    * not the base of an unfinished incremental build (a build reads its base's files until it is
+      assembled; a finished extension holds full copies of its base's rows, so it does not keep
+      its base),
+    * not the newest DONE version of a collection that has no active one (a collection keeps at
+      least one finished index).
+    """
+    unfinished = (IndexVersion.Status.PENDING, IndexVersion.Status.RUNNING)
+    condition = Q(active=False) & ~Q(status__in=unfinished)
+    for model, field in index_referencing_relations():
+        condition &= ~Exists(model.objects.filter(**{field: OuterRef("pk")}))
+    condition &= ~Exists(IndexVersion.objects.filter(base=OuterRef("pk"), status__in=unfinished))
+    newest_done = (IndexVersion.objects.filter(collection=OuterRef("collection"), status=IndexVersion.Status.DONE)
+                   .order_by("-created_at", "-id").values("id")[:1])
+    last_of_collection = (Q(status=IndexVersion.Status.DONE, id=Subquery(newest_done))
+                          & ~Exists(IndexVersion.objects.filter(collection=OuterRef("collection"), active=True)))
+    return condition & ~last_of_collection
+
+
+def index_removable_list(*, collection: str | None = None) -> QuerySet[IndexVersion]:
+    """The index versions ``cleanup_indexes`` removes (:func:`index_removable_condition`), oldest
+    first, of one collection or all."""
+    return _narrowed(IndexVersion.objects.filter(index_removable_condition()), collection=collection).order_by(
+        "created_at", "id")
 
 
 def index_builds_recent(*, collection: str | None = None) -> list[IndexVersion]:

@@ -18,6 +18,7 @@ class AuditEvent(models.Model):
         STUDY_EXPORT = "study.export", "study exported"
         INDEX_REBUILD = "index.rebuild", "index build requested"
         INDEX_ACTIVATE = "index.activate", "index activated"
+        INDEX_REMOVE = "index.remove", "index version removed (files and row)"
         LOGIN = "auth.login", "signed in"
         LOGIN_FAILED = "auth.login_failed", "sign-in failed"
         LOGIN_LOCKED = "auth.login_locked", "sign-in refused (too many failures)"
