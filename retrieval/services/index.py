@@ -39,6 +39,12 @@ STYLE_FIT_SAMPLE = 512
 LIBRARY_SALIENCY_KEY = "library_saliency"
 LIBRARY_TRUTH, LIBRARY_PREDICTED = "truth", "predicted"
 LIBRARY_SALIENCY_CHOICES = (LIBRARY_TRUTH, LIBRARY_PREDICTED)
+#: ``IndexVersion.descriptors`` key of a build that adds descriptors to its base (``index_methods_add``):
+#: the descriptors it encodes; everything else (SE-CBIR vectors, saliency, the other descriptors,
+#: the out-of-distribution calibration, overlays) is its base's.
+ADDS_KEY = "adds"
+#: Descriptors ``index_methods_add`` can add: the metric-learning embeddings, by their model's stage.
+ADDABLE = {m.CONTRASTIVE: ModelVersion.Stage.CONTRASTIVE, m.TRIPLET: ModelVersion.Stage.TRIPLET}
 
 
 class IndexBuildError(Exception):
@@ -154,6 +160,63 @@ def index_build_request(*, user=None, model_version: ModelVersion | None = None,
     return index
 
 
+def index_methods_add(*, user=None, collection: str | None = None, contrastive_model: ModelVersion | None = None,
+                      triplet_model: ModelVersion | None = None) -> IndexVersion:
+    """Add the contrastive and/or triplet embeddings to the collection's active index without
+    re-encoding anything else: a build whose base is the active index, which encodes only the
+    new descriptors of the base's cases and takes every other file from the base (SE-CBIR
+    vectors, saliency, the other descriptors), its out-of-distribution calibration and overlays.
+    It activates like any build; the base keeps serving until then.
+
+    A given model must be of its stage and collection; without models, the collection's newest
+    contrastive and triplet models that the index lacks are added. ``ValueError`` when there is
+    nothing to add. Returns the build already under way for the same index, if any."""
+    from retrieval.selectors import default_collection
+
+    collection = collection or default_collection()
+    base = IndexVersion.objects.filter(collection=collection, active=True, status=Status.DONE).first()
+    if base is None:
+        raise ValueError(f"collection {collection!r} has no active index to add methods to; build one first")
+    given = {m.CONTRASTIVE: _checked_model(contrastive_model, ModelVersion.Stage.CONTRASTIVE, "contrastive"),
+             m.TRIPLET: _checked_model(triplet_model, ModelVersion.Stage.TRIPLET, "triplet")}
+    have = loaders.index_descriptors(base)
+    if not any(given.values()):
+        given = {name: _newest(stage, collection) for name, stage in ADDABLE.items() if name not in have}
+    models = {name: model for name, model in given.items() if model is not None}
+    for name, model in models.items():
+        if model.collection != collection:
+            raise ValueError(f"{model} was trained on {model.collection!r}, not {collection!r}")
+    if not models:
+        raise ValueError(f"the active index #{base.id} of {collection!r} already has every embedding there is "
+                         "(train_model --stage contrastive|triplet first)")
+    descriptors = have | set(models)
+    methods = [name for name, method in m.METHODS.items() if set(method.needs) <= descriptors]
+    with transaction.atomic():
+        under_way = (IndexVersion.objects.select_for_update()
+                     .filter(collection=collection, model_version=base.model_version,
+                             status__in=[Status.PENDING, Status.RUNNING]).first())
+        if under_way is not None:
+            return under_way
+        index = IndexVersion.objects.create(
+            model_version=base.model_version, collection=collection, base=base, methods=methods,
+            contrastive_model=models.get(m.CONTRASTIVE, base.contrastive_model),
+            triplet_model=models.get(m.TRIPLET, base.triplet_model), segmentation_model=base.segmentation_model,
+            descriptors={**(base.descriptors or {}), ADDS_KEY: sorted(models)},
+            requested_by=user if user and user.is_authenticated else None)
+        index.directory = f"indexes/{index.id}"
+        index.save(update_fields=["directory"])
+        audit.record(audit.Action.INDEX_REBUILD, user=user, obj=index,
+                     detail={"collection": collection, "model_version": base.model_version_id, "existing": False,
+                             "adds": sorted(models), "base": base.id, "methods": methods})
+        jobs.enqueue_on_commit(INDEX_BUILD, index.id)
+    return index
+
+
+def _adds(index: IndexVersion) -> set[str]:
+    """The descriptors a build adds to its base (empty: a full or incremental build)."""
+    return set((index.descriptors or {}).get(ADDS_KEY) or []) if index.base_id else set()
+
+
 def index_build_run(*, index_id: int, worker: str, enqueue_next: bool = True) -> bool:
     """One run of a build: claim it, encode the next chunk, then continue or finish.
 
@@ -189,7 +252,8 @@ def _plan(index: IndexVersion, folder: Path) -> np.ndarray:
     ids = np.array(list(cases.values_list("id", flat=True)), dtype=np.int64)
     if index.base_id:
         base_ids = np.load(loaders.index_path(index.base) / loaders.CASE_IDS_FILE)
-        ids = np.setdiff1d(ids, base_ids)
+        # adding descriptors: every case of the base; extending: the cases the base lacks
+        ids = base_ids if _adds(index) else np.setdiff1d(ids, base_ids)
     if not len(ids) and not index.base_id:
         raise IndexBuildError(f"collection {index.collection!r} has no library cases to index")
     folder.mkdir(parents=True, exist_ok=True)
@@ -261,8 +325,10 @@ def _run_chunk(index: IndexVersion, worker: str) -> bool:
         return True
     number = todo[0]
     ids = plan[number * size:(number + 1) * size]
-    descriptors, saliency, kept, skipped = encode_cases(index, [int(i) for i in ids])
-    _render_overlays(index, kept, saliency)
+    adds = _adds(index)
+    descriptors, saliency, kept, skipped = encode_cases(index, [int(i) for i in ids], only=adds or None)
+    if not adds:  # a build that adds descriptors keeps its base's saliency maps and overlays
+        _render_overlays(index, kept, saliency)
     _save_atomic(_chunk_path(folder, number), saliency=saliency, case_ids=kept,
                  skipped=np.array(skipped, dtype=np.int64), **descriptors)
     done = min(len(plan), (chunks - len(todo) + 1) * size)
@@ -291,14 +357,15 @@ def _render_overlays(index: IndexVersion, case_ids: np.ndarray, saliency: np.nda
                 default_storage.delete(saved)
 
 
-def encode_cases(index: IndexVersion, ids: list[int]):
+def encode_cases(index: IndexVersion, ids: list[int], *, only: set[str] | None = None):
     """Descriptors {name: (n, ...)} (``secbir`` = the 4-channel features), uint8 saliency
-    (n, S, S) and ids of the cases that could be read; skipped ids."""
+    (n, S, S) and ids of the cases that could be read; skipped ids. ``only``: just these
+    descriptors (no SE-CBIR pass, an empty saliency array), as a build that adds them does."""
     from retrieval.ml.overlay import to_uint8
     from retrieval.ml.saliency import saliency_batch_size
 
     encoder = runtime.descriptor_encoder_for(index)
-    needs = loaders.index_descriptors(index)
+    needs = set(only) if only else loaders.index_descriptors(index)
     # Library saliency maps explain the ground-truth class (the thesis) unless the build asked for
     # the predicted class (build_index --library-saliency predicted): then no label reaches the
     # library's SE-CBIR vectors, as for queries.
@@ -320,8 +387,9 @@ def encode_cases(index: IndexVersion, ids: list[int]):
         labels.append(CODES.index(case.dx))
         kept.append(case_id)
     if not images:
-        return ({m.SECBIR: np.zeros((0, encoder.encoder.config.feature_dim), np.float32)},
-                np.zeros((0, size, size), np.uint8), np.array(kept, np.int64), skipped)
+        empty = {name: np.zeros((0, 0), np.float32) for name in needs} if only else {
+            m.SECBIR: np.zeros((0, encoder.encoder.config.feature_dim), np.float32)}
+        return empty, np.zeros((0, size, size), np.uint8), np.array(kept, np.int64), skipped
     batch = saliency_batch_size(encoder.encoder.config.saliency_mb_per_image, encoder.device)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in needs}
     saliency = []
@@ -330,15 +398,18 @@ def encode_cases(index: IndexVersion, ids: list[int]):
                                  np.array(labels[start:start + batch]) if use_labels else None, needs=needs)
         for name in needs:
             parts[name].append(encoded.descriptors[name])
-        saliency.append(to_uint8(encoded.secbir.saliency))
-    return ({name: np.concatenate(rows) for name, rows in parts.items()}, np.concatenate(saliency),
-            np.array(kept, np.int64), skipped)
+        if encoded.secbir is not None:
+            saliency.append(to_uint8(encoded.secbir.saliency))
+    maps = np.concatenate(saliency) if saliency else np.zeros((0, size, size), np.uint8)
+    return ({name: np.concatenate(rows) for name, rows in parts.items()}, maps, np.array(kept, np.int64), skipped)
 
 
 def _assemble(index: IndexVersion, folder: Path) -> tuple[dict, np.ndarray, np.ndarray, list[int]]:
     """Every chunk (and the base's rows that still exist) concatenated: descriptors, saliency,
     case ids, skipped ids."""
     names = loaders.index_descriptors(index)
+    if _adds(index):
+        return _assemble_added(index, folder, names)
     parts = [p for p in (np.load(path) for path in sorted(folder.glob("chunk-*.npz"))) if len(p["case_ids"])]
     skipped = [int(i) for path in sorted(folder.glob("chunk-*.npz")) for i in np.load(path)["skipped"]]
     # (chunks written before the methods existed hold the SE-CBIR vectors as "features")
@@ -360,6 +431,31 @@ def _assemble(index: IndexVersion, folder: Path) -> tuple[dict, np.ndarray, np.n
             np.concatenate(case_ids), skipped)
 
 
+def _assemble_added(index: IndexVersion, folder: Path, names: set[str]):
+    """A build that adds descriptors: the base's rows of the cases that still exist and whose
+    images could be read again, the base's files for every descriptor it had, the chunks' for
+    the added ones (the chunks follow the base's row order)."""
+    base = loaders.index_path(index.base)
+    base_ids = np.load(base / loaders.CASE_IDS_FILE)
+    chunks = [np.load(path) for path in sorted(folder.glob("chunk-*.npz"))]
+    skipped = [int(i) for chunk in chunks for i in chunk["skipped"]]
+    encoded_ids = np.concatenate([chunk["case_ids"] for chunk in chunks]) if chunks else np.zeros(0, np.int64)
+    alive = set(Case.objects.filter(id__in=encoded_ids.tolist()).values_list("id", flat=True))
+    keep_encoded = np.isin(encoded_ids, np.array(sorted(alive), dtype=np.int64))
+    rows = np.isin(base_ids, encoded_ids[keep_encoded])
+    if not rows.any():
+        raise IndexBuildError("no library image could be read; see the worker log")
+    added = _adds(index)
+    descriptors = {}
+    for name in names:
+        if name in added:
+            descriptors[name] = np.concatenate([chunk[name] for chunk in chunks if len(chunk["case_ids"])])[
+                keep_encoded]
+        else:
+            descriptors[name] = np.load(base / loaders.descriptor_file(name), mmap_mode="r")[rows]
+    return descriptors, np.load(base / loaders.SALIENCY_FILE, mmap_mode="r")[rows], base_ids[rows], skipped
+
+
 def _finish(index: IndexVersion, worker: str) -> None:
     from retrieval.ml.search import build_backend
 
@@ -374,7 +470,12 @@ def _finish(index: IndexVersion, worker: str) -> None:
     if backend.kind != "exact":
         shutil.rmtree(folder / loaders.BACKEND_DIR, ignore_errors=True)
         backend.save(folder / loaders.BACKEND_DIR)
-    calibration = _calibrate(index, features, case_ids, backend, worker)
+    base = index.base if _adds(index) else None
+    if base is not None and len(case_ids) == base.size and base.calibration:
+        calibration = base.calibration  # the same SE-CBIR vectors of the same cases: the same warning
+        _copy_overlays(base, index)
+    else:
+        calibration = _calibrate(index, features, case_ids, backend, worker)
     with transaction.atomic():
         list(IndexVersion.objects.select_for_update().filter(collection=index.collection).values_list("id"))
         current = jobs.held(INDEX_BUILD, index.id, worker).first()
@@ -389,6 +490,13 @@ def _finish(index: IndexVersion, worker: str) -> None:
     for path in folder.glob("chunk-*.npz"):
         path.unlink(missing_ok=True)
     logger.info("index %s active: %s cases, dimension %s", index.id, len(case_ids), features.shape[1])
+
+
+def _copy_overlays(base: IndexVersion, index: IndexVersion) -> None:
+    """The base's rendered library overlays, for a build that keeps its saliency maps."""
+    source = Path(settings.MEDIA_ROOT) / "overlays" / f"index-{base.id}"
+    if source.is_dir():
+        shutil.copytree(source, Path(settings.MEDIA_ROOT) / "overlays" / f"index-{index.id}", dirs_exist_ok=True)
 
 
 def _calibrate(index: IndexVersion, features: np.ndarray, case_ids: np.ndarray, backend, worker: str) -> dict:
