@@ -246,9 +246,11 @@ class StudyForm(forms.Form):
                                      label="Washout (hours)")
     task2_rotation = forms.TypedChoiceField(choices=ROTATION_CHOICES, coerce=int, initial=180,
                                             label="Task 2 rotation")
-    allow_changes = forms.BooleanField(required=False, label="Readers may change an answer")
-    relevance_ratings = forms.BooleanField(required=False, label="Readers rate each neighbour's relevance (nDCG)")
-    reveal_results = forms.BooleanField(required=False, label="Show readers their results once the study is closed")
+    allow_changes = forms.BooleanField(required=False, label="Readers may change an answer", label_suffix="")
+    relevance_ratings = forms.BooleanField(required=False, label="Readers rate each neighbour's relevance (nDCG)",
+                                           label_suffix="")
+    reveal_results = forms.BooleanField(required=False, label="Show readers their results once the study is closed",
+                                        label_suffix="")
     seed = forms.IntegerField(min_value=0, max_value=MAX_SETTING, initial=0)
 
 

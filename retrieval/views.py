@@ -158,7 +158,7 @@ def query_detail(request, pk: int):
         "status_text": STATUS_TEXTS[query.status],
         "status_texts": {str(status): text for status, text in STATUS_TEXTS.items()},
         "classes": CLASSES,
-        "classes_json": {c.code: {"label": c.label, "colour": c.colour} for c in CLASSES},
+        "classes_json": {c.code: {"label": c.label, "colour": c.colour, "badge_text": c.badge_text} for c in CLASSES},
         "final": query.status in FINAL_STATUSES,
         "api_url": reverse("v1:query-detail", kwargs={"query_id": query.pk}),
         "poll_wait": POLL_WAIT_SECONDS,

@@ -84,7 +84,7 @@ class ReaderNeighbourSerializer(serializers.Serializer):
     rank = serializers.IntegerField(help_text="1 = most similar")
     code = serializers.ChoiceField(choices=DX_CHOICES, help_text="the library case's diagnosis (class code)")
     label = serializers.CharField()
-    colour = serializers.CharField(help_text="the class's colour, e.g. #2e7d32")
+    colour = serializers.CharField(help_text="the class's colour, e.g. #466e14")
     group = serializers.CharField(help_text="benign, pre-malignant or malignant")
     image = serializers.URLField(help_text="the neighbour's image (token or session)")
 

@@ -356,10 +356,11 @@
 
     function fillNeighbour(n) {
       var li = byId("neighbour-template").content.firstElementChild.cloneNode(true);
-      var colour = classes[n.diagnosis] ? classes[n.diagnosis].colour : "#777";
+      var cls = classes[n.diagnosis];
       var meta = n.metadata || {};
       li.dataset.rank = n.rank;
-      li.style.setProperty("--c", colour);
+      li.style.setProperty("--c", cls ? cls.colour : "#777");
+      li.style.setProperty("--c-text", cls ? cls.badge_text : "#fff");
       var link = slot(li, "enlarge");
       link.href = n.image_url;
       link.setAttribute("aria-label", "Enlarge rank " + n.rank + ": " + n.diagnosis_label);

@@ -20,7 +20,7 @@ TABLET = {"width": 768, "height": 1024}
 
 
 def rgb(colour: str) -> str:
-    """'#e67e00' -> 'rgb(230, 126, 0)', as getComputedStyle reports colours."""
+    """'#d77d00' -> 'rgb(215, 125, 0)', as getComputedStyle reports colours."""
     value = colour.lstrip("#")
     return "rgb({}, {}, {})".format(*(int(value[i:i + 2], 16) for i in (0, 2, 4)))
 

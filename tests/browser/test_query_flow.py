@@ -104,6 +104,9 @@ def test_a_clinician_queries_reads_the_result_and_deletes_it(page, request, clin
         expect(card.locator('[data-slot="diagnosis_type"]')).to_have_text(row.case.get_dx_type_display())
         frame = card.locator("figure.framed")
         assert frame.evaluate("e => getComputedStyle(e).borderTopColor") == rgb(cls.colour)
+        badge = card.locator('[data-slot="rank"]')  # the rank badge: the class colour, text that reads on it
+        assert badge.evaluate("e => getComputedStyle(e).backgroundColor") == rgb(cls.colour)
+        assert badge.evaluate("e => getComputedStyle(e).color") == rgb(cls.badge_text)
         expect(card.get_by_role("img", name=f"Rank {row.rank} similar case: {cls.label}")).to_be_visible()
     assert page.locator("img:not([alt])").count() == 0
 

@@ -247,7 +247,7 @@ def test_a_done_result_renders_six_framed_neighbours_and_the_neighbour_vote(clie
         cls = BY_CODE[neighbour["diagnosis"]]
         text = text_of(card)
         assert f'data-rank="{neighbour["rank"]}"' in card and f"#{neighbour['rank']}" in text
-        assert f"--c: {cls.colour}" in card  # the frame's class colour
+        assert f"--c: {cls.colour}; --c-text: {cls.badge_text}" in card  # the frame's class colour, badge text
         assert cls.code in text and cls.label in text
         assert f"Similarity {neighbour['similarity']:.3f}" in text
         assert neighbour["metadata"]["localization"] in text
