@@ -47,4 +47,4 @@ FROM base AS worker
 # One BLAS thread: exact search is one small matrix-vector product per query, which a second
 # BLAS thread only slows down on a busy machine (torch keeps its own thread pool).
 ENV OPENBLAS_NUM_THREADS=1
-CMD ["sh", "-c", "exec celery -A lesionsearch worker -Q ${WORKER_QUEUES:-inference,light} --concurrency ${WORKER_CONCURRENCY:-1} --loglevel INFO --hostname worker@%h"]
+CMD ["sh", "-c", "exec celery -A lesionsearch worker -Q ${WORKER_QUEUES:-inference,light,training} --concurrency ${WORKER_CONCURRENCY:-1} --loglevel INFO --hostname worker@%h"]

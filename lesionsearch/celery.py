@@ -24,9 +24,12 @@ app.autodiscover_tasks()
 
 
 def route_task(name, args, kwargs, options, task=None, **kw):
-    """Model tasks go to the inference queue, everything else to the light queue."""
+    """Training goes to the training queue, other model tasks to the inference queue, everything
+    else to the light queue."""
     from django.conf import settings
 
+    if getattr(task, "training", False):
+        return {"queue": settings.CELERY_QUEUE_TRAINING}
     inference = getattr(task, "inference", False)
     return {"queue": settings.CELERY_QUEUE_INFERENCE if inference else settings.CELERY_QUEUE_LIGHT}
 
@@ -36,6 +39,8 @@ app.conf.task_routes = (route_task,)
 #: Decorator for model tasks (inference, index builds, training): routed to the inference
 #: queue, acknowledged only when done, and redelivered if the worker process dies.
 ml_task = partial(app.task, acks_late=True, reject_on_worker_lost=True, inference=True)
+#: Decorator for training tasks: like ``ml_task``, routed to the training queue.
+training_task = partial(app.task, acks_late=True, reject_on_worker_lost=True, inference=True, training=True)
 #: Decorator for everything else (routed to the light queue).
 light_task = partial(app.task, inference=False)
 

@@ -213,6 +213,9 @@ QUERY_EVIDENCE_MAPS = env_bool("QUERY_EVIDENCE_MAPS", True)
 # an index build.
 CELERY_QUEUE_INFERENCE = "inference"
 CELERY_QUEUE_LIGHT = "light"
+#: Model training (one epoch per task run): its own queue, so that a worker that trains never keeps a
+#: clinician's query waiting (make run starts a second worker for it).
+CELERY_QUEUE_TRAINING = "training"
 
 _broker_url = env_str("CELERY_BROKER_URL") or env_str("REDIS_URL")
 BROKER_DIR = VAR_DIR / "broker"

@@ -149,6 +149,12 @@ def model_version_newest(*, stage: str, config: str | None = None, collection: s
     return model_version_list(stage=stage, config=config, collection=collection).first()
 
 
+def training_job_unfinished(*, stage: str, collection: str) -> TrainingJob | None:
+    """The oldest pending or running training job of this stage and collection, or None."""
+    return (TrainingJob.objects.filter(stage=stage, collection=collection, status__in=["pending", "running"])
+            .order_by("created_at").first())
+
+
 def training_job_get(*, job_id: int) -> TrainingJob | None:
     """The training job with this id, or None."""
     return TrainingJob.objects.filter(id=job_id).first()
@@ -257,8 +263,34 @@ def retrieval_methods() -> list[dict]:
     from retrieval.methods import DEFAULT_METHOD, METHODS
 
     served = set(index_methods(index_for_queries()))
-    return [{"name": m.name, "label": m.label, "description": m.description, "source": m.source,
-             "available": m.name in served, "default": m.name == DEFAULT_METHOD} for m in METHODS.values()]
+    preparing = methods_being_prepared()
+    out = []
+    for method in METHODS.values():
+        state = "available" if method.name in served else ("being prepared" if method.name in preparing
+                                                            else "unavailable")
+        out.append({"name": method.name, "label": method.label, "description": method.description,
+                    "source": method.source, "available": state == "available", "state": state,
+                    "preparation": preparing.get(method.name, "") if state == "being prepared" else "",
+                    "default": method.name == DEFAULT_METHOD})
+    return out
+
+
+def methods_being_prepared() -> dict[str, str]:
+    """Methods that an unfinished job will bring: an index build that will serve them (its
+    progress), or the training of the embedding they need (its epochs); what it is doing, by method."""
+    from retrieval.methods import METHODS
+
+    unfinished = (IndexVersion.Status.PENDING, IndexVersion.Status.RUNNING)
+    out: dict[str, str] = {}
+    for build in IndexVersion.objects.filter(status__in=unfinished).order_by("created_at"):
+        progress = f" ({round(100 * build.done / build.total)} %)" if build.total else ""
+        for name in build.methods or []:
+            out.setdefault(name, f"being added to the case library index{progress}")
+    for job in TrainingJob.objects.filter(status__in=unfinished, stage__in=["contrastive", "triplet"]):
+        for name, method in METHODS.items():
+            if job.stage in method.needs:
+                out.setdefault(name, f"its {job.stage} model is being trained (epoch {job.done} of {job.total})")
+    return out
 
 
 # --- Index --------------------------------------------------------------------------------

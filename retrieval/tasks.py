@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from lesionsearch.celery import light_task, ml_task
+from lesionsearch.celery import light_task, ml_task, training_task
 from lesionsearch.jobs.kinds import JobKind, worker_name
 from retrieval.models import IndexVersion, LibraryCheck, Query, TrainingJob
 
@@ -30,8 +30,8 @@ def index_build_task(self, index_id: int) -> None:
     index_build_run(index_id=index_id, worker=worker_name(self))
 
 
-@ml_task(bind=True, name="retrieval.training_run")
-def training_task(self, job_id: int) -> None:
+@training_task(bind=True, name="retrieval.training_run")
+def training_run_task(self, job_id: int) -> None:
     from retrieval.services.training import training_run
 
     training_run(job_id=job_id, worker=worker_name(self))
@@ -54,7 +54,7 @@ LIBRARY_CHECK = JobKind(
     interrupted="The check was interrupted several times (its worker stopped); giving up.",
 )
 TRAINING = JobKind(
-    name="training", model=TrainingJob, task=training_task, label="training", chunked=True,
+    name="training", model=TrainingJob, task=training_run_task, label="training", chunked=True,
     interrupted="The training was interrupted several times (its worker stopped); giving up. Queue it again "
                 "to start over.",
 )

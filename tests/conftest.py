@@ -154,7 +154,7 @@ def start_worker(media_root: Path, *, log: Path, extra_env: dict[str, str] | Non
     start = log.stat().st_size if log.exists() else 0
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "lesionsearch", "worker", "-Q", "inference,light",
+            [sys.executable, "-m", "celery", "-A", "lesionsearch", "worker", "-Q", "inference,light,training",
              "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"test-{os.getpid()}@%h"],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )

@@ -39,3 +39,12 @@ def test_library_check_task_is_registered_on_the_light_queue():
 
     task = app.tasks["retrieval.library_check_run"]
     assert queue_of(task) == settings.CELERY_QUEUE_LIGHT
+
+
+def test_training_has_its_own_queue_so_that_queries_never_wait_behind_an_epoch():
+    import retrieval.tasks  # noqa: F401
+
+    training = app.tasks["retrieval.training_run"]
+    assert queue_of(training) == settings.CELERY_QUEUE_TRAINING == "training"
+    assert training.acks_late is True and training.reject_on_worker_lost is True
+    assert queue_of(app.tasks["retrieval.query_run"]) == settings.CELERY_QUEUE_INFERENCE

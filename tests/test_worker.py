@@ -42,7 +42,7 @@ def test_library_check_runs_on_the_worker_and_finds_a_damaged_file(celery_worker
     assert finished.status == "done", finished.message
     assert finished.worker.startswith("test-")  # run by the worker process, not in this process
     beat = WorkerBeat.objects.get(stopped_at__isnull=True)  # its sign of life, for /ops/ and /metrics
-    assert finished.worker.startswith(beat.hostname) and beat.queues == ["inference", "light"]
+    assert finished.worker.startswith(beat.hostname) and beat.queues == ["inference", "light", "training"]
     assert (finished.done, finished.total) == (8, 8)
     assert finished.problems == [{"case": damaged.id, "image_id": damaged.image_id,
                                   "problem": "image file changed since import (sha256 differs)"}]

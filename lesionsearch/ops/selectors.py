@@ -89,7 +89,7 @@ def queue_depths() -> dict[str, int | None]:
     from lesionsearch.celery import app
 
     depths: dict[str, int | None] = {}
-    queues = (settings.CELERY_QUEUE_INFERENCE, settings.CELERY_QUEUE_LIGHT)
+    queues = (settings.CELERY_QUEUE_INFERENCE, settings.CELERY_QUEUE_LIGHT, settings.CELERY_QUEUE_TRAINING)
     try:
         with app.connection_for_read() as connection:
             connection.ensure_connection(max_retries=1, timeout=2)

@@ -90,6 +90,10 @@ class MethodSerializer(serializers.Serializer):
     description = serializers.CharField()
     source = serializers.CharField(help_text="where the method comes from (the thesis or a source paper)")
     available = serializers.BooleanField(help_text="whether the index that serves queries now offers it")
+    state = serializers.ChoiceField(choices=["available", "being prepared", "unavailable"],
+                                    help_text="available; being prepared (a background job will add it: its model "
+                                              "is trained or it is added to the index); unavailable")
+    preparation = serializers.CharField(help_text="while being prepared: what the job is doing (else empty)")
     default = serializers.BooleanField()
 
 

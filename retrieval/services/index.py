@@ -490,6 +490,19 @@ def _finish(index: IndexVersion, worker: str) -> None:
     for path in folder.glob("chunk-*.npz"):
         path.unlink(missing_ok=True)
     logger.info("index %s active: %s cases, dimension %s", index.id, len(case_ids), features.shape[1])
+    if base is not None:
+        _add_what_arrived_meanwhile(index)
+
+
+def _add_what_arrived_meanwhile(index: IndexVersion) -> None:
+    """After a build that added embeddings: an embedding trained while it ran (its request found
+    this build under way) is added by one more build; nothing new, nothing queued."""
+    try:
+        build = index_methods_add(collection=index.collection)
+    except ValueError:
+        return
+    logger.info("index %s: build #%s adds %s, trained meanwhile", index.id, build.id,
+                ", ".join((build.descriptors or {}).get(ADDS_KEY) or []))
 
 
 def _copy_overlays(base: IndexVersion, index: IndexVersion) -> None:

@@ -40,6 +40,8 @@ REQUEST_DEFAULTS = {
     "profile": None, "config": None, "stage": "both", "epochs": None, "batch_size": None, "device": None,
     "parent": None, "groups": None, "non_hierarchical": False, "margin": None, "collection": None, "seed": 0,
     "lr": None, "workers": 4, "saliency": None, "ig_steps": None, "ig_baseline": None, "stem_init": None,
+    # contrastive/triplet, queued: once trained, add the embedding to the collection's active index
+    "add_to_index": False,
 }
 #: seconds between two heartbeats of a training job (it beats after a batch, at most this often)
 HEARTBEAT_SECONDS = 10
@@ -99,8 +101,9 @@ def training_plan(request: Mapping) -> TrainingPlan:
               **explicit}
     if o["stage"] in EMBEDDING_STAGES:
         return _embedding_plan(o, profile, common)
-    if o["groups"] or o["non_hierarchical"] or o["margin"] is not None:
-        raise ValueError("--groups, --non-hierarchical and --margin are options of --stage contrastive|triplet")
+    if o["groups"] or o["non_hierarchical"] or o["margin"] is not None or o["add_to_index"]:
+        raise ValueError("--groups, --non-hierarchical, --margin and --add-to-index are options of --stage "
+                         "contrastive|triplet")
     stages = ["3ch", "4ch"] if o["stage"] == "both" else [o["stage"]]
     four_channel = _four_channel_options(o, stages)
     parent = None
@@ -138,6 +141,8 @@ def _embedding_plan(o: dict, profile, common: dict) -> TrainingPlan:
         raise ValueError("--margin must be positive")
     if o["non_hierarchical"] and not o["groups"]:
         raise ValueError("--non-hierarchical needs --groups")
+    if o["add_to_index"] and not isinstance(o["add_to_index"], bool):
+        raise ValueError("add_to_index must be true or false")
     if isinstance(o["groups"], str):  # a CSV file of image_id,group; the request keeps what it says
         o["groups"] = read_groups(Path(o["groups"]), o["collection"])
     parent = None
@@ -336,7 +341,22 @@ def training_run(*, job_id: int, worker: str, enqueue_next: bool = True) -> bool
     versions = ", ".join(str(v) for v in job.model_versions.order_by("id"))
     if jobs.finish(TRAINING, job_id, worker, done=plan.total_epochs, message=f"Trained {versions}."):
         shutil.rmtree(training_work_dir(job), ignore_errors=True)
+        if plan.request.get("add_to_index"):
+            _add_to_index(plan)
     return True
+
+
+def _add_to_index(plan: TrainingPlan) -> None:
+    """Queue the build that adds the new embedding to the active index (or say why there is none)."""
+    from retrieval.services.index import index_methods_add
+
+    try:
+        build = index_methods_add(collection=plan.collection)
+    except ValueError as exc:
+        logger.warning("training of %s: not added to an index: %s", plan.stage, exc)
+        return
+    logger.info("training of %s: index build #%s adds %s", plan.stage, build.id,
+                ", ".join((build.descriptors or {}).get("adds") or []))
 
 
 def _training_step(job: TrainingJob, plan: TrainingPlan, worker: str) -> bool:

@@ -85,7 +85,7 @@ def test_metrics_in_the_prometheus_text_format_with_hand_computed_values(client,
     assert up == {"worker@alive:1": 1, "worker@gone:1": 0}
     assert families["lesionsearch_workers_alive"].samples[0].value == 1
     queues = {s.labels["queue"]: s.value for s in families["lesionsearch_queue_messages"].samples}
-    assert set(queues) == {"inference", "light"} and all(depth >= 0 for depth in queues.values())  # the broker read
+    assert set(queues) == {"inference", "light", "training"} and all(depth >= 0 for depth in queues.values())  # the broker read
 
 
 def test_metrics_from_elsewhere_need_the_token(client, settings, operations):

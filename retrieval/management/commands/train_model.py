@@ -67,6 +67,9 @@ class Command(BaseCommand):
                             help="queue the training as a background job of the worker instead of training in this "
                                  "process (progress per epoch in the admin and with --status; a killed worker's "
                                  "job resumes from its last epoch)")
+        parser.add_argument("--add-to-index", action="store_true",
+                            help="with --queue and --stage contrastive|triplet: once trained, add the embedding to "
+                                 "the active index (only its vectors are encoded; the method is then served)")
         parser.add_argument("--status", type=int, metavar="JOB",
                             help="show a queued training job's status and progress, and exit")
         parser.add_argument("--stem-init", choices=["mean", "zero"],
@@ -81,6 +84,8 @@ class Command(BaseCommand):
             return self.show_status(o["status"])
         if o["resume"] and not o["resume"].is_file():
             raise CommandError(f"--resume {o['resume']}: no such file")
+        if o["add_to_index"] and not o["queue"]:
+            raise CommandError("--add-to-index is for a queued training (--queue)")
         if o["resume"] and o["queue"]:
             raise CommandError("--resume is for a run in this process; a queued training resumes by itself")
         request = {key: o[key] for key in REQUEST_DEFAULTS}
