@@ -120,6 +120,18 @@ class Study(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def washout_text(self) -> str:
+        """The washout as a reader and an administrator read it: '24 hours', '2 minutes', '90 seconds', 'none'."""
+        seconds = round(self.washout.total_seconds())
+        if seconds == 0:
+            return "none"
+        for unit, size in (("hour", 3600), ("minute", 60), ("second", 1)):
+            if seconds % size == 0 or unit == "second":
+                count = seconds // size if unit != "second" else seconds
+                return f"{count:g} {unit}{'' if count == 1 else 's'}"
+        raise AssertionError("unreachable")
+
 
 class StudyPreparation(Job):
     """The background job that computes a study's query set and neighbours (``study_prepare``).
