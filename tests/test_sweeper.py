@@ -24,12 +24,15 @@ def test_every_worker_runs_the_sweeper_on_its_timer(tiny_models, settings, sent_
     settings.JOB_SWEEP_SECONDS = 7
     build = index_build_request(model_version=tiny_models["4ch"])  # its message was never sent (no commit here)
 
+    gone = WorkerBeat.objects.create(name="w0@test:1", hostname="w0@test", pid=1, started_at=timezone.now(),
+                                     beat_at=timezone.now() - timedelta(days=2))  # a worker gone for two days
     worker = type("Worker", (), {"timer": Timer(), "hostname": "w1@test", "app": app})()
     step = JobSweeper(worker)
     step.start(worker)
     try:
         (scheduled,) = worker.timer.queue
-        beat = WorkerBeat.objects.get()  # the worker says it is alive as it starts
+        beat = WorkerBeat.objects.get()  # the worker says it is alive as it starts (and forgets the long gone)
+        assert beat.name != gone.name
         assert (beat.hostname, beat.pid, beat.stopped_at) == ("w1@test", os.getpid(), None)
         assert settings.CELERY_QUEUE_LIGHT in beat.queues  # what this process's app consumes (a real one: test_worker)
         assert scheduled.entry.fun.__name__ == "beat_and_sweep"

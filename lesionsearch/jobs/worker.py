@@ -13,6 +13,8 @@ from celery import bootsteps
 from celery.signals import worker_init, worker_ready
 
 logger = logging.getLogger(__name__)
+#: Seconds after its last beat that a gone worker is no longer listed (a restarted one has a new pid).
+FORGET_WORKERS_AFTER = 24 * 3600
 
 
 def sweep_unfinished_jobs() -> int:
@@ -79,10 +81,11 @@ class JobSweeper(bootsteps.StartStopStep):
 
     def beat(self) -> None:
         """This worker's sign of life (the operations page, /metrics); never raises."""
-        from lesionsearch.jobs.services import worker_beat
+        from lesionsearch.jobs.services import worker_beat, worker_beats_forget
 
         try:
             worker_beat(hostname=self.hostname, pid=self.pid, queues=self.queues, started_at=self.started_at)
+            worker_beats_forget(older_than=FORGET_WORKERS_AFTER)
         except Exception:
             logger.exception("recording the worker's beat failed")
 
