@@ -9,7 +9,9 @@ from retrieval.models import TrainingJob
 from tests.browser.conftest import LAPTOP, TABLET, sign_in
 from tests.ops_scenario import make_operations
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+# serialized_rollback, as every transactional test here: a plain flush re-creates content types
+# under new ids, which the next serialized test cannot restore over.
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 
 def test_the_operations_page_shows_workers_and_jobs_and_refreshes_itself(page, admin_user, clinician, settings,

@@ -82,9 +82,9 @@ def test_a_build_killed_mid_chunk_resumes_without_recomputing_or_duplicating(tin
     encoded: list[int] = []
     real = index_services.encode_cases
 
-    def counting(model, ids):
+    def counting(model, ids, **options):
         encoded.extend(ids)
-        return real(model, ids)
+        return real(model, ids, **options)
 
     monkeypatch.setattr(index_services, "encode_cases", counting)
     index = index_build_request(model_version=tiny_models["4ch"])
@@ -148,7 +148,7 @@ def test_incremental_build_encodes_only_new_cases_and_keeps_old_vectors(ready_in
     encoded: list[int] = []
     real = index_services.encode_cases
     monkeypatch.setattr(index_services, "encode_cases",
-                        lambda model, ids: (encoded.extend(ids), real(model, ids))[1])
+                        lambda model, ids, **options: (encoded.extend(ids), real(model, ids, **options))[1])
 
     new = build_index_here(model_version=ready_index.model_version, incremental=True)
 

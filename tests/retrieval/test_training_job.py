@@ -132,11 +132,13 @@ def test_a_worker_that_lost_its_job_mid_epoch_writes_nothing(small_library, medi
 
 def test_bad_requests_are_refused_before_anything_is_queued(small_library, sent_jobs):
     for args, message in ((["--stage", "4ch"], "no 3-channel tiny model for 'synthetic'; train --stage 3ch first"),
-                          (["--stage", "3ch", "--margin", "1"], "--margin are options of --stage contrastive"),
+                          (["--stage", "3ch", "--margin", "1"], "--margin and --add-to-index are options of --stage contrastive"),
                           (["--stage", "triplet", "--stem-init", "zero"], "are options of the 4-channel stage"),
                           (["--epochs", "0"], "--epochs and --batch-size must be at least 1")):
         with pytest.raises(CommandError, match=message):
             call_command("train_model", "--queue", *TINY, *args, verbosity=0)
+    with pytest.raises(CommandError, match="--add-to-index is for a queued training"):
+        call_command("train_model", *TINY, "--stage", "triplet", "--add-to-index", verbosity=0)
     with pytest.raises(CommandError, match="a queued training resumes by itself"):
         call_command("train_model", "--queue", "--resume", __file__, verbosity=0)
     with pytest.raises(CommandError, match="no training job 999"):
