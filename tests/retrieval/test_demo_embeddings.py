@@ -83,6 +83,8 @@ def test_the_demo_embeddings_are_trained_in_the_background_and_added_to_the_inde
     runtime.forget()
     assert final.active and len(final.methods) == 13 and final.base == first
     assert all(state == ("available", "") for state in _states().values())
+    command._embeddings(demo, tiny_models["4ch"], "cpu", 0)  # a later run: nothing to do, and it says so
+    assert command.stdout.getvalue().rstrip().endswith(f"both are served by index #{final.id}")
     assert ModelVersion.objects.filter(stage__in=["contrastive", "triplet"]).count() == 2
 
 

@@ -128,13 +128,19 @@ class Command(BaseCommand):
                 queued.append(stage)
             self.stdout.write(f"  {stage}: training job #{job.id} {'queued' if stage in queued else job.status}, "
                               f"{job.total} epochs (progress: /ops/, the admin's training jobs)")
-        if not queued:
-            try:
-                build = index_methods_add(collection=COLLECTION)
-            except ValueError as exc:
-                self.stdout.write(f"  {exc}")
-            else:
-                self.stdout.write(f"  index build #{build.id} adds {', '.join(build.descriptors.get('adds', []))}")
+        if queued:
+            return
+        active = selectors.index_active(collection=COLLECTION)
+        if active is not None and {"contrastive", "triplet"} <= set(active.methods or []):
+            self.stdout.write(f"  both are served by index #{active.id}")
+            return
+        try:
+            build = index_methods_add(collection=COLLECTION)
+        except ValueError as exc:
+            self.stdout.write(f"  not added to the index yet: {exc}")
+        else:
+            adds = ", ".join((build.descriptors or {}).get("adds") or []) or "them"
+            self.stdout.write(f"  index build #{build.id} ({build.status}) adds {adds}")
 
     def _demo_study(self) -> None:
         """An open study for the demo reader: 20 cases, a 2-minute washout so that both tasks can be
