@@ -349,12 +349,18 @@ def tiny_models(db, media_root, tiny_assets):
 
 def build_index_here(**kwargs):
     """Request a build and run it to the end in this process (what a worker does, chunk by chunk)."""
-    from retrieval.models import IndexVersion
-    from retrieval.services.index import index_build_request, index_build_run
+    from retrieval.services.index import index_build_request
 
-    index = index_build_request(**kwargs)
+    return run_index_build_here(index_build_request(**kwargs))
+
+
+def run_index_build_here(index, worker: str = "test"):
+    """Run a requested build to its end in this process, chunk by chunk; the finished row."""
+    from retrieval.models import IndexVersion
+    from retrieval.services.index import index_build_run
+
     for _ in range(1000):
-        index_build_run(index_id=index.id, worker="test", enqueue_next=False)
+        index_build_run(index_id=index.id, worker=worker, enqueue_next=False)
         index.refresh_from_db()
         if index.status in (IndexVersion.Status.DONE, IndexVersion.Status.FAILED):
             return index

@@ -10,9 +10,9 @@ import pytest
 
 from retrieval import runtime, selectors
 from retrieval.models import IndexVersion, ModelVersion, TrainingJob
-from retrieval.services.index import index_build_run
 from retrieval.services.training import training_run
 from tests.apiclient import api
+from tests.conftest import run_index_build_here
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
@@ -29,10 +29,7 @@ def _finish_training(job: TrainingJob) -> None:
 
 
 def _finish_build(build_id: int) -> IndexVersion:
-    build = IndexVersion.objects.get(id=build_id)
-    while build.status not in ("done", "failed"):
-        index_build_run(index_id=build.id, worker="worker", enqueue_next=False)
-        build.refresh_from_db()
+    build = run_index_build_here(IndexVersion.objects.get(id=build_id), worker="worker")
     assert build.status == "done", build.message
     return build
 

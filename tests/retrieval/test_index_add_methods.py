@@ -8,20 +8,10 @@ import pytest
 
 from retrieval import loaders, runtime
 from retrieval.methods import METHODS
-from retrieval.models import IndexVersion
 from retrieval.services import index as index_services
-from tests.conftest import register_checkpoint
+from tests.conftest import register_checkpoint, run_index_build_here
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
-
-
-def _run(index: IndexVersion) -> IndexVersion:
-    for _ in range(100):
-        index_services.index_build_run(index_id=index.id, worker="test", enqueue_next=False)
-        index.refresh_from_db()
-        if index.status in ("done", "failed"):
-            return index
-    raise AssertionError("the build did not finish")
 
 
 def test_embeddings_are_added_to_the_active_index_without_re_encoding_it(ready_index, tiny_method_assets,
@@ -46,7 +36,7 @@ def test_embeddings_are_added_to_the_active_index_without_re_encoding_it(ready_i
     assert index.base == base and index.descriptors["adds"] == ["contrastive", "triplet"]
     assert (index.contrastive_model, index.triplet_model) == (models["contrastive"], models["triplet"])
     assert index_services.index_methods_add(collection=base.collection) == index  # the one under way
-    index = _run(index)
+    index = run_index_build_here(index)
     assert index.status == "done", index.message
     base.refresh_from_db()
     assert index.active and not base.active and index.size == base.size
