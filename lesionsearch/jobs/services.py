@@ -124,7 +124,7 @@ def fail(kind: JobKind, job_id: int, message: str, *, worker: str | None = None,
     return failed
 
 
-def refresh(kind: JobKind, job: Job) -> Job:
+def refresh(kind: JobKind, job: Job, *, rows: QuerySet | None = None) -> Job:
     """Re-read a job; re-send it when its message was lost, fail it when it cannot be run.
 
     * waiting (PENDING, or a chunked job between runs) and not sent for
@@ -135,6 +135,7 @@ def refresh(kind: JobKind, job: Job) -> Job:
     """
     if job.status in FINAL:
         return job
+    rows = _rows(kind, job.id) if rows is None else rows
     now = timezone.now()
     stale = now - timedelta(seconds=settings.JOB_STALE_SECONDS)
     resend = now - timedelta(seconds=settings.QUERY_PENDING_RESEND_SECONDS)
@@ -144,12 +145,12 @@ def refresh(kind: JobKind, job: Job) -> Job:
     dead = job.status == Status.RUNNING and job.heartbeat_at is not None and job.heartbeat_at < stale
     never_claimed = (job.status == Status.PENDING and unclaimed_limit is not None
                      and job.created_at < now - timedelta(seconds=unclaimed_limit))
-    # A page or API client polls a healthy job several times a second: when the row just read
-    # shows nothing due, skip the conditional updates below (one SELECT per poll).
+    # A page or API client polls a healthy job several times a second: when the row shows nothing
+    # due, skip the conditional updates below (one SELECT per poll: the re-read). ``rows``: the
+    # queryset to re-read the job from (e.g. with the relations the caller shows).
     due = (waiting and (job.enqueued_at is None or job.enqueued_at < resend)) or dead or never_claimed
-    rows = _rows(kind, job.id)
     if not due:
-        return job
+        return rows.get()  # re-read: a poll loop passes the row it read last time
     # What was due is decided on the row just read; what is done, by conditional updates on the
     # row as it is now (it may have moved on since it was read).
     if unclaimed_limit is not None and fail(kind, job.id, kind.never_picked_up, condition=Q(
@@ -164,7 +165,7 @@ def refresh(kind: JobKind, job: Job) -> Job:
         lost = (waiting_rows & (Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=resend))) | Q(
             status=Status.RUNNING, heartbeat_at__lt=stale, enqueued_at__lt=stale) | Q(
             status=Status.RUNNING, heartbeat_at__lt=stale, enqueued_at__isnull=True)
-        if rows.filter(lost).update(enqueued_at=now):
+        if _rows(kind, job.id).filter(lost).update(enqueued_at=now):
             logger.warning("%s %s looks stuck (%s); sending it again", kind.name, job.id, job.status)
             send(kind, job.id)
     return rows.get()

@@ -276,8 +276,7 @@ def query_refresh(*, query: Query) -> Query:
     (``lesionsearch.jobs.services.refresh``: unclaimed for QUERY_PENDING_RESEND_SECONDS it is
     sent again, never picked up in QUERY_PENDING_FAIL_SECONDS it fails, its worker dead it runs
     again, at most JOB_MAX_ATTEMPTS times)."""
-    refreshed = jobs.refresh(QUERY, query)
-    return refreshed if refreshed is query else Query.objects.select_related("index_version").get(id=query.id)
+    return jobs.refresh(QUERY, query, rows=Query.objects.select_related("index_version").filter(id=query.id))
 
 
 def query_delete(*, query: Query, user=None) -> None:
