@@ -158,7 +158,6 @@ class Result:
     def stats(self) -> dict[str, dict]:
         out = {}
         for kind, rows in sorted(self.samples.items()):
-            times = sorted(seconds for seconds, _ in rows)
             out[kind] = _row(rows, self.duration)
         reads = [row for kind, rows in self.samples.items() if kind in READ_KINDS for row in rows]
         if reads:
@@ -393,29 +392,16 @@ def start_gunicorn(port: int, env: dict[str, str], log: Path, *, workers: int = 
     return process
 
 
-def start_worker(env: dict[str, str], log: Path, timeout: float = 120) -> subprocess.Popen:
-    start = log.stat().st_size if log.exists() else 0
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "lesionsearch", "worker", "-Q", "inference,light", "--concurrency",
-             "1", "--without-gossip", "--without-mingle", "--loglevel", "INFO", "--hostname", "load@%h"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    while b"ready." not in log.read_bytes()[start:]:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"the worker did not start; see {log}")
-        time.sleep(0.2)
-    return process
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
+    from lesionsearch.jobs import processes
+
+    return processes.start_worker(env=env, log=log, queues="inference,light", hostname="load@%h")
 
 
 def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    from lesionsearch.jobs import processes
+
+    processes.stop_process(process)
 
 
 # --- A private instance ---------------------------------------------------------------------------

@@ -1,15 +1,10 @@
 from __future__ import annotations
 
-from django.apps import AppConfig
+from lesionsearch.jobs import kinds
 
 
-class ReaderStudyConfig(AppConfig):
+class ReaderStudyConfig(kinds.JobAppConfig):
+    """Reader studies; registers its job kinds (``readerstudy.tasks.JOB_KINDS``) at start-up."""
+
     name = "readerstudy"
     verbose_name = "Reader studies"
-    default_auto_field = "django.db.models.BigAutoField"
-
-    def ready(self) -> None:
-        from lesionsearch.jobs.kinds import register_all
-        from readerstudy.tasks import JOB_KINDS
-
-        register_all(JOB_KINDS)

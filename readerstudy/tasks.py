@@ -1,17 +1,14 @@
-"""Celery tasks of reader studies: thin wrappers that take a job's id and call its service, and
-their job kinds (``lesionsearch.jobs``; registered in ``ReaderStudyConfig.ready``)."""
+"""Celery tasks of reader studies (thin wrappers that take a job's id and call its service:
+``jobs.kinds.job_task``) and their job kinds (``lesionsearch.jobs``; registered in ``ReaderStudyConfig.ready``)."""
 from __future__ import annotations
 
 from lesionsearch.celery import ml_task
-from lesionsearch.jobs.kinds import JobKind, worker_name
+from lesionsearch.jobs.kinds import JobKind, job_task
 from readerstudy.models import StudyPreparation
 
 
-@ml_task(bind=True, name="readerstudy.study_prepare")
-def study_prepare_task(self, preparation_id: int) -> None:
-    from readerstudy.services import study_prepare_run
-
-    study_prepare_run(preparation_id=preparation_id, worker=worker_name(self))
+study_prepare_task = job_task(ml_task, "readerstudy.study_prepare", "readerstudy.services.study_prepare_run",
+                              "preparation_id")
 
 
 def _fail_study(preparation_id: int, message: str) -> None:

@@ -1,15 +1,10 @@
 from __future__ import annotations
 
-from django.apps import AppConfig
+from lesionsearch.jobs import kinds
 
 
-class RetrievalConfig(AppConfig):
+class RetrievalConfig(kinds.JobAppConfig):
+    """Case library and retrieval; registers its job kinds (``retrieval.tasks.JOB_KINDS``) at start-up."""
+
     name = "retrieval"
     verbose_name = "Case library and retrieval"
-    default_auto_field = "django.db.models.BigAutoField"
-
-    def ready(self) -> None:
-        from lesionsearch.jobs.kinds import register_all
-        from retrieval.tasks import JOB_KINDS
-
-        register_all(JOB_KINDS)

@@ -1,40 +1,21 @@
-"""Celery tasks: thin wrappers that take a job's id and call its service, and their job kinds
+"""Celery tasks (thin wrappers that take a job's id and call its service: ``jobs.kinds.job_task``) and their job kinds
 (``lesionsearch.jobs``; registered in ``RetrievalConfig.ready``)."""
 from __future__ import annotations
 
 from django.conf import settings
 
 from lesionsearch.celery import light_task, ml_task, training_task
-from lesionsearch.jobs.kinds import JobKind, worker_name
+from lesionsearch.jobs.kinds import JobKind, job_task
 from retrieval.models import IndexVersion, LibraryCheck, Query, TrainingJob
 
 
-@light_task(bind=True, name="retrieval.library_check_run")
-def library_check_run_task(self, check_id: int) -> None:
-    from retrieval.services import library_check_run
-
-    library_check_run(check_id=check_id, worker=worker_name(self))
-
-
-@ml_task(bind=True, name="retrieval.query_run")
-def query_run_task(self, query_id: int) -> None:
-    from retrieval.services.queries import query_run
-
-    query_run(query_id=query_id, worker=worker_name(self))
-
-
-@ml_task(bind=True, name="retrieval.index_build_run")
-def index_build_task(self, index_id: int) -> None:
-    from retrieval.services.index import index_build_run
-
-    index_build_run(index_id=index_id, worker=worker_name(self))
-
-
-@training_task(bind=True, name="retrieval.training_run")
-def training_run_task(self, job_id: int) -> None:
-    from retrieval.services.training import training_run
-
-    training_run(job_id=job_id, worker=worker_name(self))
+library_check_run_task = job_task(light_task, "retrieval.library_check_run",
+                                  "retrieval.services.library_check_run", "check_id")
+query_run_task = job_task(ml_task, "retrieval.query_run", "retrieval.services.queries.query_run", "query_id")
+index_build_task = job_task(ml_task, "retrieval.index_build_run", "retrieval.services.index.index_build_run",
+                            "index_id")
+training_run_task = job_task(training_task, "retrieval.training_run", "retrieval.services.training.training_run",
+                             "job_id")
 
 
 QUERY = JobKind(

@@ -6,7 +6,6 @@ import io
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from django.contrib.auth.models import Group
 from PIL import Image
 
+from lesionsearch.jobs import processes
 from lesionsearch.roles import CLINICIAN, READER, STUDY_ADMIN
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,29 +151,14 @@ def start_worker(media_root: Path, *, log: Path, extra_env: dict[str, str] | Non
         url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     env = {**os.environ, "DATABASE_URL": url, "MEDIA_ROOT": str(media_root),
            "DJANGO_SETTINGS_MODULE": "lesionsearch.settings", "LOG_LEVEL": "info", **(extra_env or {})}
-    start = log.stat().st_size if log.exists() else 0
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "lesionsearch", "worker", "-Q", "inference,light,training",
-             "--concurrency", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--hostname", f"test-{os.getpid()}@%h"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while b"ready." not in log.read_bytes()[start:]:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"worker did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-    return process
+    try:
+        return processes.start_worker(env=env, log=log, hostname=f"test-{os.getpid()}@%h", timeout=60)
+    except processes.WorkerDidNotStart as error:
+        pytest.fail(str(error))
 
 
 def stop_worker(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    processes.stop_process(process, timeout=20)
 
 
 def _descendants(pid: int) -> list[int]:

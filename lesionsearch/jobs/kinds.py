@@ -4,7 +4,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from django.apps import AppConfig
 from django.db import models
+from django.utils.module_loading import import_string
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,33 @@ def kind_of(model: type[models.Model]) -> JobKind:
     raise LookupError(f"{model.__name__} is not a registered job kind")
 
 
+def job_task(decorator: Callable, name: str, run: str, id_param: str):
+    """The Celery task of a job kind: a thin wrapper that takes a job's id and calls the kind's
+    service ``run`` (a dotted path, imported when the task runs, so that a service module may
+    import its app's tasks to send them) as ``run(**{id_param: job_id}, worker=<this worker>)``.
+    ``decorator`` is one of ``lesionsearch.celery``'s (``ml_task``, ``light_task``, ``training_task``),
+    which choose the queue and the redelivery guarantees; ``name`` is the task's registered name."""
+    @decorator(bind=True, name=name)
+    def task(self, job_id: int) -> None:
+        """Run one job of this kind given its id."""
+        import_string(run)(**{id_param: job_id}, worker=worker_name(self))
+
+    return task
+
+
 def worker_name(task) -> str:
     """Host and process of a bound Celery task: claims must tell apart a worker's pool processes."""
     import os
 
     return f"{task.request.hostname or 'worker'}:{os.getpid()}"
+
+
+class JobAppConfig(AppConfig):
+    """Base config of an app that has job kinds: at start-up it registers ``<app>.tasks.JOB_KINDS``
+    (so that the sweep knows them). Subclass it through the module (``kinds.JobAppConfig``): a
+    class imported into an app's ``apps.py`` would be a second candidate config for Django."""
+
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        register_all(import_string(f"{self.name}.tasks.JOB_KINDS"))
