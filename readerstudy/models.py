@@ -17,7 +17,7 @@ from django.db.models import Q
 
 from lesionsearch.jobs.models import Job
 from retrieval.classes import DX_CHOICES
-from retrieval.models import Case, IndexVersion, RankedNeighbour
+from retrieval.models import Case, IndexVersion, RankedNeighbour, between
 
 TASK_IMAGE_ONLY = 1
 TASK_WITH_NEIGHBOURS = 2
@@ -112,8 +112,7 @@ class Study(models.Model):
         verbose_name_plural = "studies"
         constraints = [
             models.CheckConstraint(condition=Q(cases_per_reader__gte=1), name="study_cases_per_reader_positive"),
-            models.CheckConstraint(condition=Q(neighbours_shown__gte=1, neighbours_shown__lte=20),
-                                   name="study_neighbours_1_to_20"),
+            between("neighbours_shown", 1, 20, name="study_neighbours_1_to_20"),
             models.CheckConstraint(condition=Q(task2_rotation__in=[0, 90, 180, 270]), name="study_rotation_quarter"),
         ]
 
@@ -226,8 +225,7 @@ class Answer(models.Model):
         ordering = ["item", "task"]
         constraints = [
             models.UniqueConstraint(fields=["item", "task"], name="answer_one_per_reader_case_task"),
-            models.CheckConstraint(condition=Q(confidence__gte=LIKERT_MIN, confidence__lte=LIKERT_MAX),
-                                   name="answer_confidence_likert"),
+            between("confidence", LIKERT_MIN, LIKERT_MAX, name="answer_confidence_likert"),
             models.CheckConstraint(condition=Q(task__in=TASKS), name="answer_task_1_or_2"),
         ]
 
@@ -244,8 +242,7 @@ class RelevanceRating(models.Model):
         ordering = ["item", "rank"]
         constraints = [
             models.UniqueConstraint(fields=["item", "rank"], name="relevance_one_per_neighbour"),
-            models.CheckConstraint(condition=Q(rating__gte=RELEVANCE_MIN, rating__lte=RELEVANCE_MAX),
-                                   name="relevance_0_to_3"),
+            between("rating", RELEVANCE_MIN, RELEVANCE_MAX, name="relevance_0_to_3"),
         ]
 
 

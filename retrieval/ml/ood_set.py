@@ -63,55 +63,24 @@ class Packaged:
 
 _SKIMAGE = "scikit-image 0.26.0 sample data"
 _MPL = "matplotlib 3.11.2 sample data"
-PACKAGED = (
-    Packaged("skimage", "data/astronaut.png", "astronaut", PHOTO, "portrait of astronaut Eileen Collins",
-             "public domain (NASA)"),
-    Packaged("skimage", "data/camera.png", "camera", PHOTO, "a man with a camera, grey-scale",
-             "CC0 (Lav Varshney)"),
-    Packaged("skimage", "data/chelsea.png", "chelsea", PHOTO, "a cat", "CC0 (Stefan van der Walt)"),
-    Packaged("skimage", "data/coffee.png", "coffee", PHOTO, "a coffee cup on a table", "CC0 (Rachel Michetti)"),
-    Packaged("skimage", "data/coins.png", "coins", PHOTO, "Greek coins, grey-scale",
-             "no known copyright restrictions (Brooklyn Museum)"),
-    Packaged("skimage", "data/rocket.jpg", "rocket", PHOTO, "a rocket launch", "public domain (SpaceX)"),
-    Packaged("skimage", "data/motorcycle_left.png", "motorcycle_left", PHOTO, "a motorcycle (left stereo view)",
-             "Middlebury 2014 stereo benchmark (licence not stated by scikit-image)"),
-    Packaged("skimage", "data/motorcycle_right.png", "motorcycle_right", PHOTO, "a motorcycle (right stereo view)",
-             "Middlebury 2014 stereo benchmark (licence not stated by scikit-image)"),
-    Packaged("skimage", "data/hubble_deep_field.jpg", "hubble_deep_field", PHOTO, "Hubble eXtreme Deep Field",
-             "public domain (NASA)"),
-    Packaged("skimage", "data/moon.png", "moon", PHOTO, "surface of the moon, grey-scale",
-             "licence not stated by scikit-image"),
-    Packaged("skimage", "data/clock_motion.png", "clock_motion", PHOTO, "a wall clock, motion-blurred, grey-scale",
-             "public domain (Stefan van der Walt)"),
-    Packaged("skimage", "data/brick.png", "brick", PHOTO, "a brick wall, grey-scale", "CC0 (CC0Textures)"),
-    Packaged("skimage", "data/grass.png", "grass", PHOTO, "grass, grey-scale", "CC0 (DeviantArt, linolafett)"),
-    Packaged("skimage", "data/gravel.png", "gravel", PHOTO, "gravel, grey-scale", "CC0 (CC0Textures)"),
-    Packaged("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "grace_hopper", PHOTO,
-             "portrait of Grace Hopper", "US Navy photograph (public domain)"),
-    Packaged("skimage", "data/retina.jpg", "retina", MEDICAL, "fundus photograph of a normal left eye",
-             "CC0 (Mikael Häggström, Wikimedia Commons)"),
-    Packaged("skimage", "data/microaneurysms.png", "microaneurysms", MEDICAL,
-             "retina with microaneurysms (green channel, HRF database)", "CC0 (Andreas Maier)"),
-    Packaged("skimage", "data/ihc.png", "ihc", MEDICAL, "immunohistochemistry of colonic glands",
-             "no known copyright restrictions (CMMI)"),
-    Packaged("skimage", "data/cell.png", "cell", MEDICAL, "quantitative phase image of a cell", "CC0"),
-    Packaged("skimage", "data/phantom.png", "phantom", MEDICAL, "Shepp-Logan phantom (CT test image)",
-             "generated test image (Shepp & Logan 1974)"),
-    Packaged("matplotlib", "mpl-data/sample_data/s1045.ima.gz", "mri_s1045", MEDICAL, "MRI slice of a head",
-             "licence not stated by matplotlib"),
-    Packaged("skimage", "data/page.png", "page", PLAIN, "a scanned page of text", "licence not stated by scikit-image"),
-    Packaged("skimage", "data/text.png", "text", PLAIN, "text with corners, grey-scale",
-             "public domain (Wikipedia)"),
-    Packaged("skimage", "data/horse.png", "horse", PLAIN, "silhouette of a horse", "CC0 (Andreas Preuss)"),
-    Packaged("skimage", "data/color.png", "color", PLAIN, "a colour wheel", "licence not stated by scikit-image"),
-    Packaged("skimage", "data/logo.png", "skimage_logo", PLAIN, "the scikit-image logo", "BSD-3-Clause"),
-    Packaged("skimage", "data/chessboard_RGB.png", "chessboard", PLAIN, "a chessboard pattern",
-             "licence not stated by scikit-image"),
-    Packaged("matplotlib", "mpl-data/sample_data/logo2.png", "matplotlib_logo", PLAIN, "the matplotlib logo",
-             "matplotlib licence (PSF-based)"),
-    Packaged("matplotlib", "mpl-data/sample_data/Minduka_Present_Blue_Pack.png", "present_icon", PLAIN,
-             "an icon of a present", "licence not stated by matplotlib"),
-)
+
+
+def _packaged() -> tuple[Packaged, ...]:
+    """The packaged images, their kinds, descriptions and licences: ``ood_set_packaged.csv`` (data,
+    beside this module), checked as it is read."""
+    import csv
+
+    path = Path(__file__).with_name("ood_set_packaged.csv")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = [Packaged(**row) for row in csv.DictReader(handle)]
+    for line, row in enumerate(rows, start=2):
+        if row.package not in ("skimage", "matplotlib") or row.kind not in KINDS or not all(vars(row).values()):
+            raise EvaluationSetError(f"{path.name} line {line}: bad row {row}")
+    return tuple(rows)
+
+
+#: The real images of installed packages the set uses (whole and as a centre crop).
+PACKAGED = _packaged()
 #: Images of one scene: one group (the same side of the split).
 _GROUPS = {"motorcycle_left": "motorcycle", "motorcycle_right": "motorcycle"}
 PLAIN_GENERATED = ("noise_gaussian", "noise_uniform_grey", "noise_salt_pepper", "clouds", "gradient_linear",
