@@ -188,6 +188,8 @@ JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 #: Every worker re-checks unfinished jobs this often (lost broker messages, dead workers), so
 #: recovery never waits for someone to open the job's page or the next worker start.
 JOB_SWEEP_SECONDS = env_int("JOB_SWEEP_SECONDS", 30, minimum=1)
+#: Where the embedded default's job wake-ups live (``lesionsearch.jobs.notify``; Redis uses pub/sub).
+JOB_NOTIFY_DIR = VAR_DIR / "notify"
 #: CPU niceness a worker gives itself at start-up (0-19; 0 = none): where the web tier shares the
 #: CPUs with inference (make run, one host), page and API reads go first and the model work takes
 #: the CPU they leave. Raising niceness needs no privilege.
@@ -228,8 +230,9 @@ if _broker_url is None:
         "data_folder_out": str(BROKER_DIR / "queue"),
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
-        # The transport polls its folder (a directory listing); the default 1 s would dominate a ~0.1 s query.
-        "polling_interval": 0.01,
+        # The transport polls its folder (a directory listing, ~0.1 ms); the default 1 s would dominate
+        # a ~0.1 s query, and 5 ms keeps the queue wait to a few ms (bench/query_end_to_end.py).
+        "polling_interval": 0.005,
     }
     for _folder in ("queue", "control"):  # the transport expects them to exist
         (BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)

@@ -55,13 +55,19 @@ def index_descriptors(index: IndexVersion) -> set[str]:
     return {m.SECBIR} | {d for name in (index.methods or []) if name in m.METHODS for d in m.METHODS[name].needs}
 
 
-def load_rgb(path: str) -> np.ndarray:
-    """An image file as an RGB uint8 array (as stored: library images and queries are upright)."""
+def load_rgb(path: str, *, at_least: int | None = None) -> np.ndarray:
+    """An image file as an RGB uint8 array (as stored: library images and queries are upright).
+
+    ``at_least``: the caller resizes to this side next, so a JPEG may be decoded at a reduced
+    scale (1/2, 1/4, 1/8: libjpeg's DCT scaling, several times faster) as long as both sides stay
+    at least this large; other formats are decoded whole."""
     from PIL import Image
 
     from retrieval.ml.features import as_rgb
 
     with Image.open(path) as image:
+        if at_least is not None and image.format == "JPEG":
+            image.draft("RGB", (at_least, at_least))
         return np.asarray(as_rgb(image), dtype=np.uint8)
 
 

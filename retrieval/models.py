@@ -8,6 +8,11 @@ from lesionsearch.jobs.models import Job
 from retrieval.classes import DX_CHOICES, DX_TYPE_CHOICES, NO_SPLIT, SEX_CHOICES, SPLIT_CHOICES
 
 
+def between(field: str, low: int, high: int, name: str) -> models.CheckConstraint:
+    """The database check that ``low <= field <= high`` (the models' range constraints)."""
+    return models.CheckConstraint(condition=models.Q(**{f"{field}__gte": low, f"{field}__lte": high}), name=name)
+
+
 class Case(models.Model):
     """A previously diagnosed dermoscopic image in the case library.
 
@@ -218,11 +223,28 @@ class Query(Job):
         ordering = ["-created_at"]
         verbose_name_plural = "queries"
         constraints = [
-            models.CheckConstraint(condition=models.Q(k__gte=1, k__lte=20), name="query_k_1_to_20"),
+            between("k", 1, 20, name="query_k_1_to_20"),
         ]
 
     def __str__(self) -> str:
         return f"query #{self.pk} ({self.status})"
+
+
+class QueryEvidence(Job):
+    """A query's second stage: the query-result activation map pairs (paper 004) of its neighbours,
+    computed after the query is done (the neighbours do not wait for them). Each neighbour keeps
+    its pair's file names, or why its pair failed (``QueryNeighbour.evidence_*``)."""
+
+    query = models.OneToOneField(Query, on_delete=models.CASCADE, related_name="evidence_job")
+    saliency_map = models.CharField(max_length=255, blank=True,
+                                    help_text="the query's saliency map (uint8 .npy under MEDIA_ROOT) from the first "
+                                              "stage, for the SE-CBIR pairs")
+
+    class Meta:
+        verbose_name_plural = "query evidence"
+
+    def __str__(self) -> str:
+        return f"evidence of query #{self.query_id} ({self.status})"
 
 
 class RankedNeighbour(models.Model):
@@ -244,6 +266,7 @@ class QueryNeighbour(RankedNeighbour):
                                       help_text="query activation map of this query-result pair (overlay)")
     evidence_case = models.CharField(max_length=255, blank=True,
                                      help_text="result activation map of this query-result pair (overlay)")
+    evidence_error = models.TextField(blank=True, help_text="why this pair's evidence maps could not be computed")
 
     class Meta:
         ordering = ["query", "rank"]

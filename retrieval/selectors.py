@@ -14,7 +14,8 @@ from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
 from lesionsearch.roles import CLINICIAN, STUDY_ADMIN, has_role, roles_of
 from retrieval.classes import BY_CODE, CLASSES, SPLIT_CHOICES, TEST
-from retrieval.models import Case, IndexVersion, LibraryCheck, ModelVersion, Query, TrainingJob
+from retrieval.models import (Case, IndexVersion, LibraryCheck, ModelVersion, Query, QueryEvidence, QueryNeighbour,
+                              TrainingJob)
 
 #: How many of the newest index builds the index status lists.
 RECENT_BUILDS = 10
@@ -204,11 +205,62 @@ def case_metadata(case: Case) -> dict:
     }
 
 
+# --- A query's evidence maps (its second stage, retrieval.services.evidence) -------------------
+EVIDENCE_PENDING, EVIDENCE_READY, EVIDENCE_FAILED = "pending", "ready", "failed"
+
+
+def evidence_job_of(query: Query) -> QueryEvidence | None:
+    """The query's second-stage job, or None (evidence maps switched off, or a query stored
+    before there was a second stage)."""
+    try:
+        return query.evidence_job
+    except QueryEvidence.DoesNotExist:
+        return None
+
+
+def evidence_settled(query: Query) -> bool:
+    """Nothing more will change in the query's result: it failed, or it is done and its second
+    stage (if any) finished."""
+    if query.status == Query.Status.FAILED:
+        return True
+    if query.status != Query.Status.DONE:
+        return False
+    job = evidence_job_of(query)
+    return job is None or job.finished
+
+
+def neighbour_evidence(row: QueryNeighbour, job: QueryEvidence | None) -> dict | None:
+    """One neighbour's evidence state as the API shows it: ``{"status": "ready", query_map,
+    case_map}``, ``pending`` while the second stage runs, ``failed`` with a message; None when
+    no evidence is computed for this query."""
+    if row.evidence_query and row.evidence_case:
+        return {"status": EVIDENCE_READY, "query_map": row.evidence_query, "case_map": row.evidence_case, "message": ""}
+    if row.evidence_error:
+        return {"status": EVIDENCE_FAILED, "query_map": "", "case_map": "", "message": row.evidence_error}
+    if job is None:
+        return None
+    if job.status == QueryEvidence.Status.FAILED:
+        return {"status": EVIDENCE_FAILED, "query_map": "", "case_map": "", "message": job.message}
+    if job.status == QueryEvidence.Status.DONE:  # a neighbour added after the job ran (cannot happen today)
+        return {"status": EVIDENCE_FAILED, "query_map": "", "case_map": "", "message": "No evidence maps for this case."}
+    return {"status": EVIDENCE_PENDING, "query_map": "", "case_map": "", "message": ""}
+
+
+def _evidence_payload(state: dict | None, url: Callable[[str], str]) -> dict | None:
+    if state is None:
+        return None
+    return {"status": state["status"],
+            "query_map_url": url(_media(state["query_map"])) if state["query_map"] else None,
+            "case_map_url": url(_media(state["case_map"])) if state["case_map"] else None,
+            "message": state["message"] or None}
+
+
 def query_payload(query: Query, *, url: Callable[[str], str] = lambda path: path) -> dict:
     """The query as the API returns it (and the result page renders it)."""
     index = query.index_version
     done = query.status == Query.Status.DONE
     neighbours = []
+    job = evidence_job_of(query) if done else None
     if done:
         for row in query.neighbours.select_related("case").order_by("rank"):
             case = row.case
@@ -216,9 +268,7 @@ def query_payload(query: Query, *, url: Callable[[str], str] = lambda path: path
                 "rank": row.rank, "case_id": case.id, "image_id": case.image_id, "diagnosis": case.dx,
                 "diagnosis_label": BY_CODE[case.dx].label, "similarity": round(row.similarity, 4),
                 "image_url": url(_media(case.image.name)), "saliency_url": url(_media(row.saliency)) if row.saliency else None,
-                "evidence": ({"query_map_url": url(_media(row.evidence_query)),
-                              "case_map_url": url(_media(row.evidence_case))}
-                             if row.evidence_query and row.evidence_case else None),
+                "evidence": _evidence_payload(neighbour_evidence(row, job), url),
                 "metadata": case_metadata(case),
             })
     return {

@@ -160,6 +160,7 @@ def query_detail(request, pk: int):
         "classes": CLASSES,
         "classes_json": {c.code: {"label": c.label, "colour": c.colour, "badge_text": c.badge_text} for c in CLASSES},
         "final": query.status in FINAL_STATUSES,
+        "settled": selectors.evidence_settled(query),  # nothing more to come: no-JS pages stop reloading
         "api_url": reverse("v1:query-detail", kwargs={"query_id": query.pk}),
         "poll_wait": POLL_WAIT_SECONDS,
     })

@@ -13,7 +13,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from retrieval.models import IndexVersion, Query
+from retrieval.models import IndexVersion, Query, QueryEvidence
 from retrieval.services.index import index_build_request
 from retrieval.services.queries import query_refresh, query_submit
 from tests.conftest import kill_worker, start_worker, stop_worker, wait_for
@@ -71,6 +71,11 @@ def test_a_query_is_answered_by_the_worker(transactional_db, ready_index, clinic
     assert done.worker.startswith("test-")  # run by the worker process, not in this process
     assert list(done.neighbours.values_list("rank", flat=True)) == [1, 2, 3, 4, 5, 6]
     assert done.saliency and done.neighbour_vote["label"] == "neighbour vote"
+    # The second stage follows on the same worker: every neighbour's evidence map pair.
+    pairs = wait_for(lambda: QueryEvidence.objects.filter(query_id=query.id, status__in=["done", "failed"]).first(),
+                     timeout=60, what="the worker to compute the evidence pairs")
+    assert pairs.status == "done" and pairs.worker.startswith("test-"), pairs.message
+    assert not done.neighbours.filter(evidence_query="").exists()
 
 
 def test_an_index_build_killed_with_its_worker_resumes_while_the_old_index_serves_queries(
@@ -145,6 +150,35 @@ def test_a_worker_killed_mid_query_is_replaced_and_the_query_is_answered(transac
     assert done.status == "done", done.message
     assert done.attempts == 2 and done.worker != killed.worker
     assert list(done.neighbours.values_list("rank", flat=True)) == list(range(1, 21))
+
+
+def test_a_worker_killed_during_the_second_stage_is_replaced_and_the_pairs_are_computed(
+        transactional_db, ready_index, clinician, media_root):
+    """kill -9 of the worker while it renders a done query's evidence pairs: the query keeps its
+    neighbours throughout, and after a restart the pairs are computed by a second run (the
+    sweeper takes the stale job over; nobody polls)."""
+    env = {"JOB_STALE_SECONDS": "10", "JOB_SWEEP_SECONDS": "1"}
+    log = media_root.parent / "worker.log"
+    worker = start_worker(media_root, log=log, extra_env=env)
+    try:
+        query = query_submit(user=clinician, image_data=_library_image(), k=20)  # 20 pairs: a second stage to catch
+        wait_for(lambda: QueryEvidence.objects.filter(query_id=query.id, status="running").exists(), timeout=180,
+                 interval=0.005, what="the worker to start the second stage")
+        kill_worker(worker)
+        killed = QueryEvidence.objects.get(query_id=query.id)
+        assert killed.status == "running" and killed.attempts == 1, "the second stage was not in progress"
+        answered = Query.objects.get(id=query.id)
+        assert answered.status == "done" and answered.neighbours.count() == 20
+
+        worker = start_worker(media_root, log=log, extra_env=env)
+        pairs = wait_for(lambda: QueryEvidence.objects.filter(id=killed.id, status__in=["done", "failed"]).first(),
+                         timeout=180, interval=0.2, what="the second stage to be taken over and finished")
+    finally:
+        stop_worker(worker)
+    assert pairs.status == "done" and pairs.attempts == 2 and pairs.worker != killed.worker, pairs.message
+    rows = Query.objects.get(id=query.id).neighbours.all()
+    assert rows.count() == 20 and not rows.filter(evidence_query="").exists()
+    assert all((media_root / row.evidence_query).exists() and (media_root / row.evidence_case).exists() for row in rows)
 
 
 @pytest.mark.skipif(not settings.CELERY_BROKER_URL.startswith("redis://"),

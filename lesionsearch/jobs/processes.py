@@ -16,14 +16,18 @@ class WorkerDidNotStart(RuntimeError):
 
 
 def start_worker(*, env: Mapping[str, str], log: Path, queues: str = "inference,light,training",
-                 hostname: str = "worker@%h", loglevel: str = "INFO", timeout: float = 120) -> subprocess.Popen:
-    """A ``celery worker`` process (one pool process, no gossip or mingle) on ``queues``, its output
-    appended to ``log``; returns once it logged ``ready.``. Raises :class:`WorkerDidNotStart`
+                 hostname: str = "worker@%h", loglevel: str = "INFO", timeout: float = 120,
+                 pool: str = "prefork") -> subprocess.Popen:
+    """A ``celery worker`` process (``pool``: one prefork pool process, or ``solo``: the task runs in
+    the main process; no gossip or mingle) on ``queues``, its output
+    appended to ``log``; returns once it logged ``ready.`` (an INFO line: ``loglevel`` must let it through). Raises :class:`WorkerDidNotStart`
     (after killing it) when it exits or is not ready within ``timeout`` seconds."""
+    if loglevel.upper() not in ("DEBUG", "INFO"):
+        raise ValueError(f"loglevel {loglevel!r} hides the worker's 'ready.' line; use INFO or DEBUG")
     start = log.stat().st_size if log.exists() else 0
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "lesionsearch", "worker", "-Q", queues, "--concurrency", "1",
+            [sys.executable, "-m", "celery", "-A", "lesionsearch", "worker", "-Q", queues, "--pool", pool, "--concurrency", "1",
              "--without-gossip", "--without-mingle", "--loglevel", loglevel, "--hostname", hostname],
             cwd=REPO, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout

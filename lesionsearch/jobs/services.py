@@ -21,6 +21,7 @@ from django.db.models import F, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from lesionsearch.jobs import notify
 from lesionsearch.jobs.kinds import JobKind, registered
 from lesionsearch.jobs.models import FINAL, UNFINISHED, Job, JobStatus
 
@@ -102,8 +103,11 @@ def finish(kind: JobKind, job_id: int, worker: str, *, message: str | None = Non
     """Mark the job DONE with ``fields`` (its results) if ``worker`` still holds it."""
     if message is not None:
         fields["message"] = message
-    return bool(held(kind, job_id, worker).update(status=Status.DONE, finished_at=timezone.now(),
-                                                   heartbeat_at=None, **fields))
+    finished = bool(held(kind, job_id, worker).update(status=Status.DONE, finished_at=timezone.now(),
+                                                       heartbeat_at=None, **fields))
+    if finished:
+        transaction.on_commit(lambda: notify.notify(kind.name))  # wakes the readers waiting for it
+    return finished
 
 
 def fail(kind: JobKind, job_id: int, message: str, *, worker: str | None = None, condition: Q | None = None,
@@ -121,6 +125,7 @@ def fail(kind: JobKind, job_id: int, message: str, *, worker: str | None = None,
             kind.on_fail(job_id, message)
     if failed:
         logger.error("%s %s failed: %s", kind.name, job_id, message)
+        transaction.on_commit(lambda: notify.notify(kind.name))
     return failed
 
 

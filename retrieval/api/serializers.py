@@ -14,6 +14,7 @@ from retrieval import selectors
 from retrieval.classes import DX_CHOICES, SPLIT_CHOICES
 from retrieval.methods import DEFAULT_METHOD, METHOD_CHOICES
 from retrieval.models import Case, IndexVersion, ModelVersion, Query
+from retrieval.services.polling import UNTIL, UNTIL_DONE
 
 #: Longest long-poll a client may ask for with ``?wait=``; longer asks are rejected (400).
 MAX_WAIT_SECONDS = 30
@@ -53,6 +54,11 @@ class QueryWaitInputSerializer(serializers.Serializer):
         help_text=f"long-poll: wait up to this many seconds (at most {MAX_WAIT_SECONDS}) for the query "
                   "to finish before answering; larger values are rejected with 400",
     )
+    until = serializers.ChoiceField(
+        choices=UNTIL, required=False, default=UNTIL_DONE,
+        help_text="what `wait` waits for: `done` (the query finished: its neighbours, vote and saliency overlay), or "
+                  "`evidence` (also every neighbour's evidence map pair ready or failed)",
+    )
 
 
 class QuerySummarySerializer(serializers.Serializer):
@@ -80,8 +86,15 @@ class NeighbourMetadataSerializer(serializers.Serializer):
 
 
 class EvidenceSerializer(serializers.Serializer):
-    query_map_url = serializers.URLField(help_text="overlay on the query: regions that drive its distance to this case")
-    case_map_url = serializers.URLField(help_text="overlay on the case: regions that drive its distance to the query")
+    status = serializers.ChoiceField(
+        choices=["pending", "ready", "failed"],
+        help_text="`pending` while the query's second stage computes the pairs (the neighbours are shown before), "
+                  "then `ready` or `failed` (with a message)")
+    query_map_url = serializers.URLField(allow_null=True, help_text="overlay on the query: regions that drive its "
+                                                                    "distance to this case (null unless ready)")
+    case_map_url = serializers.URLField(allow_null=True, help_text="overlay on the case: regions that drive its "
+                                                                   "distance to the query (null unless ready)")
+    message = serializers.CharField(allow_null=True, help_text="why the pair failed (null otherwise)")
 
 
 class MethodSerializer(serializers.Serializer):
@@ -107,8 +120,9 @@ class NeighbourSerializer(serializers.Serializer):
                                                   "for secbir/cnn3/contrastive/triplet, in [0, 1] for the others")
     image_url = serializers.URLField()
     saliency_url = serializers.URLField(allow_null=True, help_text="the case's saliency overlay")
-    evidence = EvidenceSerializer(allow_null=True, help_text="query-result activation map pair (paper 004); null when "
-                                                             "not computed")
+    evidence = EvidenceSerializer(allow_null=True, help_text="query-result activation map pair (paper 004), computed "
+                                                             "after the query is done; null when this server does "
+                                                             "not compute them (QUERY_EVIDENCE_MAPS=false)")
     metadata = NeighbourMetadataSerializer()
 
 

@@ -109,7 +109,8 @@ class QueryDetailView(_QueryView):
         query = self._own_query(query_id)
         wait = params.validated_data["wait"]
         # Both notice a query whose worker or message was lost (and re-send or fail it).
-        query = polling.query_wait(query=query, timeout=wait) if wait else query_refresh(query=query)
+        query = (polling.query_wait(query=query, timeout=wait, until=params.validated_data["until"]) if wait
+                 else query_refresh(query=query))
         return Response(selectors.query_payload(query, url=request.build_absolute_uri))
 
     @extend_schema(operation_id="queries_destroy", summary="Delete a query with its image and overlays",

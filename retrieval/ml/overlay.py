@@ -16,6 +16,9 @@ from PIL import Image, ImageFilter
 
 #: Longest side of a rendered overlay; the page shows images at most about this large.
 MAX_SIDE = 512
+#: Longest side of an evidence map overlay: the page shows a pair side by side in a result card
+#: (about 200 px each), and twelve are rendered per query (~4x faster than at MAX_SIDE).
+EVIDENCE_MAX_SIDE = 256
 COLOUR_MAP = "inferno"
 #: Below this saliency (after smoothing, 0..1) a pixel is fully transparent.
 ALPHA_FLOOR = 0.15
@@ -41,14 +44,15 @@ def overlay_size(width: int, height: int, max_side: int = MAX_SIDE) -> tuple[int
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def render_overlay(saliency: np.ndarray, size: tuple[int, int]) -> bytes:
-    """PNG bytes of the RGBA heat map of ``saliency`` ((S, S), uint8 or float in [0, 1]) at ``size`` (w, h)."""
+def render_overlay(saliency: np.ndarray, size: tuple[int, int], max_side: int = MAX_SIDE) -> bytes:
+    """PNG bytes of the RGBA heat map of ``saliency`` ((S, S), uint8 or float in [0, 1]) at ``size``
+    (w, h), scaled down to at most ``max_side`` pixels on the long side."""
     saliency = np.asarray(saliency)
     if saliency.ndim != 2:
         raise ValueError(f"saliency must be a 2-D map, got shape {saliency.shape}")
     if saliency.dtype != np.uint8:
         saliency = to_uint8(saliency)
-    width, height = overlay_size(*size)
+    width, height = overlay_size(*size, max_side=max_side)
     grey = Image.fromarray(saliency, mode="L").resize((width, height), Image.BILINEAR)
     grey = grey.filter(ImageFilter.GaussianBlur(radius=max(1.0, 0.012 * max(width, height))))
     values = np.asarray(grey, dtype=np.float32) / 255.0

@@ -22,13 +22,14 @@ from PIL import Image, ImageOps
 
 from lesionsearch.audit import services as audit
 from lesionsearch.jobs import services as jobs
-from retrieval import loaders, runtime
+from retrieval import runtime, selectors
 from retrieval.classes import CODES
 from retrieval.images import ImageRejected, inspect_image
-from retrieval.models import Case, IndexVersion, Query, QueryNeighbour
+from retrieval.models import Case, IndexVersion, Query, QueryEvidence, QueryNeighbour
 # Reads (the active index, the methods it serves), kept importable from here for the callers of old.
 from retrieval.selectors import index_for_queries, index_methods  # noqa: F401
-from retrieval.tasks import QUERY
+from retrieval.services import evidence
+from retrieval.tasks import EVIDENCE, QUERY
 
 logger = logging.getLogger(__name__)
 
@@ -162,8 +163,10 @@ def neighbour_vote_json(labels: list[str]) -> dict:
 
 
 def analyse(query: Query, worker: str) -> None:
-    """The analysis of a claimed query: features, neighbours, vote, OOD score and evidence maps,
-    written only while ``worker`` holds the query (its run's one seam for tests)."""
+    """The first stage of a claimed query: features, neighbours, vote, OOD score and the saliency
+    overlay, written only while ``worker`` holds the query (its run's one seam for tests); the
+    query is done then, and its evidence map pairs follow as a job of their own
+    (``retrieval.services.evidence``)."""
     from retrieval import methods as m
     from retrieval.ml.features import as_rgb
     from retrieval.ml.methods import method_topk
@@ -203,57 +206,38 @@ def analyse(query: Query, worker: str) -> None:
     default_storage.delete(overlay_name)  # a run taken over from a dead worker may have left one
     overlay_name = default_storage.save(overlay_name, ContentFile(render_overlay(saliency, (query.width,
                                                                                              query.height))))
-    evidence = (_evidence_maps(query, encoder, loaded, method.name, pixels, saliency, [c for c, _ in found])
-                if settings.QUERY_EVIDENCE_MAPS else [("", "")] * len(found))
     jobs.heartbeat(QUERY, query.id, worker)
     neighbours = [
         QueryNeighbour(query_id=query.id, rank=rank, case=case, similarity=similarity,
-                       saliency=_case_overlay(index, loaded, case), evidence_query=maps[0], evidence_case=maps[1])
-        for rank, ((case, similarity), maps) in enumerate(zip(found, evidence), start=1)
+                       saliency=_case_overlay(index, loaded, case))
+        for rank, (case, similarity) in enumerate(found, start=1)
     ]
     best = float(secbir_scores[0][0]) if len(secbir_scores[0]) else None
     ood = query_ood(index, similarities=secbir_scores[0], logits=encoded.secbir.logits[0],
                     features=encoded.descriptors[m.SECBIR][0])
     warning = OOD_WARNING if ood["warned"] else ""
-    written = [overlay_name] + [name for pair in evidence for name in pair if name]
-    with transaction.atomic():
-        if not jobs.held(QUERY, query.id, worker).select_for_update().exists():  # deleted by the user, or taken over after a stale heartbeat
-            for name in written:
-                default_storage.delete(name)
-            return
-        QueryNeighbour.objects.filter(query_id=query.id).delete()
-        QueryNeighbour.objects.bulk_create(neighbours)
-        jobs.finish(QUERY, query.id, worker, saliency=overlay_name,
-                    predicted=CODES[int(encoded.secbir.predicted[0])], best_similarity=best, warning=warning,
-                    ood_score=ood["score"], ood_threshold=ood["threshold"], ood_method=ood["method"],
-                    neighbour_vote=neighbour_vote_json([case.dx for case, _ in found]), message="")
+    written = [overlay_name]
+    try:
+        with transaction.atomic():
+            if not jobs.held(QUERY, query.id, worker).select_for_update().exists():  # deleted by the user, or taken over after a stale heartbeat
+                _delete(written)
+                return
+            QueryNeighbour.objects.filter(query_id=query.id).delete()
+            QueryNeighbour.objects.bulk_create(neighbours)
+            jobs.finish(QUERY, query.id, worker, saliency=overlay_name,
+                        predicted=CODES[int(encoded.secbir.predicted[0])], best_similarity=best, warning=warning,
+                        ood_score=ood["score"], ood_threshold=ood["threshold"], ood_method=ood["method"],
+                        neighbour_vote=neighbour_vote_json([case.dx for case, _ in found]), message="")
+            if settings.QUERY_EVIDENCE_MAPS:  # the second stage, sent once this commits
+                written.append(evidence.evidence_create(query=query, saliency=saliency, total=len(neighbours))[1])
+    except BaseException:
+        _delete(written)
+        raise
 
 
-def _evidence_maps(query: Query, encoder, loaded, method: str, pixels: np.ndarray, saliency: np.ndarray,
-                   cases: list[Case]) -> list[tuple[str, str]]:
-    """Query-result activation map pairs (paper 004, eq. 2) of the network the method compares
-    with, rendered as overlays: (query map, case map) file names per neighbour."""
-    from retrieval.ml.measures import activation_map_pair, normalise_map
-    from retrieval.methods import SECBIR
-    from retrieval.ml.overlay import render_overlay
-
-    images = [pixels] + [loaders.load_rgb(case.image.path) for case in cases]
-    maps_saliency = None
-    if method == SECBIR:
-        stored = [np.asarray(loaded.saliency[loaded.row_of(case.id)], dtype=np.float32) / 255.0 for case in cases]
-        maps_saliency = np.stack([saliency.astype(np.float32)] + stored)
-    g = encoder.feature_maps(method, images, maps_saliency)
-    stem = query.image.name.rsplit(".", 1)[0]
-    names = []
-    for rank, case in enumerate(cases, start=1):
-        a_q, a_r = activation_map_pair(g[0], g[rank])
-        pair = []
-        for side, heat, size in (("q", a_q, (query.width, query.height)), ("r", a_r, (case.width, case.height))):
-            name = f"{stem}-evidence-{rank}{side}.png"
-            default_storage.delete(name)
-            pair.append(default_storage.save(name, ContentFile(render_overlay(normalise_map(heat), size))))
-        names.append(tuple(pair))
-    return names
+def _delete(names: list[str]) -> None:
+    for name in names:
+        default_storage.delete(name)
 
 
 def _case_overlay(index: IndexVersion, loaded, case: Case) -> str:
@@ -275,8 +259,16 @@ def query_refresh(*, query: Query) -> Query:
     """Re-read a query; re-send it when its message was lost, fail it when it cannot be run
     (``lesionsearch.jobs.services.refresh``: unclaimed for QUERY_PENDING_RESEND_SECONDS it is
     sent again, never picked up in QUERY_PENDING_FAIL_SECONDS it fails, its worker dead it runs
-    again, at most JOB_MAX_ATTEMPTS times)."""
-    return jobs.refresh(QUERY, query, rows=Query.objects.select_related("index_version").filter(id=query.id))
+    again, at most JOB_MAX_ATTEMPTS times). A done query's second stage (its evidence maps,
+    ``retrieval.services.evidence``) is refreshed the same way while it is unfinished."""
+    rows = Query.objects.select_related("index_version", "evidence_job").filter(id=query.id)
+    if not query.finished:
+        return jobs.refresh(QUERY, query, rows=rows)
+    job = selectors.evidence_job_of(query)
+    if job is None or job.finished:
+        return query
+    jobs.refresh(EVIDENCE, job)  # the second stage's message or worker lost: re-sent, or failed
+    return rows.get()
 
 
 def query_delete(*, query: Query, user=None) -> None:
@@ -284,6 +276,7 @@ def query_delete(*, query: Query, user=None) -> None:
     ``user``: who deletes it (the audit log's actor; default: the signed-in user of the request)."""
     names = [name for name in (query.image.name, query.saliency.name) if name]
     names += [name for pair in query.neighbours.values_list("evidence_query", "evidence_case") for name in pair if name]
+    names += [name for name in QueryEvidence.objects.filter(query=query).values_list("saliency_map", flat=True) if name]
     with transaction.atomic():
         Query.objects.filter(id=query.id).delete()
         audit.record(audit.Action.QUERY_DELETE, user=user, obj=query, detail={"owner": query.user_id})

@@ -380,19 +380,7 @@
         toggle.hidden = true;
         overlayLink.remove();
       }
-      var evidence = slot(li, "evidence");
-      if (n.evidence) {
-        slot(li, "evidence-query-base").src = byId("query-image").src;
-        slot(li, "evidence-query").src = n.evidence.query_map_url;
-        slot(li, "evidence-query").alt = "Query activation map against rank " + n.rank;
-        slot(li, "evidence-case-base").src = n.image_url;
-        slot(li, "evidence-case").src = n.evidence.case_map_url;
-        slot(li, "evidence-case").alt = "Result activation map of rank " + n.rank;
-        evidence.querySelectorAll("figcaption")[1].textContent = "Rank " + n.rank;
-        evidence.hidden = false;
-      } else {
-        evidence.hidden = true;
-      }
+      fillEvidence(li, n);
       slot(li, "rank").textContent = "#" + n.rank;
       slot(li, "code").textContent = n.diagnosis;
       slot(li, "label").textContent = n.diagnosis_label;
@@ -402,6 +390,35 @@
       slot(li, "localization").textContent = meta.localization || "unknown";
       slot(li, "diagnosis_type").textContent = meta.diagnosis_type_label || meta.diagnosis_type || "unknown";
       return li;
+    }
+
+    // A neighbour's evidence map pair: it comes in the query's second stage, so it is pending (a
+    // spinner), then ready (the pair) or failed (the server's message); null: not computed here.
+    function fillEvidence(li, n) {
+      var evidence = slot(li, "evidence");
+      var state = n.evidence ? n.evidence.status : "";
+      evidence.hidden = !n.evidence;
+      evidence.dataset.evidence = state;
+      slot(li, "evidence-pending").hidden = state !== "pending";
+      var failed = slot(li, "evidence-failed");
+      failed.hidden = state !== "failed";
+      failed.textContent = state === "failed" ? (n.evidence.message || "The evidence maps could not be computed.") : "";
+      slot(li, "evidence-pair").hidden = state !== "ready";
+      slot(li, "evidence-note").hidden = state !== "ready";
+      if (state !== "ready" || slot(li, "evidence-query").getAttribute("src") === n.evidence.query_map_url) return;
+      slot(li, "evidence-query-base").src = byId("query-image").src;
+      slot(li, "evidence-query").src = n.evidence.query_map_url;
+      slot(li, "evidence-query").alt = "Query activation map against rank " + n.rank;
+      slot(li, "evidence-case-base").src = n.image_url;
+      slot(li, "evidence-case").src = n.evidence.case_map_url;
+      slot(li, "evidence-case").alt = "Result activation map of rank " + n.rank;
+      evidence.querySelectorAll("figcaption")[1].textContent = "Rank " + n.rank;
+    }
+
+    function evidencePending(payload) {
+      return payload.status === "done" && payload.neighbours.some(function (n) {
+        return n.evidence && n.evidence.status === "pending";
+      });
     }
 
     // The vote's classes in the order the server sent (vote.order: most neighbours first, ties
@@ -455,6 +472,11 @@
       if (status === "done" && list.children.length === 0) {
         payload.neighbours.forEach(function (n) { list.appendChild(fillNeighbour(n)); });
         renderVote(payload.neighbour_vote);
+      } else if (status === "done") {
+        payload.neighbours.forEach(function (n) {
+          var li = list.querySelector('li.neighbour[data-rank="' + n.rank + '"]');
+          if (li) fillEvidence(li, n);
+        });
       }
       list.setAttribute("aria-busy", final ? "false" : "true");
       byId("neighbours-placeholder").hidden = final;
@@ -467,12 +489,14 @@
       } else {
         startElapsed(payload.created);
       }
-      return final;
+      return final && !evidencePending(payload);
     }
 
-    function poll() {
+    // Long-polls until the query is done (the neighbours appear at once), then until every
+    // evidence pair is ready or failed.
+    function poll(status) {
       var started = Date.now();
-      fetch(apiUrl + "?wait=" + pollWait, {
+      fetch(apiUrl + "?wait=" + pollWait + (status === "done" ? "&until=evidence" : ""), {
         credentials: "same-origin",
         headers: { Accept: "application/json" },
       }).then(function (response) {
@@ -491,8 +515,10 @@
         if (answer.status !== 200 || !answer.body) throw new Error(apiMessage(answer.status, answer.body));
         failures = 0;
         if (!render(answer.body)) {
-          var elapsed = Date.now() - started;
-          window.setTimeout(poll, Math.max(0, MIN_POLL_INTERVAL_MS - elapsed));
+          var next = answer.body.status;
+          // Straight on when the status moved on (the next wait starts now), else not faster than once a second.
+          var delay = next !== status ? 0 : Math.max(0, MIN_POLL_INTERVAL_MS - (Date.now() - started));
+          window.setTimeout(function () { poll(next); }, delay);
         }
       }).catch(function (error) {
         failures += 1;
@@ -500,7 +526,7 @@
         byId("status-detail").textContent = "Lost contact with the server (" + error.message +
           "); retrying in " + Math.round(delay / 1000) + " s.";
         stopElapsed();
-        window.setTimeout(poll, delay);
+        window.setTimeout(function () { poll(status); }, delay);
       });
     }
 
@@ -512,10 +538,13 @@
       list.setAttribute("aria-busy", "false");
     }
 
-    // A finished query is already rendered by the server; a running one is rendered and polled.
+    // A finished query is already rendered by the server (polled on while its evidence maps are
+    // pending); a running one is rendered and polled.
     if (!FINAL[data.status]) {
       render(data);
-      poll();
+      poll(data.status);
+    } else if (evidencePending(data)) {
+      poll(data.status);
     }
   }
 

@@ -110,6 +110,19 @@ def test_a_clinician_queries_reads_the_result_and_deletes_it(page, request, clin
         expect(card.get_by_role("img", name=f"Rank {row.rank} similar case: {cls.label}")).to_be_visible()
     assert page.locator("img:not([alt])").count() == 0
 
+    # The evidence map pairs follow in the query's second stage: the page fills each in, without reloading.
+    expect(page.locator('#neighbours details.evidence[data-evidence="ready"]')).to_have_count(
+        6, timeout=WORKER_TIMEOUT_MS)
+    pair = cards.nth(0).locator("details.evidence")
+    pair.locator("summary").click()
+    expect(pair.locator('[data-slot="evidence-pending"]')).to_be_hidden()
+    first = query.neighbours.order_by("rank").first()
+    expect(pair.locator('[data-slot="evidence-query"]')).to_be_visible()
+    assert pair.locator('[data-slot="evidence-query"]').get_attribute("src").endswith(first.evidence_query)
+    assert pair.locator('[data-slot="evidence-case"]').get_attribute("src").endswith(first.evidence_case)
+    pair.locator("summary").click()
+    assert page.evaluate("window.__sameDocument === true"), "the page reloaded"
+
     # A neighbour's overlay, by keyboard: Space turns it on, Enter off, a click on again.
     first = cards.first
     toggle = first.get_by_role("button", name="Saliency overlay of rank 1")

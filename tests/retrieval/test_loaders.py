@@ -65,3 +65,17 @@ def test_the_runtime_caches_what_the_loaders_load_anew_each_time(tiny_models):
         assert loaders.load_encoder(tiny_models["4ch"]) is not loaders.load_encoder(tiny_models["4ch"])
     finally:
         runtime.forget()
+
+
+def test_load_rgb_decodes_a_jpeg_at_a_reduced_scale_that_keeps_the_size_asked_for(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(3).integers(0, 255, (450, 600, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.jpg", quality=95)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    assert loaders.load_rgb(str(tmp_path / "a.jpg")).shape == (450, 600, 3)
+    assert loaders.load_rgb(str(tmp_path / "a.jpg"), at_least=128).shape == (225, 300, 3)  # 1/2: 1/4 is < 128
+    assert loaders.load_rgb(str(tmp_path / "a.jpg"), at_least=100).shape == (113, 150, 3)  # 1/4
+    assert loaders.load_rgb(str(tmp_path / "a.jpg"), at_least=380).shape == (450, 600, 3)  # whole
+    assert np.array_equal(loaders.load_rgb(str(tmp_path / "a.png"), at_least=128), pixels)  # PNG: whole

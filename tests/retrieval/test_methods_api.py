@@ -1,5 +1,5 @@
 """Every retrieval method through the API on a real tiny index: k distinct neighbours, ordered by
-the method's own scores, with evidence map pairs; and the method choice validated."""
+the method's own scores, with evidence map pairs (the query's second stage); and the method choice validated."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +9,8 @@ from rest_framework.test import APIClient
 
 from retrieval import loaders, runtime
 from retrieval.methods import METHODS
-from retrieval.models import Case
+from retrieval.models import Case, QueryEvidence
+from retrieval.services.evidence import evidence_run
 from retrieval.services.queries import query_run
 from tests.conftest import build_index_here
 from tests.apiclient import api, error_of, submit
@@ -74,6 +75,12 @@ def test_each_method_returns_k_distinct_neighbours_by_its_own_scores(all_methods
     assert query_run(query_id=created.json()["id"], worker="test") is True
     payload = client.get(created.json()["url"]).json()
     assert payload["status"] == "done", payload["error"]
+    # The neighbours come first; their evidence map pairs follow in the second stage.
+    assert [n["evidence"]["status"] for n in payload["neighbours"]] == ["pending"] * 5
+    assert [n["evidence"]["query_map_url"] for n in payload["neighbours"]] == [None] * 5
+    evidence_job = QueryEvidence.objects.get(query_id=payload["id"])
+    assert evidence_run(evidence_id=evidence_job.id, worker="test") is True
+    payload = client.get(created.json()["url"]).json()
     assert payload["method"] == method and payload["method_label"] == METHODS[method].label
     neighbours = payload["neighbours"]
     ids = [n["case_id"] for n in neighbours]
@@ -96,7 +103,7 @@ def test_each_method_returns_k_distinct_neighbours_by_its_own_scores(all_methods
     # Evidence map pairs for every neighbour, served to the owner only.
     for neighbour in neighbours:
         evidence = neighbour["evidence"]
-        assert evidence is not None
+        assert evidence["status"] == "ready" and evidence["message"] is None
         for url in (evidence["query_map_url"], evidence["case_map_url"]):
             assert url.startswith("http://testserver/media/queries/")
             assert client.get(url).status_code == 200

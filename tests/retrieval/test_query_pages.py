@@ -232,7 +232,34 @@ def done_query(clinician, ready_index):
     return query
 
 
-def test_a_done_result_renders_six_framed_neighbours_and_the_neighbour_vote(client, clinician, done_query):
+@pytest.fixture
+def settled_query(done_query):
+    """``done_query`` with its second stage (the evidence map pairs) run too."""
+    from retrieval.services.evidence import evidence_run
+
+    assert evidence_run(evidence_id=done_query.evidence_job.id, worker="test")
+    return Query.objects.get(pk=done_query.pk)
+
+
+def test_a_done_result_shows_its_neighbours_while_the_evidence_pairs_are_computed(client, clinician, done_query):
+    client.force_login(clinician)
+    page = client.get(f"/queries/{done_query.pk}/").content.decode()
+    cards = neighbour_items(page)
+    assert len(cards) == 6 and "6 similar cases found" in page
+    for card in cards:
+        evidence = re.search(r'<details class="evidence"[^>]*>', card).group(0)
+        assert 'data-evidence="pending"' in evidence and "hidden" not in evidence
+        assert "Computing the evidence maps for this case" in text_of(card)
+        assert 'data-slot="evidence-query" src=' not in card  # no pair yet
+    # Without JavaScript the page reloads until the pairs are there; query.js long-polls for them.
+    assert 'http-equiv="refresh"' in page
+    embedded = json.loads(re.search(r'<script id="query-data" type="application/json">(.*?)</script>',
+                                    page, re.S).group(1))
+    assert {n["evidence"]["status"] for n in embedded["neighbours"]} == {"pending"}
+
+
+def test_a_done_result_renders_six_framed_neighbours_and_the_neighbour_vote(client, clinician, settled_query):
+    done_query = settled_query
     client.force_login(clinician)
     response = client.get(f"/queries/{done_query.pk}/")
     page = response.content.decode()
@@ -254,6 +281,9 @@ def test_a_done_result_renders_six_framed_neighbours_and_the_neighbour_vote(clie
         assert neighbour["metadata"]["diagnosis_type_label"] in text
         assert f'src="{neighbour["image_url"]}"' in card and f'src="{neighbour["saliency_url"]}"' in card
         assert 'aria-pressed="false"' in card and "alt=\"Rank " in card
+        assert neighbour["evidence"]["status"] == "ready" and 'data-evidence="ready"' in card
+        assert f'src="{neighbour["evidence"]["query_map_url"]}"' in card
+        assert f'src="{neighbour["evidence"]["case_map_url"]}"' in card
     assert [n["rank"] for n in payload["neighbours"]] == [1, 2, 3, 4, 5, 6]
     assert f'src="{payload["query_saliency_url"]}"' in page
 
