@@ -194,3 +194,29 @@ def test_without_evidence_maps_there_is_no_second_stage(ready_index, clinician, 
     assert not QueryEvidence.objects.filter(query=query).exists()
     payload = query_payload(query)
     assert payload["status"] == "done" and [n["evidence"] for n in payload["neighbours"]] == [None] * 6
+
+
+def test_the_api_serves_each_pairs_state_and_waits_for_the_pairs_on_request(ready_index, clinician, sent_jobs):
+    from rest_framework.test import APIClient
+
+    from tests.apiclient import api
+
+    client = api(clinician)
+    query = _first_stage(clinician)
+    url = f"/api/v1/queries/{query.id}/"
+    pending = client.get(url, {"wait": 0.2, "until": "evidence"}).json()  # waits 0.2 s: the pairs are pending
+    assert pending["status"] == "done" and {n["evidence"]["status"] for n in pending["neighbours"]} == {"pending"}
+    evidence_run(evidence_id=query.evidence_job.id, worker="e")
+    ready = client.get(url, {"wait": 5, "until": "evidence"}).json()
+    assert {n["evidence"]["status"] for n in ready["neighbours"]} == {"ready"}
+    for neighbour in ready["neighbours"]:
+        assert client.get(neighbour["evidence"]["query_map_url"]).status_code == 200
+        assert APIClient().get(neighbour["evidence"]["case_map_url"]).status_code in (302, 401, 403, 404)
+
+    bad = client.get(url, {"wait": 1, "until": "vote"})
+    assert bad.status_code == 400 and "until" in bad.json()["error"]["fields"]
+    schema = APIClient().get("/api/v1/schema/", {"format": "json"}).json()
+    documented = schema["components"]["schemas"]["Evidence"]
+    assert set(documented["properties"]) == set(ready["neighbours"][0]["evidence"])
+    assert [p for p in schema["paths"]["/api/v1/queries/{query_id}/"]["get"]["parameters"]
+            if p["name"] == "until"][0]["schema"]["enum"] == ["done", "evidence"]
