@@ -23,8 +23,11 @@ def test_a_training_killed_with_its_worker_resumes_on_the_next_from_its_last_che
                      "--batch-size", "8", "--device", "cpu", verbosity=0)  # autocommit: sent at once
         job = TrainingJob.objects.get()
         # Kill it while it trains the second epoch (it holds the job: the heartbeat is set).
-        wait_for(lambda: TrainingJob.objects.filter(id=job.id, done=1, heartbeat_at__isnull=False).exists(),
-                 timeout=120, interval=0.05, what="the worker to train epoch 1 and start epoch 2")
+        # (The run's own first progress says which epoch it trains: after epoch 1's progress and before
+        # its release, the row also shows done=1 with a heartbeat, but the next run is already sent.)
+        wait_for(lambda: TrainingJob.objects.filter(id=job.id, done=1, heartbeat_at__isnull=False,
+                                                    message__startswith="3ch: training epoch 2").exists(),
+                 timeout=120, interval=0.01, what="the worker to train epoch 1 and start epoch 2")
         kill_worker(worker)
         killed = TrainingJob.objects.get(id=job.id)
         assert (killed.status, killed.done, killed.attempts) == ("running", 1, 1)
