@@ -86,6 +86,9 @@ class TrainOptions:
     ig_steps: int = DEFAULT_IG_STEPS
     ig_baseline: str = DEFAULT_IG_BASELINE
     stem_init: str = DEFAULT_STEM_INIT
+    # Mixed precision (autocast + gradient scaling) on CUDA; False trains in FP32 there too (CPU
+    # training is always FP32). bench/gpu.py compares the two.
+    amp: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -256,7 +259,7 @@ def train_stage(stage: str, config: ModelConfig, train: Sequence[Item], val: Seq
         raise ValueError(f"unknown optimizer {options.optimizer!r}; use {' or '.join(OPTIMIZERS)}")
     scheduler = make_scheduler(optimizer, options.ramp_epochs, options.peak, options.decay)
     criterion = FocalLoss()
-    use_amp = device.type == "cuda"
+    use_amp = device.type == "cuda" and options.amp
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     workers = options.num_workers if device.type == "cuda" else 0
     val_loader = DataLoader(val_set, batch_size=options.batch_size, shuffle=False, num_workers=workers)
