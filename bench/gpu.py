@@ -40,10 +40,10 @@ from retrieval.classes import CODES  # noqa: E402
 from retrieval.ml.checkpoints import STAGE_3CH  # noqa: E402
 from retrieval.ml.configs import get_config  # noqa: E402
 from retrieval.ml.data import Item, load_resized  # noqa: E402
-from retrieval.ml.features import SECBIREncoder, normalise, resize_rgb, with_saliency  # noqa: E402
+from bench.query_pipeline import raw_passes  # noqa: E402
+from retrieval.ml.features import SECBIREncoder, normalise, resize_rgb  # noqa: E402
 from retrieval.ml.network import build_model, widen_to_saliency  # noqa: E402
 from retrieval.ml.profiles import get_profile  # noqa: E402
-from retrieval.ml.saliency import frozen  # noqa: E402
 from retrieval.ml.train import train_stage  # noqa: E402
 from retrieval.synthetic import read_rows, select_rows, write_library  # noqa: E402
 
@@ -135,16 +135,12 @@ def bench_index(encoder: SECBIREncoder, paths: list[Path], batch: int, workers: 
 
     # The raw model passes on one batch already on the device, timed in the same run.
     x = normalise(np.stack([load_resized(str(p), size) for p in paths[:batch]]), encoder.config).to(encoder.device)
-    saliency = torch.rand(x.shape[0], x.shape[2], x.shape[3], device=encoder.device)
+    forward_backward, forward4 = raw_passes(encoder, x)
 
     def raw():
         with amp(encoder.device):
-            with frozen(encoder.model3):
-                inp = x.detach().requires_grad_(True)
-                logits = encoder.model3(inp)
-                torch.autograd.grad(logits.gather(1, logits.argmax(1, keepdim=True)).sum(), inp)
-            with torch.no_grad():
-                encoder.model4.pooled(with_saliency(x, saliency))
+            forward_backward()
+            forward4()
 
     raw_s = median_seconds(synchronised(raw), 10, warmup=3)
     return {"index_images": count, "index_seconds": seconds, "index_images_per_s": count / seconds,

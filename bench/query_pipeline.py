@@ -63,7 +63,7 @@ def encoder_for(name: str) -> SECBIREncoder:
 
 def raw_passes(encoder: SECBIREncoder, x: torch.Tensor) -> tuple:
     model3, model4 = encoder.model3, encoder.model4
-    saliency = torch.rand(x.shape[0], x.shape[2], x.shape[3])
+    saliency = torch.rand(x.shape[0], x.shape[2], x.shape[3], device=x.device)
 
     def forward_backward():
         with frozen(model3):
