@@ -39,6 +39,15 @@ class Case(models.Model):
     source_dataset = models.CharField(max_length=64, blank=True,
                                       help_text="Where the image came from (HAM10000's 'dataset' column).")
     split = models.CharField(max_length=8, choices=SPLIT_CHOICES, default=NO_SPLIT, db_index=True)
+    patient_id = models.CharField(max_length=64, blank=True, db_index=True,
+                                  help_text="The source's pseudonymous patient id (the ISIC archive's IP_...), when it "
+                                            "publishes one: splits keep a patient's images together. Never a "
+                                            "hospital identifier.")
+    attribution = models.CharField(max_length=255, blank=True,
+                                   help_text="Who the image is credited to (the ISIC archive's attribution); shown "
+                                             "wherever the image is shown.")
+    copyright_license = models.CharField(max_length=32, blank=True,
+                                         help_text="The image's licence as the source states it (CC-0, CC-BY, CC-BY-NC).")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
