@@ -14,7 +14,7 @@ query list holds exactly what they submitted, no result repeats a neighbour, and
 access) the Query rows equal the submissions. Exits 1 when a check fails or a page/API read's p99
 is over ``--max-p99-ms`` (300).
 
-    .venv/bin/python bench/load.py --duration 120 --clinicians 4 --browsers 8
+    .venv/bin/python bench/load.py --duration 120 --clinicians 4 --browsers 8 --clinician-think 0.25
         a private instance in a temporary folder (SQLite, filesystem broker; or PostgreSQL + Redis
         when run under scripts/with-services): a synthetic library, a Lite0 model trained one
         epoch on it, its index, then gunicorn + one Celery worker (about 3 minutes of setup)
@@ -428,6 +428,27 @@ def setup_instance(library: int, clinicians: int, browsers: int) -> tuple[list, 
     return accounts[:clinicians], accounts[clinicians:], images
 
 
+def worker_busy_share(submissions: list[Submission], duration: float) -> float:
+    """Share of the run during which the worker was running a query or its second stage (the
+    evidence pairs), from the rows' own start and finish times (needs database access)."""
+    from retrieval.models import Query, QueryEvidence
+
+    timed = [s.id for s in submissions if s.timed]  # not the warm-up query, before the clock
+    spans = sorted([(q.started_at, q.finished_at) for q in Query.objects.filter(
+                       id__in=timed, started_at__isnull=False, finished_at__isnull=False)]
+                   + [(e.started_at, e.finished_at) for e in QueryEvidence.objects.filter(
+                       query_id__in=timed, started_at__isnull=False, finished_at__isnull=False)])
+    busy, end = 0.0, None
+    for started, finished in spans:  # the union of the spans: the worker runs one job at a time
+        if end is None or started > end:
+            busy += (finished - started).total_seconds()
+            end = finished
+        elif finished > end:
+            busy += (finished - end).total_seconds()
+            end = finished
+    return busy / duration
+
+
 def database_check(submissions: list[Submission]) -> list[str]:
     """Query rows equal submissions; each done once with one row per rank."""
     from django.db.models import Count
@@ -455,6 +476,9 @@ def main() -> None:
     parser.add_argument("--clinicians", type=int, default=4, help="clinicians uploading (default 4)")
     parser.add_argument("--browsers", type=int, default=8, help="users browsing pages and the API (default 8)")
     parser.add_argument("--max-queries", type=int, help="stop uploading after this many queries in all")
+    parser.add_argument("--clinician-think", type=float, default=1.0,
+                        help="seconds a clinician waits between a result and the next upload (default 1; "
+                             "0.25 keeps one worker saturated)")
     parser.add_argument("--max-p99-ms", type=float, default=300)
     parser.add_argument("--url", help="load a running instance instead of setting one up")
     parser.add_argument("--login", action="append", default=[], metavar="USER:PASSWORD",
@@ -498,16 +522,20 @@ def main() -> None:
     try:
         print(f"{args.clinicians} clinicians uploading, {args.browsers} browsing, {args.duration:.0f} s ...", flush=True)
         result = run_load(base, clinicians=clinicians, browsers=browsers, images=images, duration=args.duration,
-                          max_queries=args.max_queries)
+                          max_queries=args.max_queries, clinician_think=args.clinician_think)
+        busy = None
         if not args.url:
             result.problems += database_check(result.submissions)
+            busy = worker_busy_share(result.submissions, result.duration)
     finally:
         for process in reversed(processes):
             stop(process)
     failed = report(result, max_p99_ms=args.max_p99_ms,
                     title=f"load average {os.getloadavg()[0]:.2f} at the end; {os.cpu_count()} CPUs")
     if args.json:
-        args.json.write_text(json.dumps({"stats": result.stats(), "failed": failed}, indent=1))
+        args.json.write_text(json.dumps({"stats": result.stats(), "failed": failed, "worker_busy": busy}, indent=1))
+    if busy is not None:
+        print(f"worker busy {busy:.0%} of the run (queries and their evidence stage)")
     print("\n".join(["FAILED:"] + failed) if failed else "all checks held")
     sys.exit(1 if failed else 0)
 

@@ -18,7 +18,8 @@ from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connection
 
-from bench.load import (READ_KINDS, database_check, free_port, report, run_load, start_gunicorn, stop)
+from bench.load import (READ_KINDS, database_check, free_port, report, run_load, start_gunicorn, stop,
+                        worker_busy_share)
 from tests.conftest import REPO, _user, start_worker, stop_worker
 
 pytestmark = [pytest.mark.services, pytest.mark.slow,
@@ -77,27 +78,8 @@ def test_uploads_and_browsing_at_once_lose_nothing_and_reads_stay_fast(transacti
     assert Query.objects.filter(status="done").count() == len(result.submissions)
     assert all(stats[kind]["n"] >= 10 for kind in ("page_library", "api_queries", "api_methods", "api_index"))
     assert stats["all_reads"]["n"] >= 300
-    busy = _worker_busy_share(result)
+    busy = worker_busy_share(result.submissions, result.duration)
     assert busy > 0.3, f"the worker was busy only {busy:.0%} of the time: the reads were not measured under load"
     assert set(READ_KINDS) <= set(stats)
     assert not failed, failed
 
-
-def _worker_busy_share(result) -> float:
-    """Share of the run during which the worker was running a query or its second stage (the
-    evidence pairs), from the rows' own times."""
-    from retrieval.models import Query, QueryEvidence
-
-    timed = [s.id for s in result.submissions if s.timed]  # not the warm-up query, before the clock
-    spans = sorted([(q.started_at, q.finished_at) for q in Query.objects.filter(id__in=timed)]
-                   + [(e.started_at, e.finished_at) for e in QueryEvidence.objects.filter(
-                       query_id__in=timed, started_at__isnull=False, finished_at__isnull=False)])
-    busy, end = 0.0, None
-    for started, finished in spans:
-        if end is None or started > end:
-            busy += (finished - started).total_seconds()
-            end = finished
-        elif finished > end:
-            busy += (finished - end).total_seconds()
-            end = finished
-    return busy / result.duration
