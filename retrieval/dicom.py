@@ -134,7 +134,7 @@ def dicom_decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes
         raise DicomRejected(f"the DICOM file holds a {_uid_name(sop_class)} object; only VL Photographic Image and "
                             "Dermoscopic Photography Image objects are accepted")
     if "PixelData" not in dataset:
-        raise DicomRejected("the DICOM file has no pixel data")
+        raise DicomRejected("the DICOM file has no pixel data (or it is truncated before them)")
     if syntax not in TRANSFER_SYNTAXES:
         raise DicomRejected(f"the DICOM file's transfer syntax {_uid_name(syntax)} is not supported; use "
                             "uncompressed, JPEG, JPEG-LS or JPEG 2000 encoding")
@@ -228,22 +228,33 @@ def _acquisition(dataset, sop_class: str, syntax: str, photometric: str, rows: i
     for keyword, key in CODE_SEQUENCES.items():
         try:
             items = dataset.get(keyword) or []
-            meaning = str(items[0].get("CodeMeaning", "")) if len(items) else ""
+            meanings = _values(items[0], "CodeMeaning") if len(items) else []
         except Exception:  # noqa: BLE001 - a damaged optional sequence is dropped, the image is still usable
             continue
-        meaning = "".join(ch for ch in meaning if ch.isprintable()).strip()[:_MEANING_LENGTH]
+        meaning = "".join(ch for ch in "\\".join(meanings) if ch.isprintable()).strip()[:_MEANING_LENGTH]
         if meaning:
             kept[key] = meaning
     return kept
 
 
 def _values(dataset, keyword: str) -> list[str]:
-    """A whitelisted element's values as stripped strings ([] when absent or unreadable)."""
-    try:
-        value = dataset.get(keyword)
-    except Exception:  # noqa: BLE001 - an optional attribute with a bad value is dropped
+    """A whitelisted element's values as stripped strings ([] when absent).
+
+    Read from the element's raw bytes, not through pydicom's conversion: that one warns and
+    logs a value it finds invalid for its VR, with the value in the message (free text where a
+    code belongs could be a name)."""
+    from pydicom.datadict import tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    if tag is None or tag not in dataset:
         return []
-    if value is None or value == "":
+    value = dataset.get_item(tag).value
+    if value is None:
         return []
-    values = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
-    return [str(v).strip() for v in values if str(v).strip()]
+    if isinstance(value, bytes):
+        text = value.decode("utf-8", errors="replace")
+    elif isinstance(value, str):
+        text = value
+    else:  # an element built in memory: a number, or a list of values
+        text = "\\".join(map(str, value)) if hasattr(value, "__iter__") else str(value)
+    return [part.strip(" \x00") for part in text.split("\\") if part.strip(" \x00")]
