@@ -10,6 +10,7 @@ import io
 import struct
 
 import numpy as np
+from django.db import connection
 from PIL import Image
 from pydicom import encaps
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -183,3 +184,29 @@ def declared_2gb_file() -> bytes:
     whole = rgb_file()
     at = whole.index(b"\xe0\x7f\x10\x00OB\x00\x00") if b"\xe0\x7f\x10\x00OB" in whole else whole.index(b"\xe0\x7f\x10\x00OW")
     return whole[: at + 8] + struct.pack("<I", 0x7FFFFFF0) + whole[at + 12:]
+
+
+# --- Where an identifier could end up ---------------------------------------------------------
+def database_text() -> str:
+    """Every row of every table, as text."""
+    parts = []
+    with connection.cursor() as cursor:
+        for table in connection.introspection.table_names():
+            cursor.execute(f'SELECT * FROM "{table}"')  # noqa: S608 - table names from the introspection
+            parts += [repr(row) for row in cursor.fetchall()]
+    assert len(parts) > 10  # the tables were read (users, groups, cases, ...)
+    return "\n".join(parts)
+
+
+def media_bytes(media_root) -> bytes:
+    files = [path for path in media_root.rglob("*") if path.is_file()]
+    assert files
+    return b"\n".join(path.read_bytes() for path in files)
+
+
+def assert_no_identifier(text: str | bytes, where: str, *extra: str) -> None:
+    for marker in (*SENTINEL_MARKERS, *extra):
+        needle = marker.encode() if isinstance(text, bytes) else marker
+        assert needle.lower() not in text.lower(), f"{marker!r} found in {where}"
+        if isinstance(text, bytes):  # also as UTF-16, as some formats write text
+            assert marker.encode("utf-16-le") not in text, f"{marker!r} (UTF-16) found in {where}"

@@ -8,43 +8,18 @@ import logging
 import warnings
 
 import pytest
-from django.db import connection
 
 from retrieval.models import Query
 from retrieval.services.queries import DICOM_NAME, query_run
 from tests import dicom_files as dicom
 from tests import hostile
 from tests.apiclient import QUERIES, api, error_of, upload
+from tests.dicom_files import assert_no_identifier, database_text, media_bytes
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 
 # --- Where an identifier could end up ---------------------------------------------------------
-def database_text() -> str:
-    """Every row of every table, as text."""
-    parts = []
-    with connection.cursor() as cursor:
-        for table in connection.introspection.table_names():
-            cursor.execute(f'SELECT * FROM "{table}"')  # noqa: S608 - table names from the introspection
-            parts += [repr(row) for row in cursor.fetchall()]
-    assert len(parts) > 20  # the tables were read (users, cases, the index, the query...)
-    return "\n".join(parts)
-
-
-def media_bytes(media_root) -> bytes:
-    files = [path for path in media_root.rglob("*") if path.is_file()]
-    assert files
-    return b"\n".join(path.read_bytes() for path in files)
-
-
-def assert_no_identifier(text: str | bytes, where: str, *extra: str) -> None:
-    for marker in (*dicom.SENTINEL_MARKERS, *extra):
-        needle = marker.encode() if isinstance(text, bytes) else marker
-        assert needle.lower() not in text.lower(), f"{marker!r} found in {where}"
-        if isinstance(text, bytes):  # also as UTF-16, as some formats write text
-            assert marker.encode("utf-16-le") not in text, f"{marker!r} (UTF-16) found in {where}"
-
-
 class Everything(logging.Handler):
     def __init__(self):
         super().__init__(logging.DEBUG)
