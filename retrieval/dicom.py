@@ -48,6 +48,9 @@ TRANSFER_SYNTAXES = {
 }
 PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
 UNDEFINED_LENGTH = 0xFFFFFFFF
+#: What pydicom raises for a damaged element when its value is converted on access.
+HEADER_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError, OverflowError,
+                 EOFError, struct.error)
 
 #: The attributes kept, by DICOM keyword -> the key they are stored under. A whitelist: what is
 #: not named here is never read. None of them identifies the patient; each says how the image
@@ -107,7 +110,7 @@ def dicom_decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes
     2 GB allocates nothing).
     """
     import pydicom
-    from pydicom.errors import InvalidDicomError
+    from pydicom.errors import BytesLengthException, InvalidDicomError
 
     if not data:
         raise DicomRejected("the file is empty")
@@ -119,9 +122,18 @@ def dicom_decode(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes
         # Reading builds raw elements only (declared lengths are clamped to the bytes there are);
         # values are converted on access, and only the whitelisted ones are ever accessed.
         dataset = pydicom.dcmread(io.BytesIO(data))
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, struct.error):
+    except (InvalidDicomError, BytesLengthException, OSError, *HEADER_ERRORS):
         raise DicomRejected("the DICOM file is damaged or truncated") from None
-    _check_lengths(dataset, len(data))
+    try:
+        return _decoded(dataset, len(data), max_pixels)
+    except DicomRejected:
+        raise
+    except (BytesLengthException, *HEADER_ERRORS):  # a damaged element met while reading the attributes we check
+        raise DicomRejected("the DICOM file is damaged or truncated") from None
+
+
+def _decoded(dataset, size: int, max_pixels: int) -> DicomImage:
+    _check_lengths(dataset, size)
     meta = dataset.file_meta
     if str(meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in dataset:
         raise DicomRejected("the DICOM file is a DICOMDIR (the index of a DICOM disc), not an image; upload one of "

@@ -111,3 +111,33 @@ def test_signed_pixels_are_refused():
     ds.PixelRepresentation = 1
     with pytest.raises(d.DicomRejected, match="signed pixel values"):
         d.dicom_decode(f.save(ds))
+
+
+def test_mutated_dicom_files_are_refused_with_a_reason_or_decoded_to_pixels():
+    """Byte flips, cuts and insertions in valid files of every encoding: only DicomRejected, or RGB pixels."""
+    import random
+
+    seeds = [f.rgb_file(), f.jpeg_file(), f.jpeg2000_file(), f.monochrome_file(bits=16), f.monochrome_file(inverted=True)]
+    rng = random.Random(11)
+    outcomes = {"refused": 0, "decoded": 0}
+    for _ in range(1500):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            roll = rng.random()
+            if roll < 0.6:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            elif roll < 0.8:
+                del data[rng.randrange(133, len(data) + 1):]
+            else:
+                at = rng.randrange(132, len(data) + 1)
+                data[at:at] = rng.randbytes(rng.randint(1, 16))
+        try:
+            image = d.dicom_decode(bytes(data))
+        except d.DicomRejected as exc:
+            assert str(exc)
+            outcomes["refused"] += 1
+            continue
+        assert image.pixels.dtype == np.uint8 and image.pixels.ndim == 3 and image.pixels.shape[2] == 3
+        assert image.png().startswith(b"\x89PNG")
+        outcomes["decoded"] += 1
+    assert outcomes["refused"] > 200 and outcomes["decoded"] > 200, outcomes
