@@ -227,6 +227,9 @@ class Query(Job):
                                   help_text="which out-of-distribution score (retrieval.ml.ood; legacy_best_cosine "
                                             "for indexes calibrated before the candidates existed)")
     neighbour_vote = models.JSONField(default=dict, blank=True)
+    acquisition = models.JSONField(default=dict, blank=True,
+                                   help_text="for a DICOM upload: the whitelisted, non-identifying acquisition "
+                                             "attributes (retrieval.dicom.KEPT); empty for other images")
 
     class Meta:
         ordering = ["-created_at"]

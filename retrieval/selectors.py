@@ -286,6 +286,7 @@ def query_payload(query: Query, *, url: Callable[[str], str] = lambda path: path
         "neighbour_vote": query.neighbour_vote if done else None,
         "warning": query.warning or None,
         "ood": query_ood_payload(query) if done else None,
+        "acquisition": query.acquisition or {},
         "neighbours": neighbours,
     }
 

@@ -21,7 +21,8 @@ from retrieval.throttles import query_submit_wait
 
 #: Image types the upload accepts (what retrieval.images reads); the browser's file picker
 #: and the drop zone offer the same list.
-UPLOAD_ACCEPT = ".jpg,.jpeg,.png,.tif,.tiff,.webp,.bmp,image/jpeg,image/png,image/tiff,image/webp,image/bmp"
+UPLOAD_ACCEPT = (".jpg,.jpeg,.png,.tif,.tiff,.webp,.bmp,.dcm,image/jpeg,image/png,image/tiff,image/webp,image/bmp,"
+                 "application/dicom")
 HISTORY_PAGE_SIZE = 12
 #: Seconds one API poll of the result page waits for the query to finish. The API answers at
 #: once when it finishes, but only then: a short wait keeps the queued -> running step visible.
@@ -33,6 +34,17 @@ STATUS_TEXTS = {
     Query.Status.RUNNING: "Searching: computing the saliency map and comparing your image with the case library.",
     Query.Status.DONE: "Done.",
     Query.Status.FAILED: "The search failed.",
+}
+#: How the result page names a DICOM query's kept acquisition attributes (retrieval.dicom.KEPT), in this order.
+ACQUISITION_LABELS = {
+    "sop_class": "DICOM object", "modality": "Modality", "body_part_examined": "Body part examined",
+    "anatomic_region": "Anatomic region", "primary_anatomic_structure": "Anatomic structure",
+    "laterality": "Laterality", "image_laterality": "Image laterality",
+    "light_source_polarization": "Light source", "contact_method": "Contact method",
+    "immersion_media": "Immersion media", "optical_magnification_factor": "Optical magnification (x)",
+    "emitter_color_temperature_k": "Light colour temperature (K)", "partial_view": "Partial view",
+    "photometric_interpretation": "Photometric interpretation", "transfer_syntax": "Encoding",
+    "rows": "Rows", "columns": "Columns", "bits_stored": "Bits per sample",
 }
 VOTE_NOTE = ("Neighbour vote — the share of the similar cases per class: how many of them have that class; "
              "equal counts are listed by rank. It is not a diagnosis.")
@@ -155,6 +167,7 @@ def query_detail(request, pk: int):
         "neighbours": neighbours,
         "vote": _vote_rows(payload["neighbour_vote"]),
         "vote_note": VOTE_NOTE,
+        "acquisition": _acquisition_rows(payload["acquisition"]),
         "status_text": STATUS_TEXTS[query.status],
         "status_texts": {str(status): text for status, text in STATUS_TEXTS.items()},
         "classes": CLASSES,
@@ -192,6 +205,15 @@ def _history_row(query: Query) -> dict:
     vote = query.neighbour_vote if query.status == Query.Status.DONE else None
     top = _vote_rows(vote)[:1]
     return {"query": query, "top": top[0] if top else None}
+
+
+def _acquisition_rows(acquisition: dict) -> list[tuple[str, str]]:
+    def shown(value) -> str:
+        if isinstance(value, list):
+            return ", ".join(str(v) for v in value)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    return [(label, shown(acquisition[key])) for key, label in ACQUISITION_LABELS.items() if key in acquisition]
 
 
 def _vote_rows(vote: dict | None) -> list[dict]:

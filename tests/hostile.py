@@ -22,6 +22,10 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from tests import dicom_files as dicom
+
+#: What the query of a DICOM upload is listed under (``retrieval.services.queries.DICOM_NAME``).
+DICOM_NAME = "DICOM image"
 #: The upload limit the tests run under (MB), so that "oversize" needs only a little memory.
 LIMIT_MB = 1
 BOUNDARY = "----hostile-upload-boundary-7d1f"
@@ -310,6 +314,26 @@ CORPUS = Corpus([
            tolerance=4),
     Upload("name-without-extension", "lesion", _jpeg, "application/octet-stream", expect=_pattern_rgb(96, 72),
            stored_ext="jpg", tolerance=4),
+    # --- DICOM (told by content, not name): stored as the PNG of its pixels, never under its file name
+    Upload("dicom-rgb", "SENTINEL^PATIENT.dcm", lambda: dicom.rgb_file(rgb(pattern(96, 72))), "application/dicom",
+           expect=_pattern_rgb(96, 72), original_name=DICOM_NAME),
+    Upload("dicom-monochrome-16bit", "IM000001", lambda: dicom.monochrome_file(rgb(pattern(96, 72)), bits=16),
+           "application/octet-stream", expect=lambda: rgb(Image.fromarray(dicom.grey(rgb(pattern(96, 72))))),
+           original_name=DICOM_NAME),
+    Upload("dicom-jpeg-baseline", "scan.dcm", lambda: dicom.jpeg_file(rgb(pattern(96, 72))), "application/dicom",
+           expect=_pattern_rgb(96, 72), tolerance=4, original_name=DICOM_NAME),
+    Upload("dicom-jpeg2000", "lesion.jpg", lambda: dicom.jpeg2000_file(rgb(pattern(96, 72))),
+           expect=_pattern_rgb(96, 72), original_name=DICOM_NAME),
+    Upload("dicom-multiframe", "cine.dcm", dicom.multiframe_file, "application/dicom", refuse=(400, "3 frames")),
+    Upload("dicom-truncated", "cut.dcm", dicom.truncated_file, "application/dicom", refuse=(400, DAMAGED)),
+    Upload("dicom-no-pixel-data", "empty.dcm", dicom.no_pixel_data_file, "application/dicom",
+           refuse=(400, "no pixel data")),
+    Upload("dicomdir", "DICOMDIR", dicom.dicomdir_file, "application/dicom", refuse=(400, "DICOMDIR")),
+    Upload("dicom-unsupported-transfer-syntax", "video.dcm", dicom.unsupported_syntax_file, "application/dicom",
+           refuse=(400, "transfer syntax")),
+    Upload("dicom-declares-2gb", "big.dcm", dicom.declared_2gb_file, "application/dicom",
+           refuse=(400, "declares 2,147,483,632 bytes")),
+    Upload("dicom-ct-image", "ct.dcm", dicom.ct_file, "application/dicom", refuse=(400, "CT Image Storage")),
 ])
 
 

@@ -24,7 +24,8 @@ MAX_WAIT_SECONDS = 30
 class QueryCreateInputSerializer(serializers.Serializer):
     image = serializers.FileField(
         allow_empty_file=False,
-        help_text=f"the dermoscopic image: JPEG, PNG, TIFF, WebP or BMP, at most {settings.QUERY_MAX_UPLOAD_MB} MB",
+        help_text=f"the dermoscopic image: JPEG, PNG, TIFF, WebP, BMP or DICOM (a single-frame VL Photographic or "
+                  f"Dermoscopic Photography image), at most {settings.QUERY_MAX_UPLOAD_MB} MB",
     )
     k = serializers.IntegerField(
         required=False, min_value=1, max_value=settings.QUERY_MAX_K,
@@ -67,7 +68,7 @@ class QuerySummarySerializer(serializers.Serializer):
     id = serializers.IntegerField()
     status = serializers.ChoiceField(choices=Query.Status.choices)
     k = serializers.IntegerField()
-    original_name = serializers.CharField(help_text="the uploaded file's name")
+    original_name = serializers.CharField(help_text="the uploaded file's name (\"DICOM image\" for a DICOM file, whose name is not kept)")
     created = serializers.DateTimeField(source="created_at")
     finished = serializers.DateTimeField(source="finished_at", allow_null=True)
     url = serializers.SerializerMethodField()
@@ -161,6 +162,34 @@ class QueryOODSerializer(serializers.Serializer):
                   "before these existed (best similarity against the 1st percentile of validation images)")
 
 
+class QueryAcquisitionSerializer(serializers.Serializer):
+    """How a DICOM query image was acquired: only these whitelisted, non-identifying attributes of its
+    header are kept (each only when the file has it); empty for other images."""
+
+    sop_class = serializers.CharField(required=False, help_text="VL Photographic Image or Dermoscopic Photography "
+                                                                "Image")
+    transfer_syntax = serializers.CharField(required=False, help_text="how the pixels were encoded, e.g. JPEG Baseline")
+    photometric_interpretation = serializers.CharField(required=False, help_text="RGB, YBR_FULL_422, MONOCHROME2, ...")
+    rows = serializers.IntegerField(required=False)
+    columns = serializers.IntegerField(required=False)
+    bits_stored = serializers.IntegerField(required=False)
+    modality = serializers.CharField(required=False, help_text="(0008,0060), e.g. XC or DMS (dermoscopy)")
+    body_part_examined = serializers.CharField(required=False, help_text="(0018,0015)")
+    laterality = serializers.CharField(required=False, help_text="(0020,0060) L or R")
+    image_laterality = serializers.CharField(required=False, help_text="(0020,0062)")
+    light_source_polarization = serializers.CharField(required=False,
+                                                      help_text="(0016,1001) POLARIZED or NON_POLARIZED")
+    contact_method = serializers.CharField(required=False, help_text="(0016,1003) CONTACT or NON_CONTACT")
+    immersion_media = serializers.JSONField(required=False, help_text="(0016,1004) a code, or a list of codes: "
+                                                                      "ULTRASOUND_GEL, ALCOHOL, WATER, ...")
+    partial_view = serializers.CharField(required=False, help_text="(0028,1350) YES or NO")
+    emitter_color_temperature_k = serializers.FloatField(required=False, help_text="(0016,1002) kelvin")
+    optical_magnification_factor = serializers.FloatField(required=False, help_text="(0016,1005) times")
+    anatomic_region = serializers.CharField(required=False, help_text="(0008,2218) its first code's meaning")
+    primary_anatomic_structure = serializers.CharField(required=False, help_text="(0008,2228) its first code's "
+                                                                                 "meaning")
+
+
 class QueryResultSerializer(serializers.Serializer):
     """A query and, once done, its most similar library cases. Similar cases are evidence, not a diagnosis."""
 
@@ -185,6 +214,8 @@ class QueryResultSerializer(serializers.Serializer):
     )
     ood = QueryOODSerializer(allow_null=True, help_text="the out-of-distribution score, threshold and method; null "
                                                         "until done")
+    acquisition = QueryAcquisitionSerializer(help_text="for a DICOM upload, its kept acquisition attributes; {} "
+                                                       "otherwise. The patient's identifiers are never kept.")
     neighbours = NeighbourSerializer(many=True)
 
 

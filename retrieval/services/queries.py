@@ -24,6 +24,7 @@ from lesionsearch.audit import services as audit
 from lesionsearch.jobs import services as jobs
 from retrieval import runtime, selectors
 from retrieval.classes import CODES
+from retrieval.dicom import dicom_decode, is_dicom
 from retrieval.images import ImageRejected, inspect_image
 from retrieval.models import Case, IndexVersion, Query, QueryEvidence, QueryNeighbour
 # Reads (the active index, the methods it serves), kept importable from here for the callers of old.
@@ -50,6 +51,10 @@ INTERNAL_ERROR = (
     "The image could not be analysed because of an internal error (reference: query #{id}). "
     "Please try again; if it happens again, contact support."
 )
+
+
+#: The name a DICOM upload is listed under: its file name is not kept (it is often the patient's).
+DICOM_NAME = "DICOM image"
 
 
 class QueryRejected(ValueError):
@@ -86,7 +91,8 @@ def query_submit(*, user, image_data: bytes, filename: str = "", k: int | None =
     """Store an uploaded image as a PENDING query and enqueue it once committed.
 
     ``method`` is a retrieval method name (:mod:`retrieval.methods`; default SE-CBIR) that the
-    active index serves."""
+    active index serves. A DICOM file (:mod:`retrieval.dicom`) is stored as the PNG of its pixels,
+    under :data:`DICOM_NAME` instead of its file name, with its whitelisted acquisition attributes."""
     from retrieval.methods import DEFAULT_METHOD, METHODS
 
     method = DEFAULT_METHOD if method in (None, "") else method
@@ -98,8 +104,20 @@ def query_submit(*, user, image_data: bytes, filename: str = "", k: int | None =
     limit_mb = settings.QUERY_MAX_UPLOAD_MB
     if len(image_data) > limit_mb * 1024 * 1024:
         raise QueryRejected(f"The image is larger than {limit_mb} MB. Please upload a smaller file.", 413)
+    acquisition: dict = {}
+    max_bytes = limit_mb * 1024 * 1024
+    if is_dicom(image_data):  # by content, whatever the file is called
+        # Only the decoded pixels (as a PNG, like any uploaded image) and the whitelisted attributes
+        # go on: the file's bytes, its header and its name (often the patient's) are never stored
+        # or logged.
+        try:
+            decoded = dicom_decode(image_data, max_bytes=max_bytes)
+        except ImageRejected as exc:
+            raise QueryRejected(f"This file cannot be used: {exc}.") from None
+        image_data, filename, acquisition = decoded.png(), DICOM_NAME, decoded.acquisition
+        max_bytes = max(max_bytes, len(image_data))  # the pixel limit bounds our own PNG, not the upload limit
     try:
-        info = inspect_image(image_data, max_bytes=limit_mb * 1024 * 1024)
+        info = inspect_image(image_data, max_bytes=max_bytes)
     except ImageRejected as exc:
         raise QueryRejected(f"This file cannot be used: {exc}.") from None
     index = index_for_queries()
@@ -116,7 +134,7 @@ def query_submit(*, user, image_data: bytes, filename: str = "", k: int | None =
         with transaction.atomic():
             query = Query.objects.create(user=user, image=name, original_name=(filename or "")[:255],
                                          sha256=info.sha256, width=width, height=height, k=k, index_version=index,
-                                         method=method)
+                                         method=method, acquisition=acquisition)
             audit.record(audit.Action.QUERY_SUBMIT, user=user, obj=query,
                          detail={"sha256": info.sha256, "k": k, "method": method, "index": index.id})
             jobs.enqueue_on_commit(QUERY, query.id)

@@ -10,8 +10,9 @@
 
   document.documentElement.classList.add("js");
 
-  var ACCEPTED_TYPES = ["image/jpeg", "image/png", "image/tiff", "image/webp", "image/bmp"];
-  var ACCEPTED_NAMES = /\.(jpe?g|png|tiff?|webp|bmp)$/i;
+  var ACCEPTED_TYPES = ["image/jpeg", "image/png", "image/tiff", "image/webp", "image/bmp", "application/dicom"];
+  // DICOM files often have no extension (the server tells them by content): a name without a dot passes.
+  var ACCEPTED_NAMES = /\.(jpe?g|png|tiff?|webp|bmp|dcm|dicom)$|^[^.]+$/i;
   var PREVIEWABLE = ["image/jpeg", "image/png", "image/webp", "image/bmp"]; // browsers do not draw TIFF
   var FINAL = { done: true, failed: true };
   var STEPS = ["uploaded", "pending", "running", "done"];
@@ -87,7 +88,7 @@
     function problemWith(file) {
       if (!file) return "Choose a dermoscopic image to upload.";
       if (ACCEPTED_TYPES.indexOf(file.type) < 0 && !ACCEPTED_NAMES.test(file.name)) {
-        return "\u201c" + file.name + "\u201d is not a supported image type. Use JPEG, PNG, TIFF, WebP or BMP.";
+        return "\u201c" + file.name + "\u201d is not a supported image type. Use JPEG, PNG, TIFF, WebP, BMP or DICOM.";
       }
       if (file.size === 0) return "\u201c" + file.name + "\u201d is empty.";
       if (file.size > maxMb * 1024 * 1024) {

@@ -47,7 +47,7 @@ def test_a_clinician_queries_reads_the_result_and_deletes_it(page, request, clin
     picker = page.get_by_label("Dermoscopic image")
     error = page.locator("#upload-error")
     picker.set_input_files({"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not an image"})
-    expect(error).to_have_text("\u201cnotes.txt\u201d is not a supported image type. Use JPEG, PNG, TIFF, WebP or BMP.")
+    expect(error).to_have_text("\u201cnotes.txt\u201d is not a supported image type. Use JPEG, PNG, TIFF, WebP, BMP or DICOM.")
     picker.set_input_files({"name": "huge.png", "mimeType": "image/png", "buffer": b"\x89PNG" + bytes(1_500_000)})
     expect(error).to_have_text("\u201chuge.png\u201d is 1.4 MB; the largest accepted upload is 1 MB.")
     expect(picker).to_have_attribute("aria-invalid", "true")
