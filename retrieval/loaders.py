@@ -10,7 +10,8 @@ Every path from a ``ModelVersion`` or ``IndexVersion`` to a loaded object goes t
   (style extractor and projection, segmenter, embeddings), and :func:`load_index_encoder`, the
   same for an index (its methods, its models, its style projection);
 * :func:`load_index` / :func:`load_ood_statistics`: a finished index's vectors, saliency maps and
-  search backend, and its out-of-distribution statistics;
+  search backend (memory-mapped: :func:`load_index_vectors`), and its out-of-distribution
+  statistics;
 * the index's files (:data:`FEATURES_FILE` ..., :func:`index_path`), written by
   :mod:`retrieval.services.index`, and :func:`load_rgb`, an image file as the encoders take it.
 
@@ -176,7 +177,7 @@ def load_index_encoder(index: IndexVersion, *, encoder, with_style_projection: b
 class LoadedIndex:
     index_id: int
     case_ids: np.ndarray  # (N,) int64, row -> Case id
-    features: np.ndarray  # (N, D) float32 unit rows
+    features: np.ndarray  # (N, D) float32 unit rows, memory-mapped (read-only)
     saliency: np.ndarray  # (N, S, S) uint8, memory-mapped
     backend: object  # a retrieval.ml.search backend
     directory: str = ""
@@ -188,7 +189,7 @@ class LoadedIndex:
         return self.case_ids[rows], scores
 
     def descriptor(self, name: str) -> np.ndarray:
-        """The library rows of one descriptor (memory-mapped; the SE-CBIR vectors are in memory)."""
+        """The library rows of one descriptor (memory-mapped, as the SE-CBIR vectors are)."""
         if name == m.SECBIR:
             return self.features
         array = self.descriptors.get(name)
@@ -206,16 +207,30 @@ class LoadedIndex:
 
 def load_index(index: IndexVersion) -> LoadedIndex:
     """A finished index's vectors, saliency maps and search backend (``SEARCH_BACKEND``)."""
-    from retrieval.ml.search import load_backend
-
     if index.status != IndexVersion.Status.DONE:
         raise ValueError(f"{index} is not finished (status {index.status})")
     folder = index_path(index)
-    features = np.load(folder / FEATURES_FILE)
-    backend = load_backend(folder / BACKEND_DIR, features, kind=settings.SEARCH_BACKEND,
-                           faiss_min_vectors=settings.SEARCH_FAISS_MIN_VECTORS)
+    features, backend = load_index_vectors(folder, kind=settings.SEARCH_BACKEND,
+                                           faiss_min_vectors=settings.SEARCH_FAISS_MIN_VECTORS)
     return LoadedIndex(index.id, np.load(folder / CASE_IDS_FILE), features,
                        np.load(folder / SALIENCY_FILE, mmap_mode="r"), backend, index.directory)
+
+
+def load_index_vectors(folder: Path, *, kind: str, faiss_min_vectors: int):
+    """An index folder's SE-CBIR vectors and search backend, both memory-mapped.
+
+    ``features.npy`` is opened with ``mmap_mode="r"``, never read whole: the exact backend
+    searches the map in place, and the FAISS backends read their own saved file memory-mapped
+    (:func:`retrieval.ml.search.read_saved`), so a FAISS worker touches ``features.npy`` only
+    for the sample its load verifies and for the rows a method reads. Either way the vectors
+    sit once in the host's page cache, shared by every worker process, instead of once per
+    process (docs/scaling.md).
+    """
+    from retrieval.ml.search import load_backend
+
+    features = np.load(Path(folder) / FEATURES_FILE, mmap_mode="r")
+    return features, load_backend(Path(folder) / BACKEND_DIR, features, kind=kind,
+                                  faiss_min_vectors=faiss_min_vectors)
 
 
 def load_ood_statistics(index: IndexVersion, name: str):

@@ -79,3 +79,21 @@ def test_load_rgb_decodes_a_jpeg_at_a_reduced_scale_that_keeps_the_size_asked_fo
     assert loaders.load_rgb(str(tmp_path / "a.jpg"), at_least=100).shape == (113, 150, 3)  # 1/4
     assert loaders.load_rgb(str(tmp_path / "a.jpg"), at_least=380).shape == (450, 600, 3)  # whole
     assert np.array_equal(loaders.load_rgb(str(tmp_path / "a.png"), at_least=128), pixels)  # PNG: whole
+
+
+@pytest.mark.parametrize("kind", ["exact", "faiss-hnsw"])
+def test_an_index_folder_s_vectors_and_backend_are_loaded_memory_mapped(tmp_path, kind):
+    import numpy as np
+
+    from retrieval.ml.search import l2_normalise
+
+    library = l2_normalise(np.random.default_rng(5).standard_normal((300, 24)).astype(np.float32))
+    np.save(tmp_path / loaders.FEATURES_FILE, library)
+    first_features, first = loaders.load_index_vectors(tmp_path, kind=kind, faiss_min_vectors=1)
+    features, backend = loaders.load_index_vectors(tmp_path, kind=kind, faiss_min_vectors=1)
+    assert isinstance(features, np.memmap) and not features.flags.writeable
+    assert backend.kind == kind and getattr(backend, "memory_mapped", True)  # the second load reads the save
+    found, scores = backend.search(library[:5], 3)
+    assert found[:, 0].tolist() == [0, 1, 2, 3, 4]
+    for got, expected in zip((found, scores), first.search(library[:5], 3)):
+        np.testing.assert_array_equal(got, expected)

@@ -279,3 +279,68 @@ def test_vector_checks_cover_every_block_of_a_large_library(monkeypatch):
     library[99, 2] = np.nan
     with pytest.raises(ValueError, match="vectors row 99 is not finite"):
         ExactBackend(library)
+
+
+# --- memory-mapped loading ------------------------------------------------------------------
+
+def mapped_files() -> set[str]:
+    """Paths of the files this process has memory-mapped (Linux /proc/self/maps)."""
+    with open("/proc/self/maps") as maps:
+        return {line.split(maxsplit=5)[5].strip() for line in maps if len(line.split(maxsplit=5)) == 6}
+
+
+@pytest.mark.parametrize("kind", [FAISS_HNSW, FAISS_IVF])
+def test_a_saved_index_is_read_memory_mapped_and_answers_as_the_in_memory_one(demo, demo_backends, kind, tmp_path):
+    library, queries = demo
+    np.save(tmp_path / "features.npy", library)
+    features = np.load(tmp_path / "features.npy", mmap_mode="r")
+    built = demo_backends[kind]
+    folder = built.save(tmp_path / "backend")
+    loaded = load_backend(tmp_path / "backend", features, kind, faiss_min_vectors=NEVER)
+    assert loaded.memory_mapped and not built.memory_mapped
+    assert str((folder / INDEX_FILE).resolve()) in mapped_files()
+    for got, expected in zip(loaded.search(queries, K), built.search(queries, K)):
+        np.testing.assert_array_equal(got, expected)
+    # the features were not copied: what the exact backend searches is the memory map itself
+    exact = load_backend(tmp_path / "backend", features, EXACT, faiss_min_vectors=NEVER)
+    assert isinstance(features, np.memmap) and np.shares_memory(exact.vectors, features)
+
+
+def test_a_load_verifies_a_sample_of_rows_and_a_full_check_or_an_older_manifest_reads_them_all(
+        tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(search, "SAMPLE_ROWS", 8)  # of 200 rows: rows 0, 28, 57, ... 199
+    library = clustered(200, 16, 4, seed=13)
+    build_backend(library, FAISS_HNSW, faiss_min_vectors=NEVER).save(tmp_path)
+    full_reads = []
+    real_fingerprint = search.fingerprint
+    monkeypatch.setattr(search, "fingerprint", lambda v: full_reads.append(len(v)) or real_fingerprint(v))
+
+    assert load_backend(tmp_path, library, FAISS_HNSW, faiss_min_vectors=NEVER).memory_mapped
+    assert full_reads == []  # the sample sufficed
+
+    sampled, between = library.copy(), library.copy()
+    sampled[[0, 1]] = sampled[[1, 0]]  # row 0 is sampled
+    between[[5, 6]] = between[[6, 5]]  # rows 5 and 6 are not
+    with caplog.at_level(logging.WARNING, logger="retrieval.ml.search"):
+        assert not load_backend(tmp_path, sampled, FAISS_HNSW, faiss_min_vectors=NEVER).memory_mapped
+    assert "sampled rows differ" in caplog.text
+    build_backend(library, FAISS_HNSW, faiss_min_vectors=NEVER).save(tmp_path)
+    full_reads.clear()
+    # the documented trade: an edit between the sampled rows passes the sample check ...
+    assert load_backend(tmp_path, between, FAISS_HNSW, faiss_min_vectors=NEVER).memory_mapped
+    # ... and is caught by the full check, which reads every row
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="retrieval.ml.search"):
+        assert not load_backend(tmp_path, between, FAISS_HNSW, faiss_min_vectors=NEVER, verify="full").memory_mapped
+    assert "built on other vectors" in caplog.text and full_reads[0] == 200
+
+    build_backend(library, FAISS_HNSW, faiss_min_vectors=NEVER).save(tmp_path)
+    manifest_path = tmp_path / FAISS_HNSW / MANIFEST_FILE
+    older = json.loads(manifest_path.read_text())
+    del older["vectors_sample_sha256"], older["sample_rows"]  # saved before samples were recorded
+    manifest_path.write_text(json.dumps(older))
+    full_reads.clear()
+    assert load_backend(tmp_path, library, FAISS_HNSW, faiss_min_vectors=NEVER).memory_mapped
+    assert full_reads == [200]
+    with pytest.raises(ValueError, match="unknown verify mode 'none'"):
+        load_backend(tmp_path, library, FAISS_HNSW, faiss_min_vectors=NEVER, verify="none")
