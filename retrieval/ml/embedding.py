@@ -545,8 +545,8 @@ def train_embedding(stage: str, config: ModelConfig, train: Sequence[Item], val:
         metrics.update(retrieval_scores(val_embeddings, [i.label for i in val], train_embeddings, labels))
         metrics.update({"lr": optimizer.param_groups[0]["lr"], "margin": margin, "tuples": len(dataset),
                         "grouped": groups is not None, "hierarchical": hierarchical,
-                        "train_seconds": round(trained - started, 2),
-                        "val_seconds": round(time.perf_counter() - trained, 2)})
+                        "train_seconds": round(trained - started, 4),
+                        "val_seconds": round(time.perf_counter() - trained, 4)})
         history.append(metrics)
         logger.info("%s %s epoch %d: %s", config.name, stage, epoch + 1, metrics)
         # AP@6, or the largest cut-off there is when the training set is smaller than 6 images

@@ -376,7 +376,7 @@ def train_segmentation(pairs_train: Sequence[tuple[np.ndarray, np.ndarray]],
         scores = _dice_scores(_predict_tensor(model, val_images, device), val_masks)
         metrics = {"epoch": epoch + 1, "loss": total / max(count, 1), "val_dice_mean": float(scores.mean()),
                    "val_dice_median": float(np.median(scores)), "n_val": len(scores),
-                   "train_seconds": round(trained - started, 2), "val_seconds": round(time.perf_counter() - trained, 2)}
+                   "train_seconds": round(trained - started, 4), "val_seconds": round(time.perf_counter() - trained, 4)}
         history.append(metrics)
         logger.info("segmentation epoch %d: %s", epoch + 1, metrics)
         if progress:

@@ -299,8 +299,8 @@ def train_stage(stage: str, config: ModelConfig, train: Sequence[Item], val: Seq
         metrics = {"epoch": epoch + 1, "loss": total / max(count, 1), **evaluate(model, val_loader, device),
                    "lr": optimizer.param_groups[0]["lr"]}
         # Wall-clock seconds of this epoch's training pass and validation pass (for run-time budgets).
-        metrics["train_seconds"] = round(trained - started, 2)
-        metrics["val_seconds"] = round(time.perf_counter() - trained, 2)
+        metrics["train_seconds"] = round(trained - started, 4)
+        metrics["val_seconds"] = round(time.perf_counter() - trained, 4)
         history.append(metrics)
         logger.info("%s %s epoch %d: %s", config.name, stage, epoch + 1, metrics)
         improved = metrics["macro_sensitivity"] > best
