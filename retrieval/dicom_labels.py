@@ -12,7 +12,6 @@ one-way digest of it (the same UID always gives the same id, so a second run add
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import re
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from retrieval.classes import CODES, DX_TYPES, SEXES
 from retrieval.dicom import MAGIC, PREAMBLE_LENGTH
-from retrieval.ham10000 import MAX_AGE, MetadataError, MetadataRow, RowError, safe_id
+from retrieval.ham10000 import MAX_AGE, MetadataError, MetadataRow, RowError, csv_reader, safe_id
 
 REQUIRED_COLUMNS = ("sop_instance_uid", "dx", "dx_type")
 OPTIONAL_COLUMNS = ("lesion_id", "age", "sex", "localization")
@@ -82,19 +81,7 @@ def read_labels(path: Path) -> Iterator[LabelRow | RowError]:
 
     Raises :class:`MetadataError` before yielding anything when the file as a whole is unusable.
     A UID seen before is reported on its later rows."""
-    try:
-        handle = open(path, newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise MetadataError(f"cannot open labels file {path}: {exc.strerror or exc}") from None
-    with handle:
-        try:
-            sample = handle.read(4096)
-        except UnicodeDecodeError:
-            raise MetadataError(f"{path} is not a UTF-8 text file") from None
-        handle.seek(0)
-        if not sample.strip():
-            raise MetadataError(f"{path} is empty")
-        reader = csv.DictReader(handle)
+    with csv_reader(path, "labels file") as reader:
         header = [name.strip().lower() for name in (reader.fieldnames or [])]
         missing = [col for col in REQUIRED_COLUMNS if col not in header]
         if missing:
@@ -102,17 +89,14 @@ def read_labels(path: Path) -> Iterator[LabelRow | RowError]:
                                 f"{', '.join(REQUIRED_COLUMNS)} (optional: {', '.join(OPTIONAL_COLUMNS)})")
         reader.fieldnames = header
         seen: dict[str, int] = {}
-        try:
-            for record in reader:
-                parsed = _parse(reader.line_num, record)
-                if isinstance(parsed, LabelRow):
-                    first = seen.setdefault(parsed.uid, reader.line_num)
-                    if first != reader.line_num:
-                        parsed = RowError(reader.line_num, parsed.metadata.image_id,
-                                          f"duplicate sop_instance_uid (first on row {first})")
-                yield parsed
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise MetadataError(f"{path}: malformed CSV near line {reader.line_num}: {exc}") from None
+        for record in reader:
+            parsed = _parse(reader.line_num, record)
+            if isinstance(parsed, LabelRow):
+                first = seen.setdefault(parsed.uid, reader.line_num)
+                if first != reader.line_num:
+                    parsed = RowError(reader.line_num, parsed.metadata.image_id,
+                                      f"duplicate sop_instance_uid (first on row {first})")
+            yield parsed
 
 
 class DicomFolder:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,17 +100,17 @@ def _parse_row(line: int, record: dict[str, str]) -> MetadataRow | RowError:
     return MetadataRow(line, lesion_id, image_id, dx, dx_type, age, sex, localization, dataset)
 
 
-def read_metadata(path: Path) -> Iterator[MetadataRow | RowError]:
-    """Stream the rows of a HAM10000 metadata file, each parsed or an error with its line number.
+@contextmanager
+def csv_reader(path: Path, what: str) -> Iterator[csv.DictReader]:
+    """A ``DictReader`` over the UTF-8 CSV file ``path`` (``what`` names it in messages).
 
-    Raises :class:`MetadataError` before yielding anything when the file as a whole is
-    unusable (cannot be opened, not UTF-8 text, required columns missing). Duplicate
-    image ids are reported on their second and later occurrences.
-    """
+    Raises :class:`MetadataError` before yielding when the file as a whole is unusable (cannot be
+    opened, not UTF-8 text, empty), and turns a malformed row met while reading into one that
+    names its line."""
     try:
         handle = open(path, newline="", encoding="utf-8-sig")
     except OSError as exc:
-        raise MetadataError(f"cannot open metadata file {path}: {exc.strerror or exc}") from None
+        raise MetadataError(f"cannot open {what} {path}: {exc.strerror or exc}") from None
     with handle:
         try:
             sample = handle.read(4096)
@@ -119,6 +120,20 @@ def read_metadata(path: Path) -> Iterator[MetadataRow | RowError]:
         if not sample.strip():
             raise MetadataError(f"{path} is empty")
         reader = csv.DictReader(handle)
+        try:
+            yield reader
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise MetadataError(f"{path}: malformed CSV near line {reader.line_num}: {exc}") from None
+
+
+def read_metadata(path: Path) -> Iterator[MetadataRow | RowError]:
+    """Stream the rows of a HAM10000 metadata file, each parsed or an error with its line number.
+
+    Raises :class:`MetadataError` before yielding anything when the file as a whole is
+    unusable (cannot be opened, not UTF-8 text, required columns missing). Duplicate
+    image ids are reported on their second and later occurrences.
+    """
+    with csv_reader(path, "metadata file") as reader:
         header = [name.strip() for name in (reader.fieldnames or [])]
         missing = [col for col in REQUIRED_COLUMNS if col not in header]
         if missing:
@@ -127,17 +142,14 @@ def read_metadata(path: Path) -> Iterator[MetadataRow | RowError]:
             )
         reader.fieldnames = header
         seen: dict[str, int] = {}
-        try:
-            for record in reader:
-                line = reader.line_num
-                parsed = _parse_row(line, record)
-                if isinstance(parsed, MetadataRow):
-                    first = seen.setdefault(parsed.image_id, line)
-                    if first != line:
-                        parsed = RowError(line, parsed.image_id, f"duplicate image_id (first on row {first})")
-                yield parsed
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise MetadataError(f"{path}: malformed CSV near line {reader.line_num}: {exc}") from None
+        for record in reader:
+            line = reader.line_num
+            parsed = _parse_row(line, record)
+            if isinstance(parsed, MetadataRow):
+                first = seen.setdefault(parsed.image_id, line)
+                if first != line:
+                    parsed = RowError(line, parsed.image_id, f"duplicate image_id (first on row {first})")
+            yield parsed
 
 
 def count_rows(path: Path) -> int:

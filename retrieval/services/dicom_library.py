@@ -7,7 +7,6 @@ UID are never stored; the case's ``image_id`` is the UID's one-way digest.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from retrieval.dicom_labels import DicomFolder, LabelRow, read_labels
 from retrieval.ham10000 import RowError
 from retrieval.images import DEFAULT_MAX_BYTES, ImageRejected
 from retrieval.models import Case
-from retrieval.services.library import ImportReport, Progress, case_create
+from retrieval.services.library import ImportReport, Progress, case_create, duplicate_reason
 
 DEFAULT_COLLECTION = "dicom"
 
@@ -73,14 +72,8 @@ def _import_row(parsed: LabelRow | RowError, folder: DicomFolder, collection: st
     except ImageRejected as exc:
         report.errors.append(RowError(row.row, row.image_id, f"unusable DICOM file: {exc}"))
     except IntegrityError:
-        report.errors.append(RowError(row.row, row.image_id, _duplicate_reason(image)))
+        report.errors.append(RowError(row.row, row.image_id, duplicate_reason(image)))
     else:
         present.add(row.image_id)
         report.imported += 1
 
-
-def _duplicate_reason(image: bytes) -> str:
-    other = Case.objects.filter(sha256=hashlib.sha256(image).hexdigest()).values_list("collection", "image_id").first()
-    if other:
-        return f"same image content as {other[1]} in collection {other[0]!r}"
-    return "image_id already imported"

@@ -82,7 +82,8 @@ class ImportReport:
         return len(self.errors)
 
 
-def _duplicate_reason(image_data: bytes) -> str:
+def duplicate_reason(image_data: bytes) -> str:
+    """Why storing this image broke a uniqueness rule: the case that already has its content, if any."""
     sha = hashlib.sha256(image_data).hexdigest()
     other = Case.objects.filter(sha256=sha).values_list("collection", "image_id").first()
     if other:
@@ -128,7 +129,7 @@ def library_import(
         except ImageRejected as exc:
             report.errors.append(RowError(parsed.row, parsed.image_id, f"unreadable image: {exc}"))
         except IntegrityError:
-            report.errors.append(RowError(parsed.row, parsed.image_id, _duplicate_reason(image_data)))
+            report.errors.append(RowError(parsed.row, parsed.image_id, duplicate_reason(image_data)))
         else:
             present.add(parsed.image_id)
             report.imported += 1
