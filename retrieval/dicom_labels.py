@@ -19,9 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrieval.classes import CODES, DX_TYPES, SEXES
 from retrieval.dicom import MAGIC, PREAMBLE_LENGTH
-from retrieval.ham10000 import MAX_AGE, MetadataError, MetadataRow, RowError, csv_reader, safe_id
+from retrieval.ham10000 import (MAX_AGE, MetadataError, MetadataRow, RowError, csv_reader, diagnosis_fields, safe_id,
+                                sex_and_site_fields)
 
 REQUIRED_COLUMNS = ("sop_instance_uid", "dx", "dx_type")
 OPTIONAL_COLUMNS = ("lesion_id", "age", "sex", "localization")
@@ -52,12 +52,10 @@ def _parse(line: int, record: dict[str, str | None]) -> LabelRow | RowError:
     if len(uid) > MAX_UID_LENGTH or not _UID.match(uid):
         return RowError(line, "", "sop_instance_uid is not a DICOM UID (digits and dots, at most 64 characters)")
     image_id = uid_digest(uid)
-    dx = record["dx"].strip().lower()
-    if dx not in CODES:
-        return RowError(line, image_id, f"unknown class {dx[:40]!r} (expected one of {', '.join(CODES)})")
-    dx_type = record["dx_type"].strip().lower()
-    if dx_type not in DX_TYPES:
-        return RowError(line, image_id, f"unknown dx_type {dx_type[:40]!r} (expected one of {', '.join(DX_TYPES)})")
+    diagnosis = diagnosis_fields(line, image_id, record)
+    if isinstance(diagnosis, RowError):
+        return diagnosis
+    dx, dx_type = diagnosis
     lesion_id = (record.get("lesion_id") or "").strip() or image_id
     if not safe_id(lesion_id):
         return RowError(line, image_id, f"invalid lesion_id {lesion_id[:80]!r} (letters, digits, '_', '-', '.' only)")
@@ -67,12 +65,10 @@ def _parse(line: int, record: dict[str, str | None]) -> LabelRow | RowError:
         if not age_text.isdigit() or int(age_text) > MAX_AGE:
             return RowError(line, image_id, f"age {age_text[:20]!r} is not a whole number of years from 0 to {MAX_AGE}")
         age = int(age_text)
-    sex = (record.get("sex") or "").strip().lower() or "unknown"
-    if sex not in SEXES:
-        return RowError(line, image_id, f"unknown sex {sex[:20]!r} (expected one of {', '.join(SEXES)})")
-    localization = (record.get("localization") or "").strip().lower() or "unknown"
-    if len(localization) > 32:
-        return RowError(line, image_id, "localization longer than 32 characters")
+    person = sex_and_site_fields(line, image_id, record)
+    if isinstance(person, RowError):
+        return person
+    sex, localization = person
     return LabelRow(uid, MetadataRow(line, lesion_id, image_id, dx, dx_type, age, sex, localization, SOURCE))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ MASK_SUFFIX = "_segmentation.png"
 # Ids become file names: letters, digits, '_', '-', '.', never a path.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 MAX_AGE = 120
+MAX_SITE_LENGTH = 32  # Case.localization's max_length
 
 
 class MetadataError(Exception):
@@ -62,6 +63,29 @@ def safe_id(value: str) -> bool:
     return bool(_SAFE_ID.match(value)) and ".." not in value
 
 
+def diagnosis_fields(line: int, image_id: str, record: Mapping[str, str | None]) -> tuple[str, str] | RowError:
+    """The row's ``dx`` and ``dx_type``, lower-cased and checked against the library's codes: the
+    check every labelled layout shares (HAM10000's metadata, the DICOM labels CSV)."""
+    dx = (record.get("dx") or "").strip().lower()
+    if dx not in CODES:
+        return RowError(line, image_id, f"unknown class {dx[:40]!r} (expected one of {', '.join(CODES)})")
+    dx_type = (record.get("dx_type") or "").strip().lower()
+    if dx_type not in DX_TYPES:
+        return RowError(line, image_id, f"unknown dx_type {dx_type[:40]!r} (expected one of {', '.join(DX_TYPES)})")
+    return dx, dx_type
+
+
+def sex_and_site_fields(line: int, image_id: str, record: Mapping[str, str | None]) -> tuple[str, str] | RowError:
+    """The row's ``sex`` and ``localization``, lower-cased and checked; empty or absent is "unknown"."""
+    sex = (record.get("sex") or "").strip().lower() or "unknown"
+    if sex not in SEXES:
+        return RowError(line, image_id, f"unknown sex {sex[:20]!r} (expected one of {', '.join(SEXES)})")
+    localization = (record.get("localization") or "").strip().lower() or "unknown"
+    if len(localization) > MAX_SITE_LENGTH:
+        return RowError(line, image_id, f"localization longer than {MAX_SITE_LENGTH} characters")
+    return sex, localization
+
+
 def _parse_row(line: int, record: dict[str, str]) -> MetadataRow | RowError:
     image_id = (record.get("image_id") or "").strip()
     shown_id = image_id if safe_id(image_id) else ""
@@ -74,12 +98,10 @@ def _parse_row(line: int, record: dict[str, str]) -> MetadataRow | RowError:
     lesion_id = record["lesion_id"].strip()
     if not lesion_id or not safe_id(lesion_id):
         return RowError(line, image_id, f"missing or invalid lesion_id {lesion_id[:80]!r}")
-    dx = record["dx"].strip().lower()
-    if dx not in CODES:
-        return RowError(line, image_id, f"unknown class {dx[:40]!r} (expected one of {', '.join(CODES)})")
-    dx_type = record["dx_type"].strip().lower()
-    if dx_type not in DX_TYPES:
-        return RowError(line, image_id, f"unknown dx_type {dx_type[:40]!r} (expected one of {', '.join(DX_TYPES)})")
+    diagnosis = diagnosis_fields(line, image_id, record)
+    if isinstance(diagnosis, RowError):
+        return diagnosis
+    dx, dx_type = diagnosis
     age_text = record["age"].strip()
     age: int | None = None
     if age_text:
@@ -90,12 +112,10 @@ def _parse_row(line: int, record: dict[str, str]) -> MetadataRow | RowError:
         if not (0 <= age_value <= MAX_AGE) or age_value != int(age_value):
             return RowError(line, image_id, f"age {age_text!r} is not a whole number of years from 0 to {MAX_AGE}")
         age = int(age_value)
-    sex = record["sex"].strip().lower() or "unknown"
-    if sex not in SEXES:
-        return RowError(line, image_id, f"unknown sex {sex[:20]!r} (expected one of {', '.join(SEXES)})")
-    localization = record["localization"].strip().lower() or "unknown"
-    if len(localization) > 32:
-        return RowError(line, image_id, "localization longer than 32 characters")
+    person = sex_and_site_fields(line, image_id, record)
+    if isinstance(person, RowError):
+        return person
+    sex, localization = person
     dataset = (record.get("dataset") or "").strip()[:64]
     return MetadataRow(line, lesion_id, image_id, dx, dx_type, age, sex, localization, dataset)
 
