@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import TypedDict, Unpack
 
 import numpy as np
 
@@ -93,14 +94,20 @@ def remove_same_lesion(
     return kept
 
 
+class SameLesionOptions(TypedDict, total=False):
+    """The lesion-aware options of :func:`precision_at_k` and :func:`query_precision`."""
+
+    query_lesions: Sequence[str] | None
+    neighbour_lesions: Sequence[Sequence[str]] | None
+    lesion_aware: bool
+
+
 def precision_at_k(
     query_labels: Sequence[str],
     neighbour_labels: Sequence[Sequence[str]],
     ks: Sequence[int] = DEFAULT_KS,
     classes: Sequence[str] = CODES,
-    query_lesions: Sequence[str] | None = None,
-    neighbour_lesions: Sequence[Sequence[str]] | None = None,
-    lesion_aware: bool = False,
+    **same_lesion: Unpack[SameLesionOptions],
 ) -> RetrievalScores:
     """P@k per class and AP@k (macro mean over classes with queries) for each cut-off in ``ks``.
 
@@ -112,8 +119,7 @@ def precision_at_k(
     labels outside ``classes``.
     """
     cutoffs = validate_ks(ks)
-    hits = query_precision(query_labels, neighbour_labels, cutoffs, classes, query_lesions, neighbour_lesions,
-                           lesion_aware)
+    hits = query_precision(query_labels, neighbour_labels, cutoffs, classes, **same_lesion)
     labels = np.asarray(query_labels)
     n_per_class = {code: int(np.count_nonzero(labels == code)) for code in classes}
     per_class = {
@@ -128,7 +134,7 @@ def precision_at_k(
         per_class=per_class,
         n_per_class=n_per_class,
         n_queries_at_k={k: len(query_labels) for k in cutoffs},
-        lesion_aware=lesion_aware,
+        lesion_aware=same_lesion.get("lesion_aware", False),
     )
 
 
@@ -137,6 +143,7 @@ def query_precision(
     neighbour_labels: Sequence[Sequence[str]],
     ks: Sequence[int] = DEFAULT_KS,
     classes: Sequence[str] = CODES,
+    *,
     query_lesions: Sequence[str] | None = None,
     neighbour_lesions: Sequence[Sequence[str]] | None = None,
     lesion_aware: bool = False,
