@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from bench.search_backends import (  # noqa: E402
-    DIMENSION, K, Generator, exact_topk_chunked, latencies_ms, percentiles, recall_at_k, rss_kb,
+    DIMENSION, K, Generator, exact_topk_chunked, generate_library, latencies_ms, percentiles, recall_at_k, rss_kb,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,28 +69,16 @@ def part_build(folder: Path, size: int, queries: int) -> dict:
     from retrieval.ml.search import FaissHNSWBackend
 
     folder.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    generator = Generator(size)
-    features = np.lib.format.open_memmap(folder / FEATURES_FILE, mode="w+", dtype=np.float32,
-                                         shape=(size, DIMENSION))
-    generator.fill(features)
-    features.flush()
-    query_vectors = generator.queries(queries)
-    np.save(folder / "queries.npy", query_vectors)
-    generate_s = time.perf_counter() - started
-    started = time.perf_counter()
-    truth, _ = exact_topk_chunked(query_vectors, features, K)
-    np.save(folder / "truth.npy", truth)
-    truth_s = time.perf_counter() - started
+    made = generate_library(folder / FEATURES_FILE, size, queries)
     load_start = os.getloadavg()[0]
     started = time.perf_counter()
-    backend = FaissHNSWBackend.build(features)  # validates every row, the graph, full SHA-256
+    backend = FaissHNSWBackend.build(made.library)  # validates every row, the graph, full SHA-256
     build_s = time.perf_counter() - started
     started = time.perf_counter()
     saved = backend.save(folder / BACKEND_DIR)
     save_s = time.perf_counter() - started
     record = {"size": size, "queries": queries, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-              "generate_s": generate_s, "truth_s": truth_s, "build_s": build_s, "save_s": save_s,
+              "generate_s": made.generate_s, "truth_s": made.truth_s, "build_s": build_s, "save_s": save_s,
               "load_average_build_start": load_start, "load_average_build_end": os.getloadavg()[0],
               "cores": os.cpu_count(), "parameters": backend.parameters,
               "index_file_mib": (saved / "index.faiss").stat().st_size / 2**20,

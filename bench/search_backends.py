@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -230,24 +231,43 @@ def run_part(args: list[str], env: dict | None = None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def prepare(workdir: Path, size: int, queries: int) -> dict:
-    """Library (memory-mapped file), held-out queries, their exact top-6 and exact latency at this size."""
+@dataclass(frozen=True)
+class GeneratedLibrary:
+    library: np.ndarray  # memory-mapped, (size, DIMENSION)
+    queries: np.ndarray
+    truth: np.ndarray  # the queries' exact top-K rows
+    scores: np.ndarray  # and their cosine similarities
+    clusters: int
+    generate_s: float
+    truth_s: float
+
+
+def generate_library(library_path: Path, size: int, queries: int) -> GeneratedLibrary:
+    """``size`` synthetic vectors written to the memory-mapped ``library_path``, ``queries`` held-out
+    queries and their exact top-K (saved beside it as queries.npy and truth.npy), each step timed."""
     start = time.perf_counter()
     generator = Generator(size)
-    library = np.lib.format.open_memmap(workdir / "library.npy", mode="w+", dtype=np.float32, shape=(size, DIMENSION))
+    library = np.lib.format.open_memmap(library_path, mode="w+", dtype=np.float32, shape=(size, DIMENSION))
     generator.fill(library)
     library.flush()
     query_vectors = generator.queries(queries)
-    np.save(workdir / "queries.npy", query_vectors)
+    np.save(library_path.parent / "queries.npy", query_vectors)
     generate_s = time.perf_counter() - start
     start = time.perf_counter()
     truth, scores = exact_topk_chunked(query_vectors, library, K)
-    truth_s = time.perf_counter() - start
-    np.save(workdir / "truth.npy", truth)
-    exact_big = build_backend(library, "exact", faiss_min_vectors=size + 1)
-    exact_ms = latencies_ms(lambda q: exact_big.search(q, K), query_vectors[:5], warmup=1)  # slow: a few
-    return {"size": size, "generate_s": generate_s, "truth_s": truth_s, "exact_p50_ms": float(np.median(exact_ms)),
-            "clusters": generator.clusters, "statistics": statistics_of(library, scores)}
+    np.save(library_path.parent / "truth.npy", truth)
+    return GeneratedLibrary(library, query_vectors, truth, scores, generator.clusters, generate_s,
+                            time.perf_counter() - start)
+
+
+def prepare(workdir: Path, size: int, queries: int) -> dict:
+    """Library (memory-mapped file), held-out queries, their exact top-6 and exact latency at this size."""
+    made = generate_library(workdir / "library.npy", size, queries)
+    exact_big = build_backend(made.library, "exact", faiss_min_vectors=size + 1)
+    exact_ms = latencies_ms(lambda q: exact_big.search(q, K), made.queries[:5], warmup=1)  # slow: a few
+    return {"size": size, "generate_s": made.generate_s, "truth_s": made.truth_s,
+            "exact_p50_ms": float(np.median(exact_ms)), "clusters": made.clusters,
+            "statistics": statistics_of(made.library, made.scores)}
 
 
 def verdict(ok: bool) -> str:
