@@ -13,6 +13,7 @@ what it is called, its bytes (built on first use), and what the product must do 
 from __future__ import annotations
 
 import io
+import random
 import struct
 import zipfile
 import zlib
@@ -32,6 +33,23 @@ BOUNDARY = "----hostile-upload-boundary-7d1f"
 
 
 # --- Pixels ------------------------------------------------------------------------------------
+def mutate(seed: bytes, rng: random.Random, *, edits: int, keep: int = 0) -> bytes:
+    """``seed`` after 1 to ``edits`` random edits: a byte flip (60 %), a cut of the tail (20 %) or an
+    insertion of 1-16 random bytes (20 %). The first ``keep`` bytes are never cut or shifted (a
+    DICOM file's preamble and magic, so that the decoder, not the sniffer, meets the damage)."""
+    data = bytearray(seed)
+    for _ in range(rng.randint(1, edits)):
+        roll = rng.random()
+        if roll < 0.6 and data:
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        elif roll < 0.8:
+            del data[rng.randrange(keep, len(data) + 1):]
+        else:
+            at = rng.randrange(keep, len(data) + 1)
+            data[at:at] = rng.randbytes(rng.randint(1, 16))
+    return bytes(data)
+
+
 def pattern(width: int, height: int, seed: int = 0) -> Image.Image:
     """An RGB image whose orientation shows: a gradient, a red top-left and a blue bottom-right block."""
     y, x = np.mgrid[0:height, 0:width]
