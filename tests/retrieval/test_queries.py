@@ -84,10 +84,10 @@ def test_a_query_runs_to_six_ranked_neighbours_with_overlays_and_a_vote(ready_in
     assert vote == neighbour_vote_json([n.case.dx for n in neighbours]) and vote["top"] == vote["order"][0]
 
     with Image.open(query.saliency.path) as overlay:  # at most 512 px on the long side, same aspect
-        assert overlay.mode == "RGBA" and overlay.size == (512, round(512 * query.height / query.width))
+        assert overlay.has_transparency_data and overlay.size == (512, round(512 * query.height / query.width))
     for neighbour in neighbours:
         with Image.open(media_root / neighbour.saliency) as overlay:
-            assert overlay.mode == "RGBA"
+            assert overlay.has_transparency_data
             assert abs(overlay.width / overlay.height - neighbour.case.width / neighbour.case.height) < 0.02
     cached = media_root / neighbours[0].saliency
     mtime = cached.stat().st_mtime_ns

@@ -74,7 +74,7 @@ def test_the_query_is_done_with_its_neighbours_before_its_evidence_pairs(ready_i
         assert (media_root / row.evidence_query).read_bytes() == render_overlay(
             normalise_map(a_q), (query.width, query.height), EVIDENCE_MAX_SIDE)
         with Image.open(media_root / row.evidence_case) as overlay:
-            assert overlay.mode == "RGBA" and max(overlay.size) == min(EVIDENCE_MAX_SIDE, max(row.case.width,
+            assert overlay.has_transparency_data and max(overlay.size) == min(EVIDENCE_MAX_SIDE, max(row.case.width,
                                                                                               row.case.height))
             assert abs(overlay.width / overlay.height - row.case.width / row.case.height) < 0.02
 
