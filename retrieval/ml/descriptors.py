@@ -9,6 +9,7 @@ the last feature maps before global average pooling of the network a method comp
 """
 from __future__ import annotations
 
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 
 from retrieval import methods as m
 from retrieval.ml.features import Encoded, SECBIREncoder, normalise, resize_rgb, with_saliency
+from retrieval.ml.saliency import VANILLA
 
 SEGMENTATION_INPUT = 256  # images are resized to this square before segmentation
 
@@ -24,6 +26,19 @@ SEGMENTATION_INPUT = 256  # images are resized to this square before segmentatio
 class EncodedImages:
     descriptors: dict[str, np.ndarray] = field(default_factory=dict)  # descriptor -> (N, ...) rows
     secbir: Encoded | None = None  # saliency, predicted class, probabilities (when secbir was asked for)
+
+
+class _Resized:
+    """The images resized to each square size asked for, once per size."""
+
+    def __init__(self, images: list[np.ndarray]) -> None:
+        self.images = images
+        self.sizes: dict[int, np.ndarray] = {}
+
+    def at(self, size: int) -> np.ndarray:
+        if size not in self.sizes:
+            self.sizes[size] = np.stack([resize_rgb_array(image, size) for image in self.images])
+        return self.sizes[size]
 
 
 class DescriptorEncoder:
@@ -56,8 +71,7 @@ class DescriptorEncoder:
         return found | set(self.embeddings)
 
     def _input(self, images: list[np.ndarray], size: int, config) -> torch.Tensor:
-        batch = np.stack([resize_rgb_array(image, size) for image in images])
-        return normalise(batch, config).to(self.device)
+        return normalise(_Resized(images).at(size), config).to(self.device)
 
     def raw_style(self, images: list[np.ndarray]) -> np.ndarray:
         """Unprojected style vectors (N, total) of the 3-channel model (to fit a projection)."""
@@ -69,36 +83,70 @@ class DescriptorEncoder:
                needs: set[str] | tuple[str, ...] = (m.SECBIR,), packed_masks: bool = True) -> EncodedImages:
         """Descriptors of ``images`` (RGB uint8 arrays of any size). ``labels`` (class indices) are
         for library images only: their saliency explains the true class; queries' the predicted one.
-        Masks come bit-packed (index rows) unless ``packed_masks`` is False (a query's bool map)."""
+        Masks come bit-packed (index rows) unless ``packed_masks`` is False (a query's bool map).
+
+        Each image is resized once per input size. With vanilla-gradient saliency, the 3-channel
+        features and the style vector come from the saliency pass's own forward pass of the
+        3-channel model (hooks on its head's input and on the style stages), not from passes of
+        their own: the same network on the same input in eval mode gives the same values."""
         needs = set(needs)
         unknown = needs - self.available()
         if unknown:
             raise ValueError(f"this index has no {', '.join(sorted(unknown))} descriptors")
         out = EncodedImages()
         config = self.encoder.config
-        if needs & {m.SECBIR, m.CNN3, m.STYLE}:
-            x = self._input(images, self.size, config)
+        resized = _Resized(images)
+        inputs: dict[tuple, torch.Tensor] = {}
+
+        def x_for(net_config) -> torch.Tensor:
+            key = (net_config.input_size, tuple(net_config.mean), tuple(net_config.std))
+            if key not in inputs:
+                inputs[key] = normalise(resized.at(net_config.input_size), net_config).to(self.device)
+            return inputs[key]
+
+        shared = m.SECBIR in needs and self.encoder.method == VANILLA
         if m.SECBIR in needs:
-            batch = np.stack([resize_rgb_array(image, self.size) for image in images])
-            out.secbir = self.encoder.encode(batch, labels)
+            with self._observing_model3(needs if shared else set()) as seen:
+                out.secbir = self.encoder.encode(resized.at(self.size), labels)
             out.descriptors[m.SECBIR] = out.secbir.features
         if m.CNN3 in needs:
-            with torch.no_grad():
-                out.descriptors[m.CNN3] = self.encoder.model3.pooled(x).float().cpu().numpy()
+            if shared:
+                out.descriptors[m.CNN3] = seen["pooled"].detach().float().cpu().numpy()
+            else:
+                with torch.no_grad():
+                    out.descriptors[m.CNN3] = self.encoder.model3.pooled(x_for(config)).float().cpu().numpy()
         if m.STYLE in needs:
-            raw = self.style_extractor.extract(x)
+            raw = self.style_extractor.vectors(seen["stages"]) if shared else \
+                self.style_extractor.extract(x_for(config))
             out.descriptors[m.STYLE] = self.style_projection.transform(raw).astype(np.float32)
         if m.MASK in needs:
             from retrieval.ml.measures import pack_masks
 
-            masks = self.segmenter.masks(np.stack([resize_rgb_array(image, SEGMENTATION_INPUT) for image in images]))
+            masks = self.segmenter.masks(resized.at(SEGMENTATION_INPUT))
             out.descriptors[m.MASK] = pack_masks(masks) if packed_masks else masks
         for name, net in self.embeddings.items():
             if name in needs:
-                xe = self._input(images, net.config.input_size, net.config)
                 with torch.no_grad():
-                    out.descriptors[name] = net.embed(xe).float().cpu().numpy()
+                    out.descriptors[name] = net.embed(x_for(net.config)).float().cpu().numpy()
         return out
+
+    @contextmanager
+    def _observing_model3(self, needs: set[str]):
+        """For the duration: the 3-channel model's pooled features (its head's input) and the style
+        stages' outputs of the forward passes inside, as the needs ask (nothing for an empty set)."""
+        seen: dict = {}
+        hooks = []
+        if m.CNN3 in needs:
+            hooks.append(self.encoder.model3.head.register_forward_pre_hook(
+                lambda _module, args: seen.__setitem__("pooled", args[0])))
+        with ExitStack() as stack:
+            if m.STYLE in needs:
+                seen["stages"] = stack.enter_context(self.style_extractor.capture())
+            try:
+                yield seen
+            finally:
+                for hook in hooks:
+                    hook.remove()
 
     # --- Evidence maps (paper 004) ---------------------------------------------------------
 

@@ -17,6 +17,8 @@ across searches. Cost per query on a 10k library: ``bench/measures.py``.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -174,27 +176,44 @@ class StyleExtractor:
     def describe(self) -> list[dict]:
         return [{"stage": s, "channels": c, "weight": w} for s, c, w in zip(self.stages, self.channels, self.weights)]
 
-    def extract(self, x: torch.Tensor) -> np.ndarray:
-        """(N, dimension) float32 concatenated weighted Gram vectors of the chosen stages."""
+    @contextmanager
+    def capture(self):
+        """Hooks on the chosen stages for the duration: yields the dict {stage: output} that any
+        forward pass of the backbone inside fills, so that a pass run for another purpose (the
+        saliency pass of the same 3-channel model) also gives the style vector
+        (:meth:`vectors`) without a forward pass of its own."""
         outputs: dict[int, torch.Tensor] = {}
         blocks = list(self.backbone.blocks)
         hooks = [blocks[i].register_forward_hook(lambda _m, _i, out, i=i: outputs.__setitem__(i, out))
                  for i in self.stages]
-        was_training = self.backbone.training
         try:
-            self.backbone.eval()
-            with torch.no_grad():
-                self.backbone.forward_features(x)
-                parts = []
-                for i, c, w in zip(self.stages, self.channels, self.weights):
-                    if outputs[i].ndim != 4 or outputs[i].shape[1] != c:
-                        raise ValueError(f"stage {i} gave {tuple(outputs[i].shape)}, expected {c} channels")
-                    parts.append(gram_vector(outputs[i], w))
+            yield outputs
         finally:
             for hook in hooks:
                 hook.remove()
-            self.backbone.train(was_training)
+
+    def vectors(self, outputs: dict[int, torch.Tensor]) -> np.ndarray:
+        """(N, dimension) float32 concatenated weighted Gram vectors of captured stage outputs."""
+        parts = []
+        with torch.no_grad():
+            for i, c, w in zip(self.stages, self.channels, self.weights):
+                if i not in outputs:
+                    raise ValueError(f"stage {i} was not captured (no forward pass inside capture())")
+                if outputs[i].ndim != 4 or outputs[i].shape[1] != c:
+                    raise ValueError(f"stage {i} gave {tuple(outputs[i].shape)}, expected {c} channels")
+                parts.append(gram_vector(outputs[i].detach(), w))
         return torch.cat(parts, dim=1).cpu().numpy().astype(np.float32, copy=False)
+
+    def extract(self, x: torch.Tensor) -> np.ndarray:
+        """(N, dimension) float32 concatenated weighted Gram vectors of the chosen stages."""
+        was_training = self.backbone.training
+        try:
+            self.backbone.eval()
+            with self.capture() as outputs, torch.no_grad():
+                self.backbone.forward_features(x)
+            return self.vectors(outputs)
+        finally:
+            self.backbone.train(was_training)
 
 
 class StyleProjection:
