@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retrieval.dicom import MAGIC, PREAMBLE_LENGTH
-from retrieval.ham10000 import (MAX_AGE, MetadataError, MetadataRow, RowError, csv_reader, diagnosis_fields, safe_id,
-                                sex_and_site_fields)
+from retrieval.ham10000 import (MetadataError, MetadataRow, RowError, csv_reader, diagnosis_fields, person_fields,
+                                safe_id)
 
 REQUIRED_COLUMNS = ("sop_instance_uid", "dx", "dx_type")
 OPTIONAL_COLUMNS = ("lesion_id", "age", "sex", "localization")
@@ -59,16 +59,10 @@ def _parse(line: int, record: dict[str, str | None]) -> LabelRow | RowError:
     lesion_id = (record.get("lesion_id") or "").strip() or image_id
     if not safe_id(lesion_id):
         return RowError(line, image_id, f"invalid lesion_id {lesion_id[:80]!r} (letters, digits, '_', '-', '.' only)")
-    age_text = (record.get("age") or "").strip()
-    age = None
-    if age_text:
-        if not age_text.isdigit() or int(age_text) > MAX_AGE:
-            return RowError(line, image_id, f"age {age_text[:20]!r} is not a whole number of years from 0 to {MAX_AGE}")
-        age = int(age_text)
-    person = sex_and_site_fields(line, image_id, record)
+    person = person_fields(line, image_id, record)
     if isinstance(person, RowError):
         return person
-    sex, localization = person
+    age, sex, localization = person
     return LabelRow(uid, MetadataRow(line, lesion_id, image_id, dx, dx_type, age, sex, localization, SOURCE))
 
 

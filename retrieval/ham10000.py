@@ -75,15 +75,27 @@ def diagnosis_fields(line: int, image_id: str, record: Mapping[str, str | None])
     return dx, dx_type
 
 
-def sex_and_site_fields(line: int, image_id: str, record: Mapping[str, str | None]) -> tuple[str, str] | RowError:
-    """The row's ``sex`` and ``localization``, lower-cased and checked; empty or absent is "unknown"."""
+def person_fields(line: int, image_id: str, record: Mapping[str, str | None]
+                  ) -> tuple[int | None, str, str] | RowError:
+    """The row's ``age`` (whole years, "45" or "45.0"; empty or absent: None), ``sex`` and
+    ``localization`` (lower-cased; empty or absent: "unknown"), checked."""
+    age_text = (record.get("age") or "").strip()
+    age: int | None = None
+    if age_text:
+        try:
+            age_value = float(age_text)
+        except ValueError:
+            return RowError(line, image_id, f"age {age_text[:20]!r} is not a number")
+        if not (0 <= age_value <= MAX_AGE) or age_value != int(age_value):
+            return RowError(line, image_id, f"age {age_text[:20]!r} is not a whole number of years from 0 to {MAX_AGE}")
+        age = int(age_value)
     sex = (record.get("sex") or "").strip().lower() or "unknown"
     if sex not in SEXES:
         return RowError(line, image_id, f"unknown sex {sex[:20]!r} (expected one of {', '.join(SEXES)})")
     localization = (record.get("localization") or "").strip().lower() or "unknown"
     if len(localization) > MAX_SITE_LENGTH:
         return RowError(line, image_id, f"localization longer than {MAX_SITE_LENGTH} characters")
-    return sex, localization
+    return age, sex, localization
 
 
 def _parse_row(line: int, record: dict[str, str]) -> MetadataRow | RowError:
@@ -102,20 +114,10 @@ def _parse_row(line: int, record: dict[str, str]) -> MetadataRow | RowError:
     if isinstance(diagnosis, RowError):
         return diagnosis
     dx, dx_type = diagnosis
-    age_text = record["age"].strip()
-    age: int | None = None
-    if age_text:
-        try:
-            age_value = float(age_text)
-        except ValueError:
-            return RowError(line, image_id, f"age {age_text[:20]!r} is not a number")
-        if not (0 <= age_value <= MAX_AGE) or age_value != int(age_value):
-            return RowError(line, image_id, f"age {age_text!r} is not a whole number of years from 0 to {MAX_AGE}")
-        age = int(age_value)
-    person = sex_and_site_fields(line, image_id, record)
+    person = person_fields(line, image_id, record)
     if isinstance(person, RowError):
         return person
-    sex, localization = person
+    age, sex, localization = person
     dataset = (record.get("dataset") or "").strip()[:64]
     return MetadataRow(line, lesion_id, image_id, dx, dx_type, age, sex, localization, dataset)
 
