@@ -203,6 +203,10 @@ SEARCH_FAISS_MIN_VECTORS = env_int("SEARCH_FAISS_MIN_VECTORS", 100_000, minimum=
 #: approaches the task time limit, queries queued meanwhile are served between chunks, and a
 #: killed worker loses at most one chunk.
 INDEX_CHUNK_SIZE = env_int("INDEX_CHUNK_SIZE", 64, minimum=1)
+#: Chunks of one index build queued at once (each a job any free worker on the inference queue
+#: takes): about the number of inference worker processes, or a little more, keeps every one
+#: busy without a long queue whose messages the sweep would take for lost.
+INDEX_CHUNKS_IN_FLIGHT = env_int("INDEX_CHUNKS_IN_FLIGHT", 4, minimum=1)
 #: Style vectors (multi-stage Gram matrices) are stored projected on this many principal
 #: directions fitted on the library at index time (retrieval.ml.measures.StyleProjection).
 STYLE_COMPONENTS = env_int("STYLE_COMPONENTS", 256, minimum=8)

@@ -199,6 +199,26 @@ class IndexVersion(Job):
         return f"index #{self.pk} ({self.collection}, model #{self.model_version_id})"
 
 
+class IndexChunk(Job):
+    """One chunk of an index build (``number``: its place in the build's plan, ``cases`` in it): a job
+    of its own, so that the chunks of one build run on every free worker at once (a fan-out), each
+    claimed once, resumed after a killed worker and never encoded twice (its ``chunk-N.npz`` is
+    written atomically before the row is DONE). The build assembles the index once every chunk
+    is DONE; a chunk that fails fails the build."""
+
+    index = models.ForeignKey(IndexVersion, on_delete=models.CASCADE, related_name="chunks")
+    number = models.PositiveIntegerField()
+    first = models.PositiveIntegerField(help_text="position in the build's plan of the chunk's first case")
+    cases = models.PositiveIntegerField(help_text="library cases in this chunk of the plan")
+
+    class Meta:
+        ordering = ["index", "number"]
+        constraints = [models.UniqueConstraint(fields=["index", "number"], name="index_chunk_once")]
+
+    def __str__(self) -> str:
+        return f"chunk {self.number} of index {self.index_id} ({self.status})"
+
+
 class Query(Job):
     """A clinician's uploaded image and, once the worker is done, its nearest library cases.
 

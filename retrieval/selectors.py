@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from django.conf import settings
+from django.db import models
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
 from lesionsearch.roles import CLINICIAN, STUDY_ADMIN, has_role, roles_of
@@ -377,9 +378,10 @@ def index_active(*, collection: str, model_version: ModelVersion | None = None) 
 def index_referencing_relations() -> list[tuple[type, str]]:
     """Every (model, foreign-key field name) whose rows reference an index version, other than an
     extension's ``base``: ``Query.index_version``, ``readerstudy.Study.index_version`` (and any
-    model added later). A referenced index is never removable."""
+    model added later). A referenced index is never removable. Rows deleted with their index
+    (``on_delete=CASCADE``: an ``IndexChunk`` of its build) are parts of it, not references."""
     return [(rel.related_model, rel.field.name) for rel in IndexVersion._meta.related_objects
-            if rel.one_to_many and rel.related_model is not IndexVersion]
+            if rel.one_to_many and rel.related_model is not IndexVersion and rel.on_delete is not models.CASCADE]
 
 
 def index_removable_condition() -> Q:

@@ -15,7 +15,7 @@ import redis.backoff
 import redis.retry
 from django.conf import settings
 
-from retrieval.models import IndexVersion, Query, QueryEvidence
+from retrieval.models import IndexChunk, IndexVersion, Query, QueryEvidence
 from retrieval.services.index import index_build_request
 from retrieval.services.queries import query_refresh, query_submit
 from tests.conftest import kill_worker, start_worker, stop_worker, wait_for
@@ -101,8 +101,8 @@ def test_an_index_build_killed_with_its_worker_resumes_while_the_old_index_serve
         assert building.status == "running" and building.done < building.total and not building.active
         assert IndexVersion.objects.get(id=old.id).active
 
-        # Kill it while it holds a chunk (the claim sets the heartbeat; it is cleared between chunks).
-        wait_for(lambda: IndexVersion.objects.filter(id=index.id, heartbeat_at__isnull=False).exists(),
+        # Kill it while it holds a chunk (a chunk is a job of its own: RUNNING while a worker encodes it).
+        wait_for(lambda: IndexChunk.objects.filter(index_id=index.id, status="running").exists(),
                  timeout=60, interval=0.05, what="the worker to claim the next chunk")
         kill_worker(worker)  # no warm shutdown: the chunk in hand is lost
         killed_at = IndexVersion.objects.get(id=index.id)

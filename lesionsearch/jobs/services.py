@@ -93,6 +93,12 @@ def progress(kind: JobKind, job_id: int, worker: str, *, done: int | None = None
     return bool(held(kind, job_id, worker).update(**fields))
 
 
+def parts_progress(kind: JobKind, job_id: int, *, done: int) -> bool:
+    """Record the progress of a job whose parts run as jobs of their own on other workers (an index
+    build's chunks), which do not hold the job itself: only while it is unfinished."""
+    return bool(_rows(kind, job_id).filter(status__in=UNFINISHED).update(done=done))
+
+
 def release(kind: JobKind, job_id: int, worker: str) -> bool:
     """End one run of a chunked job without finishing it: RUNNING without a heartbeat, so that
     the next run (any worker) continues it."""

@@ -1,13 +1,15 @@
 """Building, extending and activating the retrieval index.
 
-A build is a sequence of short task runs. The first run fixes the plan (which cases, in which
-order) in ``plan.npy``; every run claims the build with a conditional update, encodes one chunk
-of the plan (saliency for the case's true class, then 4-channel features), writes it to its own
-``chunk-NNNNN.npz`` atomically, records progress and enqueues the next run. Chunks already on
-disk are never recomputed, so a build resumes where a killed worker left it and running a task
-twice duplicates nothing. The last run assembles the matrices, calibrates the
-out-of-distribution warning (:mod:`retrieval.services.ood`) and activates the version in one
-transaction; until then the previous version keeps serving queries.
+A build fans out over the workers. Its first run fixes the plan (which cases, in which order) in
+``plan.npy`` and queues the first chunks of it as jobs of their own (``IndexChunk``,
+``INDEX_CHUNKS_IN_FLIGHT`` at a time), which any free worker on the inference queue claims with a
+conditional update, encodes (saliency for the case's true class, then every method's
+descriptors), writes to its own ``chunk-NNNNN.npz`` atomically, and follows with the next chunk of
+the plan. Chunks already on disk are never recomputed, so a build resumes where a killed worker
+left it and running a task twice duplicates nothing. The last chunk sends the build again, whose
+run assembles the matrices, calibrates the out-of-distribution warning
+(:mod:`retrieval.services.ood`) and activates the version in one transaction; until then the
+previous version keeps serving queries.
 """
 from __future__ import annotations
 
@@ -26,8 +28,8 @@ from lesionsearch.jobs import services as jobs
 from retrieval import loaders, runtime
 from retrieval.classes import CODES, TEST
 from retrieval import methods as m
-from retrieval.models import Case, IndexVersion, ModelVersion
-from retrieval.tasks import INDEX_BUILD
+from retrieval.models import Case, IndexChunk, IndexVersion, ModelVersion
+from retrieval.tasks import INDEX_BUILD, INDEX_CHUNK
 
 logger = logging.getLogger(__name__)
 
@@ -218,11 +220,15 @@ def _adds(index: IndexVersion) -> set[str]:
 
 
 def index_build_run(*, index_id: int, worker: str, enqueue_next: bool = True) -> bool:
-    """One run of a build: claim it, encode the next chunk, then continue or finish.
+    """One run of a build: claim it, keep its chunks going, or assemble it once they are done.
 
-    The next chunk is enqueued as a new task unless ``enqueue_next`` is false (a caller that
-    drives the build itself, e.g. ``build_index --here``). Returns whether this call did any
-    work (False: finished, failed or held by a live worker).
+    The first run fixes the plan; every run then makes sure ``INDEX_CHUNKS_IN_FLIGHT`` chunks
+    (``IndexChunk`` jobs) are queued, for whichever workers are free, and releases the build;
+    the run that finds every chunk DONE (sent by the last chunk to finish, or by the sweep)
+    assembles and activates the index. With ``enqueue_next`` false (``build_index --here``,
+    tests) nothing is sent: the run encodes the next chunk itself, in this process. Returns
+    whether this call did any work (False: finished, failed, held by a live worker, or every
+    chunk is held by another live worker).
     """
     index = jobs.claim(INDEX_BUILD, index_id, worker)
     if index is None:
@@ -230,11 +236,21 @@ def index_build_run(*, index_id: int, worker: str, enqueue_next: bool = True) ->
                     index_id)
         return False
     try:
-        finished = _run_chunk(index, worker)
-        if finished:
+        _plan(index, loaders.index_path(index))
+        index.refresh_from_db()
+        worked = True
+        if not _all_chunks_done(index) and not enqueue_next:
+            _top_up(index, in_flight=1, send=False)
+            waiting = index.chunks.exclude(status=Status.DONE).order_by("number").values_list("id", flat=True)
+            worked = any(index_chunk_run(chunk_id=chunk_id, worker=worker, enqueue_next=False) for chunk_id in waiting)
+            index.refresh_from_db()
+        if index.status != Status.RUNNING:  # a chunk failed, and failed the build with it
+            return worked
+        if _all_chunks_done(index):
             _finish(index, worker)
         elif jobs.release(INDEX_BUILD, index.id, worker) and enqueue_next:
-            jobs.send(INDEX_BUILD, index.id)
+            _top_up(index, in_flight=settings.INDEX_CHUNKS_IN_FLIGHT, send=True)
+        return worked
     except IndexBuildError as exc:
         jobs.fail(INDEX_BUILD, index.id, str(exc))
     except Exception as exc:
@@ -242,6 +258,60 @@ def index_build_run(*, index_id: int, worker: str, enqueue_next: bool = True) ->
                   f"The build stopped because of an internal error: {exc.__class__.__name__}: {exc}")
         raise
     return True
+
+
+def index_chunk_run(*, chunk_id: int, worker: str, enqueue_next: bool = True) -> bool:
+    """Encode one chunk of a build (a job of its own, on any worker) and record the build's
+    progress; then queue the next chunk, or send the build for its assembly when this was the
+    last. A chunk whose file is on disk already (a redelivered message, a worker killed after
+    writing it) is not encoded again. Returns whether this call did any work."""
+    chunk = jobs.claim(INDEX_CHUNK, chunk_id, worker)
+    if chunk is None:
+        return False
+    index = IndexVersion.objects.get(id=chunk.index_id)
+    if index.status != Status.RUNNING:
+        jobs.fail(INDEX_CHUNK, chunk.id, "The build this chunk belongs to is not running any more.", worker=worker)
+        return True
+    try:
+        _encode_chunk(index, chunk)
+    except IndexBuildError as exc:
+        jobs.fail(INDEX_CHUNK, chunk.id, str(exc), worker=worker)
+        return True
+    except Exception as exc:
+        jobs.fail(INDEX_CHUNK, chunk.id, f"internal error: {exc.__class__.__name__}: {exc}", worker=worker)
+        raise
+    if jobs.finish(INDEX_CHUNK, chunk.id, worker, done=chunk.cases, total=chunk.cases):
+        done = sum(index.chunks.filter(status=Status.DONE).values_list("cases", flat=True))
+        jobs.parts_progress(INDEX_BUILD, index.id, done=done)
+        if enqueue_next:
+            if done >= index.total:
+                jobs.send(INDEX_BUILD, index.id)  # the assembly; two last chunks: one claim wins
+            else:
+                _top_up(index, in_flight=settings.INDEX_CHUNKS_IN_FLIGHT, send=True)
+    return True
+
+
+def _all_chunks_done(index: IndexVersion) -> bool:
+    return sum(index.chunks.filter(status=Status.DONE).values_list("cases", flat=True)) >= index.total
+
+
+def _top_up(index: IndexVersion, *, in_flight: int, send: bool) -> None:
+    """Create (and with ``send``, queue) the plan's next chunks until ``in_flight`` are unfinished
+    or the plan is covered. Chunk rows are created in plan order, one number at a time
+    (``get_or_create`` on the unique (index, number)): of two workers topping up at once, each
+    creates and sends different chunks, never the same one twice. Rows exist only for chunks
+    that were queued, so the sweep re-sends only messages that were really sent and lost."""
+    size = settings.INDEX_CHUNK_SIZE
+    while True:
+        rows = list(index.chunks.values_list("first", "cases", "status"))
+        unfinished = sum(1 for _, _, status in rows if status in (Status.PENDING, Status.RUNNING))
+        covered = max((first + cases for first, cases, _ in rows), default=0)
+        if unfinished >= in_flight or covered >= index.total:
+            return
+        chunk, created = IndexChunk.objects.get_or_create(
+            index=index, number=len(rows), defaults={"first": covered, "cases": min(size, index.total - covered)})
+        if created and send:
+            jobs.send(INDEX_CHUNK, chunk.id)
 
 
 def _plan(index: IndexVersion, folder: Path) -> np.ndarray:
@@ -314,26 +384,20 @@ def _chunk_path(folder: Path, number: int) -> Path:
     return folder / f"chunk-{number:05d}.npz"
 
 
-def _run_chunk(index: IndexVersion, worker: str) -> bool:
-    """Encode the first chunk of the plan not on disk yet; True when the whole plan is encoded."""
+def _encode_chunk(index: IndexVersion, chunk) -> None:
+    """Encode the chunk's cases of the plan to its ``chunk-N.npz`` (written atomically), unless it
+    is on disk already."""
     folder = loaders.index_path(index)
-    plan = _plan(index, folder)
-    size = settings.INDEX_CHUNK_SIZE
-    chunks = (len(plan) + size - 1) // size
-    todo = [n for n in range(chunks) if not _chunk_path(folder, n).exists()]
-    if not todo:
-        return True
-    number = todo[0]
-    ids = plan[number * size:(number + 1) * size]
+    path = _chunk_path(folder, chunk.number)
+    if path.exists():
+        return
+    plan = np.load(folder / PLAN_FILE)
+    ids = plan[chunk.first:chunk.first + chunk.cases]
     adds = _adds(index)
     descriptors, saliency, kept, skipped = encode_cases(index, [int(i) for i in ids], only=adds or None)
     if not adds:  # a build that adds descriptors keeps its base's saliency maps and overlays
         _render_overlays(index, kept, saliency)
-    _save_atomic(_chunk_path(folder, number), saliency=saliency, case_ids=kept,
-                 skipped=np.array(skipped, dtype=np.int64), **descriptors)
-    done = min(len(plan), (chunks - len(todo) + 1) * size)
-    jobs.progress(INDEX_BUILD, index.id, worker, done=done)
-    return len(todo) == 1
+    _save_atomic(path, saliency=saliency, case_ids=kept, skipped=np.array(skipped, dtype=np.int64), **descriptors)
 
 
 def case_overlay_name(index_id: int, case_id: int) -> str:

@@ -182,8 +182,9 @@ def test_the_sweep_refreshes_every_unfinished_job_of_every_registered_kind(kind,
 
 def test_the_apps_register_every_job_model():
     from readerstudy.models import StudyPreparation
-    from retrieval.models import IndexVersion, Query, QueryEvidence, TrainingJob
+    from retrieval.models import IndexChunk, IndexVersion, Query, QueryEvidence, TrainingJob
 
     names = {kind.name: kind.model for kind in registered()}
-    assert names == {"query": Query, "query_evidence": QueryEvidence, "index_build": IndexVersion, "library_check": LibraryCheck,
+    assert names == {"query": Query, "query_evidence": QueryEvidence, "index_build": IndexVersion,
+                     "index_chunk": IndexChunk, "library_check": LibraryCheck,
                      "study_preparation": StudyPreparation, "training": TrainingJob}
