@@ -35,8 +35,8 @@ JPEG_QUALITY = 90
 #: Width of a similar case's frame in its class colour (points): a frame as on the result page.
 FRAME_WIDTH = 4
 NEIGHBOURS_PER_ROW = 3
-#: The query image and its overlay side by side, each about as large as a similar case's image.
-QUERY_IMAGE_WIDTH = 62 * mm
+#: The query image and its overlay side by side, beside the vote; a similar case's image is about as large.
+QUERY_IMAGE_WIDTH = 50 * mm
 MARGIN = 15 * mm
 NOT_A_DIAGNOSIS = "not a diagnosis"
 FOOTER = ("LesionSearch query #{id} - page {page}. The similar cases and the neighbour vote support a clinician's "
@@ -111,12 +111,11 @@ def render_query_report(report: QueryReport) -> bytes:
     story: list[Flowable] = [
         Paragraph(f"LesionSearch - similar-case report, query #{report.query_id}", styles["Title"]),
         _facts_table(report, styles, width),
-        Spacer(1, 4 * mm),
+        Spacer(1, 3 * mm),
     ]
     if report.warning:
-        story += [_warning_box(report.warning, styles, width), Spacer(1, 4 * mm)]
-    story += [_query_images(report, styles, width), Spacer(1, 4 * mm)]
-    story += _vote_section(report, styles, width)
+        story += [_warning_box(report.warning, styles, width), Spacer(1, 1 * mm)]
+    story += [_top_section(report, styles, width), Spacer(1, 1 * mm)]
     story += _neighbour_section(report, styles, width)
     story += _attribution_section(report, styles)
 
@@ -136,7 +135,8 @@ def render_query_report(report: QueryReport) -> bytes:
 def _styles() -> dict[str, ParagraphStyle]:
     sheet = getSampleStyleSheet()
     return {
-        "Title": ParagraphStyle("title", parent=sheet["Title"], fontSize=16, leading=20, alignment=0),
+        "Title": ParagraphStyle("title", parent=sheet["Title"], fontSize=16, leading=20, alignment=0,
+                                spaceAfter=6),
         "Heading": ParagraphStyle("heading", parent=sheet["Heading2"], fontSize=12, leading=15, spaceBefore=6,
                                   spaceAfter=4),
         "Body": ParagraphStyle("body", parent=sheet["BodyText"], fontSize=9, leading=11.5),
@@ -156,17 +156,16 @@ def _when(moment: datetime | None) -> str:
 
 
 def _facts_table(report: QueryReport, styles, width: float) -> Table:
-    rows = [
-        ("Query submitted", _when(report.created)),
-        ("Search finished", _when(report.finished)),
-        ("Similarity measure", report.method_label),
-        ("Model version", report.model_version),
-        ("Index version", report.index_version),
-        ("Report generated", _when(report.generated)),
+    facts = [
+        ("Query submitted", _when(report.created)), ("Model version", report.model_version),
+        ("Search finished", _when(report.finished)), ("Index version", report.index_version),
+        ("Similarity measure", report.method_label), ("Report generated", _when(report.generated)),
     ]
-    cells = [[Paragraph(f"<b>{_text(label)}</b>", styles["Body"]), Paragraph(_text(value), styles["Body"])]
-             for label, value in rows]
-    table = Table(cells, colWidths=[35 * mm, width - 35 * mm], hAlign="LEFT")
+    cells = [Paragraph(f"<b>{_text(label)}</b>", styles["Body"]) if i % 2 == 0 else Paragraph(_text(value), styles["Body"])
+             for label, value in facts for i in (0, 1)]
+    rows = [cells[i:i + 4] for i in range(0, len(cells), 4)]  # two facts a row: the first page holds all six cases
+    label = 32 * mm
+    table = Table(rows, colWidths=[label, width / 2 - label, label, width / 2 - label], hAlign="LEFT")
     table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
                                ("TOPPADDING", (0, 0), (-1, -1), 1), ("LEFTPADDING", (0, 0), (-1, -1), 0)]))
     return table
@@ -181,36 +180,42 @@ def _warning_box(warning: str, styles, width: float) -> Table:
     return box
 
 
-def _query_images(report: QueryReport, styles, width: float) -> Flowable:
+def _top_section(report: QueryReport, styles, width: float) -> Table:
+    """The query image, its overlay and the neighbour vote in one row (so that the six similar
+    cases fit below them on the first page)."""
     photo = _decoded(report.image, "the query image")
     side = QUERY_IMAGE_WIDTH
-    figures = [[_Picture(photo, side, side * 0.75), None], [Paragraph("Your image", styles["Small"]), None]]
+    image = [Paragraph("Your image", styles["Heading"]), _Picture(photo, side, side * 0.75)]
     if report.saliency is not None:
         overlay = _decoded(report.saliency, "the saliency overlay", mode="RGBA")
-        figures[0][1] = _Picture(_overlaid(photo, overlay), side, side * 0.75)
-        figures[1][1] = Paragraph("Your image with its saliency overlay: the pixels the model's decision depends "
-                                  "on most (bright = more).", styles["Small"])
+        overlaid = [Paragraph("Saliency overlay", styles["Heading"]), _Picture(_overlaid(photo, overlay), side, side * 0.75),
+                    Paragraph("The pixels the model's decision depends on most (bright = more).", styles["Small"])]
     else:
-        figures[1][1] = Paragraph("No saliency overlay was stored for this query.", styles["Small"])
-    table = Table(figures, colWidths=[side + 6 * mm, side + 6 * mm], hAlign="LEFT")
-    table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0)]))
-    return KeepTogether([Paragraph("Your image", styles["Heading"]), table])
+        overlaid = [Paragraph("Saliency overlay", styles["Heading"]),
+                    Paragraph("No saliency overlay was stored for this query.", styles["Small"])]
+    column = side + 4 * mm
+    table = Table([[image, overlaid, _vote_panel(report, styles, width - 2 * column)]],
+                  colWidths=[column, column, width - 2 * column], hAlign="LEFT")
+    table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                               ("RIGHTPADDING", (0, 0), (-1, -1), 0)]))
+    return table
 
 
-def _vote_section(report: QueryReport, styles, width: float) -> list[Flowable]:
+def _vote_panel(report: QueryReport, styles, width: float) -> list[Flowable]:
     heading = Paragraph(f"Neighbour vote ({NOT_A_DIAGNOSIS})", styles["Heading"])
-    note = Paragraph(_text(report.vote_note), styles["Body"])
+    note = Paragraph(_text(report.vote_note), styles["Small"])
     if not report.vote:
-        return [KeepTogether([heading, note, Paragraph("No similar cases were found.", styles["Body"])])]
-    rows = [["", Paragraph(f"<b>{_text(row.code)}</b> {_text(row.label)}", styles["Body"]),
+        return [heading, Paragraph("No similar cases were found.", styles["Small"]), note]
+    rows = [["", Paragraph(f"<b>{_text(row.code)}</b> {_text(row.label)}", styles["Small"]),
              f"{row.count} of {row.n}", f"{row.percent} %"] for row in report.vote]
-    table = Table(rows, colWidths=[5 * mm, width - 45 * mm, 22 * mm, 18 * mm], hAlign="LEFT")
-    style = [("VALIGN", (0, 0), (-1, -1), "MIDDLE"), ("FONTSIZE", (0, 0), (-1, -1), 9),
-             ("ALIGN", (2, 0), (-1, -1), "RIGHT"), ("TOPPADDING", (0, 0), (-1, -1), 1.5),
-             ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5)]
+    table = Table(rows, colWidths=[4 * mm, width - 29 * mm, 13 * mm, 12 * mm], hAlign="LEFT")
+    style = [("VALIGN", (0, 0), (-1, -1), "MIDDLE"), ("FONTSIZE", (0, 0), (-1, -1), 7.5),
+             ("ALIGN", (2, 0), (-1, -1), "RIGHT"), ("TOPPADDING", (0, 0), (-1, -1), 1),
+             ("BOTTOMPADDING", (0, 0), (-1, -1), 1), ("LEFTPADDING", (1, 0), (-1, -1), 3),
+             ("RIGHTPADDING", (0, 0), (-1, -1), 0)]
     style += [("BACKGROUND", (0, i), (0, i), colors.HexColor(row.colour)) for i, row in enumerate(report.vote)]
     table.setStyle(TableStyle(style))
-    return [KeepTogether([heading, note, Spacer(1, 2 * mm), table])]
+    return [heading, table, Spacer(1, 1.5 * mm), note]
 
 
 def _neighbour_section(report: QueryReport, styles, width: float) -> list[Flowable]:
@@ -225,7 +230,8 @@ def _neighbour_section(report: QueryReport, styles, width: float) -> list[Flowab
     rows[-1] += [""] * (NEIGHBOURS_PER_ROW - len(rows[-1]))
     grid = Table(rows, colWidths=[cell] * NEIGHBOURS_PER_ROW, hAlign="LEFT")
     grid.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 2 * mm),
-                              ("RIGHTPADDING", (0, 0), (-1, -1), 2 * mm), ("BOTTOMPADDING", (0, 0), (-1, -1), 4 * mm)]))
+                              ("RIGHTPADDING", (0, 0), (-1, -1), 2 * mm), ("BOTTOMPADDING", (0, 0), (-1, -1), 2.5 * mm),
+                              ("TOPPADDING", (0, 0), (-1, -1), 1 * mm)]))
     return [KeepTogether([heading, intro, Spacer(1, 2 * mm), grid])]
 
 
@@ -238,8 +244,8 @@ def _neighbour_card(n: ReportNeighbour, styles, width: float) -> list[Flowable]:
         Spacer(1, 1.5 * mm),
         Paragraph(f"<b>#{n.rank} {_text(n.diagnosis)}</b> {_text(n.diagnosis_label)}", styles["Body"]),
         Paragraph(f"Similarity <b>{n.similarity:.3f}</b>", styles["Body"]),
-        Paragraph(f"Age {_text(age)} · Sex {_text(n.sex)} · Site {_text(n.localization)}", styles["Small"]),
-        Paragraph(f"Diagnosis by {_text(n.diagnosis_type)} · Image {_text(n.image_id)}", styles["Small"]),
+        Paragraph(f"Age {_text(age)} · Sex {_text(n.sex)} · Site {_text(n.localization)}<br/>"
+                  f"Diagnosis by {_text(n.diagnosis_type)} · Image {_text(n.image_id)}", styles["Small"]),
     ]
 
 
