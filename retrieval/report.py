@@ -161,7 +161,7 @@ def _facts_table(report: QueryReport, styles, width: float) -> Table:
         ("Search finished", _when(report.finished)), ("Index version", report.index_version),
         ("Similarity measure", report.method_label), ("Report generated", _when(report.generated)),
     ]
-    cells = [Paragraph(f"<b>{_text(label)}</b>", styles["Body"]) if i % 2 == 0 else Paragraph(_text(value), styles["Body"])
+    cells = [Paragraph(f"<b>{_text(label)}</b>" if i % 2 == 0 else _text(value), styles["Body"])
              for label, value in facts for i in (0, 1)]
     rows = [cells[i:i + 4] for i in range(0, len(cells), 4)]  # two facts a row: the first page holds all six cases
     label = 32 * mm
@@ -188,7 +188,8 @@ def _top_section(report: QueryReport, styles, width: float) -> Table:
     image = [Paragraph("Your image", styles["Heading"]), _Picture(photo, side, side * 0.75)]
     if report.saliency is not None:
         overlay = _decoded(report.saliency, "the saliency overlay", mode="RGBA")
-        overlaid = [Paragraph("Saliency overlay", styles["Heading"]), _Picture(_overlaid(photo, overlay), side, side * 0.75),
+        overlaid = [Paragraph("Saliency overlay", styles["Heading"]),
+                    _Picture(_overlaid(photo, overlay), side, side * 0.75),
                     Paragraph("The pixels the model's decision depends on most (bright = more).", styles["Small"])]
     else:
         overlaid = [Paragraph("Saliency overlay", styles["Heading"]),
