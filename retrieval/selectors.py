@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import models
@@ -17,6 +18,9 @@ from lesionsearch.roles import CLINICIAN, STUDY_ADMIN, has_role, roles_of
 from retrieval.classes import BY_CODE, CLASSES, SPLIT_CHOICES, TEST
 from retrieval.models import (Case, IndexVersion, LibraryCheck, ModelVersion, Query, QueryEvidence, QueryNeighbour,
                               TrainingJob)
+
+if TYPE_CHECKING:
+    from retrieval.report import QueryReport
 
 #: How many of the newest index builds the index status lists.
 RECENT_BUILDS = 10
@@ -298,6 +302,77 @@ def query_ood_payload(query: Query) -> dict | None:
     if not query.ood_method:
         return None
     return {"score": _rounded(query.ood_score), "threshold": _rounded(query.ood_threshold), "method": query.ood_method}
+
+
+def neighbour_vote_rows(vote: dict | None) -> list[dict]:
+    """The stored vote's classes in its own order (the winner first), with count, share and whole
+    percent, as the result page, the search history and the PDF report show them.
+
+    The order comes from the stored ``order`` and never from sorting the shares here: the rule
+    that breaks ties lives in ``retrieval.ml.metrics.neighbour_vote_tally`` only."""
+    if not vote:
+        return []
+    n = vote["n"]
+    return [{"cls": BY_CODE[code], "count": vote["counts"][code], "n": n, "share": vote["counts"][code] / n,
+             "percent": _percent(vote["counts"][code], n)} for code in vote["order"]]
+
+
+def _percent(count: int, n: int) -> int:
+    """count / n in whole percent, halves rounded up (as query.js's Math.round, so both pages agree)."""
+    return (200 * count + n) // (2 * n)
+
+
+def query_report_data(query: Query, *, generated) -> QueryReport:
+    """What the PDF report of a DONE query prints (``retrieval.report``), its images read from the
+    media storage; ``generated``: the report's time. ReportUnavailable ``image_missing`` when the
+    query's image, its overlay or a similar case's library image is not in the storage. No patient
+    identifier is read into it (``Case.patient_id``, the upload's file name)."""
+    from django.utils import timezone
+
+    # reportlab loads only when a report is made (not in every process that reads a selector).
+    from retrieval.report import QueryReport, ReportNeighbour, VoteRow
+
+    payload = query_payload(query)
+    rows = {row.rank: row for row in query.neighbours.select_related("case")}
+    neighbours = []
+    for n in payload["neighbours"]:
+        case = rows[n["rank"]].case
+        meta = n["metadata"]
+        neighbours.append(ReportNeighbour(
+            rank=n["rank"], image_id=n["image_id"], diagnosis=n["diagnosis"], diagnosis_label=n["diagnosis_label"],
+            colour=BY_CODE[n["diagnosis"]].colour, similarity=n["similarity"], age=meta["age"], sex=meta["sex"],
+            localization=meta["localization"], diagnosis_type=meta["diagnosis_type_label"],
+            image=_stored_bytes(case.image.name, f"the library image of rank {n['rank']} (image {case.image_id})"),
+            attribution=case.attribution, copyright_license=case.copyright_license))
+    vote = [VoteRow(code=row["cls"].code, label=row["cls"].label, colour=row["cls"].colour, count=row["count"],
+                    n=row["n"], percent=row["percent"]) for row in neighbour_vote_rows(payload["neighbour_vote"])]
+    index = query.index_version
+    model = index.model_version if index else None
+    local = timezone.localtime
+    return QueryReport(
+        query_id=query.id, created=local(query.created_at),
+        finished=local(query.finished_at) if query.finished_at else None, generated=local(generated),
+        method_label=payload["method_label"],
+        model_version=f"#{model.id} ({model.config}, {model.get_stage_display()})" if model else "unknown",
+        index_version=f"#{index.id} (collection {index.collection})" if index else "unknown",
+        image=_stored_bytes(query.image.name, "the query image"),
+        saliency=_stored_bytes(query.saliency.name, "the saliency overlay") if query.saliency else None,
+        # The vote's note as the worker stored it with the vote (retrieval.services.queries.VOTE_NOTE).
+        vote_note=(payload["neighbour_vote"] or {}).get("note", ""), vote=vote, neighbours=neighbours,
+        warning=payload["warning"] or "")
+
+
+def _stored_bytes(name: str, what: str) -> bytes:
+    from django.core.files.storage import default_storage
+
+    from retrieval.report import ReportUnavailable
+
+    try:
+        with default_storage.open(name, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise ReportUnavailable(f"The report cannot be made: {what} is missing from the media storage.",
+                                "image_missing") from None
 
 
 def _rounded(value: float | None, digits: int = 4) -> float | None:

@@ -12,4 +12,5 @@ urlpatterns = [
     path("methods/", views.methods, name="methods"),
     path("queries/<id:pk>/", views.query_detail, name="query_detail"),
     path("queries/<id:pk>/delete/", views.query_delete, name="query_delete"),
+    path("queries/<id:pk>/report.pdf", views.query_report, name="query_report"),
 ]

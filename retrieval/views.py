@@ -5,7 +5,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
@@ -15,8 +15,10 @@ from retrieval import selectors
 from retrieval.classes import BY_CODE, CLASSES
 from retrieval.methods import DEFAULT_METHOD
 from retrieval.models import Query
+from retrieval.report import ReportUnavailable
 from retrieval.services import polling
 from retrieval.services import queries as query_services
+from retrieval.services.reports import query_report_export
 from retrieval.throttles import query_submit_wait
 
 #: Image types the upload accepts (what retrieval.images reads); the browser's file picker
@@ -165,7 +167,7 @@ def query_detail(request, pk: int):
         "query": query,
         "payload": payload,
         "neighbours": neighbours,
-        "vote": _vote_rows(payload["neighbour_vote"]),
+        "vote": selectors.neighbour_vote_rows(payload["neighbour_vote"]),
         "vote_note": VOTE_NOTE,
         "acquisition": _acquisition_rows(payload["acquisition"]),
         "status_text": STATUS_TEXTS[query.status],
@@ -175,8 +177,24 @@ def query_detail(request, pk: int):
         "final": query.status in FINAL_STATUSES,
         "settled": selectors.evidence_settled(query),  # nothing more to come: no-JS pages stop reloading
         "api_url": reverse("v1:query-detail", kwargs={"query_id": query.pk}),
+        "report_url": reverse("query_report", kwargs={"pk": query.pk}),
         "poll_wait": POLL_WAIT_SECONDS,
     })
+
+
+@clinician_required
+@require_GET
+def query_report(request, pk: int):
+    """The PDF report of a finished query (the same file as the API's); 409 with the reason while
+    it cannot be made (not done, failed, an image missing)."""
+    query = _own_query(request, pk)
+    try:
+        filename, data = query_report_export(query=query, user=request.user)
+    except ReportUnavailable as exc:
+        return HttpResponse(str(exc), status=exc.status_code, content_type="text/plain; charset=utf-8")
+    response = HttpResponse(data, content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
 
 
 @clinician_required
@@ -203,7 +221,7 @@ def _own_query(request, pk: int) -> Query:
 
 def _history_row(query: Query) -> dict:
     vote = query.neighbour_vote if query.status == Query.Status.DONE else None
-    top = _vote_rows(vote)[:1]
+    top = selectors.neighbour_vote_rows(vote)[:1]
     return {"query": query, "top": top[0] if top else None}
 
 
@@ -214,20 +232,3 @@ def _acquisition_rows(acquisition: dict) -> list[tuple[str, str]]:
         return f"{value:g}" if isinstance(value, float) else str(value)
 
     return [(label, shown(acquisition[key])) for key, label in ACQUISITION_LABELS.items() if key in acquisition]
-
-
-def _vote_rows(vote: dict | None) -> list[dict]:
-    """The stored vote's classes in its own order (the winner first), with count and share.
-
-    The order comes from the stored ``order`` and never from sorting the shares here: the rule
-    that breaks ties lives in ``retrieval.ml.metrics.neighbour_vote_tally`` only."""
-    if not vote:
-        return []
-    n = vote["n"]
-    return [{"cls": BY_CODE[code], "count": vote["counts"][code], "n": n, "share": vote["counts"][code] / n,
-             "percent": _percent(vote["counts"][code], n)} for code in vote["order"]]
-
-
-def _percent(count: int, n: int) -> int:
-    """count / n in whole percent, halves rounded up (as query.js's Math.round, so both pages agree)."""
-    return (200 * count + n) // (2 * n)

@@ -191,6 +191,12 @@ MATRIX: dict[str, list[Probe]] = {
         get(lambda s: f"/queries/{s.query.id}/", 302, 200, 403, 404, 404, 403, note="the clinician's own query"),
         get(lambda s: f"/queries/{s.other_query.id}/", 302, 404, 403, 404, 404, 403, note="a colleague's query"),
     ],
+    "queries/<pk>/report.pdf": [
+        get(lambda s: f"/queries/{s.query.id}/report.pdf", 302, 200, 403, 404, 404, 403,
+            note="the clinician's own finished query"),
+        get(lambda s: f"/queries/{s.other_query.id}/report.pdf", 302, 404, 403, 404, 404, 403,
+            note="a colleague's query"),
+    ],
     "queries/<pk>/delete/": [
         get(lambda s: f"/queries/{s.query.id}/delete/", 302, 200, 403, 404, 404, 403),
         post(lambda s: f"/queries/{s.query.id}/delete/", 302, 302, 403, 404, 404, 403),
@@ -244,6 +250,10 @@ MATRIX: dict[str, list[Probe]] = {
         get(lambda s: f"/api/v1/queries/{s.other_query.id}/", 401, 404, 403, 404, 404, 403),
         delete(lambda s: f"/api/v1/queries/{s.query.id}/", 401, 204, 403, 404, 404, 403),
         delete(lambda s: f"/api/v1/queries/{s.other_query.id}/", 401, 404, 403, 404, 404, 403),
+    ],
+    "api/v1/queries/<query_id>/report.pdf": [
+        get(lambda s: f"/api/v1/queries/{s.query.id}/report.pdf", 401, 200, 403, 404, 404, 403),
+        get(lambda s: f"/api/v1/queries/{s.other_query.id}/report.pdf", 401, 404, 403, 404, 404, 403),
     ],
     "api/v1/methods/": [get("/api/v1/methods/", 401, 200, 200, 200, 200, 200)],
     "api/v1/cases/": [get("/api/v1/cases/", 401, 200, 403, 200, 200, 403)],

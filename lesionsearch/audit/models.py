@@ -9,6 +9,7 @@ class AuditEvent(models.Model):
     class Action(models.TextChoices):
         QUERY_SUBMIT = "query.submit", "query submitted"
         QUERY_DELETE = "query.delete", "query deleted"
+        QUERY_REPORT = "query.report", "query report exported (PDF)"
         STUDY_CREATE = "study.create", "study created"
         STUDY_OPEN = "study.open", "study opened"
         STUDY_CLOSE = "study.close", "study closed"

@@ -8,7 +8,8 @@ Every error response of the API has the body::
 ``status`` repeats the HTTP status, ``code`` is a stable machine-readable word (DRF's error
 codes: ``invalid``, ``not_authenticated``, ``authentication_failed``, ``permission_denied``,
 ``not_found``, ``method_not_allowed``, ``unsupported_media_type``, ``throttled``, plus
-``too_large``, ``conflict``, ``unavailable`` and ``rejected`` of this API), ``message`` is
+``too_large``, ``conflict``, ``unavailable`` and ``rejected`` of this API, and the PDF report's
+``not_ready``, ``query_failed``, ``image_missing`` and ``image_unreadable``), ``message`` is
 one readable sentence and ``fields`` (validation errors only) lists the messages per input
 field. Unexpected failures are left to Django (a logged 500), never hidden here.
 """
@@ -21,6 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, serializers, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from retrieval.report import ReportUnavailable
 from retrieval.services.queries import QueryRejected
 
 _CODE_BY_STATUS = {400: "rejected", 413: "too_large", 503: "unavailable"}
@@ -52,6 +54,8 @@ def _as_api_exception(exc: Exception) -> Exception:
     """Exceptions raised below DRF (services, Django's request parsing) as APIExceptions."""
     if isinstance(exc, QueryRejected):
         return ServiceRejected(str(exc), getattr(exc, "status_code", status.HTTP_400_BAD_REQUEST))
+    if isinstance(exc, ReportUnavailable):  # 409 with its own code: not_ready, query_failed, image_missing ...
+        return Conflict(str(exc), code=exc.code)
     if isinstance(exc, RequestDataTooBig):
         return PayloadTooLarge("The form fields of the request are too large (files are not counted).")
     if isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):

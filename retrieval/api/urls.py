@@ -9,6 +9,7 @@ from retrieval.api import views
 urlpatterns = [
     path("queries/", views.QueryListCreateView.as_view(), name="query-list"),
     path("queries/<id:query_id>/", views.QueryDetailView.as_view(), name="query-detail"),
+    path("queries/<id:query_id>/report.pdf", views.QueryReportView.as_view(), name="query-report"),
     path("methods/", views.MethodListView.as_view(), name="method-list"),
     path("cases/", views.CaseListView.as_view(), name="case-list"),
     path("cases/<id:case_id>/", views.CaseDetailView.as_view(), name="case-detail"),

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from drf_spectacular.views import SpectacularRedocView
 from rest_framework import status
@@ -9,6 +11,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
@@ -21,6 +24,7 @@ from retrieval.models import Case, Query
 from retrieval.services import polling
 from retrieval.services.index import index_build_request
 from retrieval.services.queries import query_delete, query_refresh, query_submit
+from retrieval.services.reports import query_report_export
 from retrieval.throttles import QuerySubmitThrottle  # shared with the search page
 
 #: Room for the multipart envelope and the other form fields around the image.
@@ -38,9 +42,10 @@ _ERROR_TEXT = {
 }
 
 
-def errors(*codes: int) -> dict[int, OpenApiResponse]:
-    """Schema entries for error responses, all with the one error body."""
-    return {code: OpenApiResponse(ErrorSerializer, description=_ERROR_TEXT[code]) for code in (401, 403, *codes)}
+def errors(*codes: int, **texts: str) -> dict[int, OpenApiResponse]:
+    """Schema entries for error responses, all with the one error body (``texts``: e.g. e409="...")."""
+    return {code: OpenApiResponse(ErrorSerializer, description=texts.get(f"e{code}", _ERROR_TEXT[code]))
+            for code in (401, 403, *codes)}
 
 
 #: A paginated list answers 404 for a `page` that is not one of its pages (DRF's "Invalid page.").
@@ -118,6 +123,34 @@ class QueryDetailView(_QueryView):
     def delete(self, request, query_id: int):
         query_delete(query=self._own_query(query_id), user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class QueryReportView(_QueryView):
+    # The report is PDF bytes whatever the Accept header says; errors are JSON (the one error body).
+    renderer_classes = [JSONRenderer]
+
+    def perform_content_negotiation(self, request, force=False):
+        renderer = self.get_renderers()[0]
+        return renderer, renderer.media_type
+
+    @extend_schema(
+        operation_id="queries_report", summary="A finished query's PDF report",
+        description="The query image with its saliency overlay, the similar cases framed in their class colours "
+                    "with diagnosis, similarity and metadata, the neighbour vote (not a diagnosis), the "
+                    "out-of-distribution warning if any, the model and index versions, the dates and the "
+                    "attribution of the library images shown. No patient identifiers. Each export is written "
+                    "to the audit log.",
+        responses={(200, "application/pdf"): OpenApiResponse(OpenApiTypes.BINARY, description="the PDF report"),
+                   **errors(404, 409, e409="the report cannot be made now: code `not_ready` (the query is pending "
+                                           "or running), `query_failed`, `image_missing` or `image_unreadable` "
+                                           "(a stored image is gone or damaged)")},
+    )
+    def get(self, request, query_id: int):
+        query = query_refresh(query=self._own_query(query_id))  # a lost query is re-sent or failed first
+        filename, data = query_report_export(query=query, user=request.user)
+        response = HttpResponse(data, content_type="application/pdf")
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
 
 
 class MethodListView(GenericAPIView):

@@ -460,6 +460,7 @@
       byId("error-text").textContent = payload.error || "";
       error.hidden = status !== "failed";
       byId("neighbours-panel").hidden = status === "failed";
+      byId("report-link").hidden = status !== "done";
 
       var warning = byId("query-warning");
       byId("warning-text").textContent = payload.warning || "";

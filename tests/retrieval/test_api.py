@@ -604,7 +604,8 @@ def test_the_schema_is_openapi_3_with_every_endpoint_and_the_error_shape():
     assert "not a diagnosis" in schema["info"]["description"]
     # (the reader-study endpoints, /api/v1/studies/..., are checked in tests/readerstudy/test_api.py)
     retrieval_paths = {path for path in schema["paths"] if not path.startswith("/api/v1/studies/")}
-    assert retrieval_paths == {QUERIES, "/api/v1/queries/{query_id}/", CASES, "/api/v1/cases/{case_id}/",
+    assert retrieval_paths == {QUERIES, "/api/v1/queries/{query_id}/", "/api/v1/queries/{query_id}/report.pdf",
+                               CASES, "/api/v1/cases/{case_id}/",
                                "/api/v1/methods/",
                                INDEX, REBUILD}
     assert set(schema["paths"][QUERIES]) == {"get", "post"}
