@@ -44,6 +44,10 @@ class MetadataRow:
     sex: str
     localization: str
     dataset: str
+    # What an ISIC source publishes per image (empty for HAM10000 and DICOM labels).
+    patient_id: str = ""
+    attribution: str = ""
+    copyright_license: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,36 @@ class RowError:
         return f"row {self.row}{who}: {self.message}"
 
 
+@dataclass(frozen=True)
+class NotImported:
+    """A valid row the importer leaves out by rule, counted by ``reason`` and ``value`` (ISIC: a
+    diagnosis with no class in the map, an image that is not dermoscopic). Not an error."""
+
+    row: int
+    image_id: str
+    reason: str
+    value: str
+
+
 def safe_id(value: str) -> bool:
     """True for ids that can safely become file names (no separators, no '..')."""
     return bool(_SAFE_ID.match(value)) and ".." not in value
+
+
+def parse_age(text: str) -> int | None:
+    """A whole number of years from 0 to ``MAX_AGE`` (``"50"``, ``"50.0"``), None when empty.
+
+    Raises ``ValueError`` whose message is the row error."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"age {text[:20]!r} is not a number") from None
+    if not (0 <= value <= MAX_AGE) or value != int(value):
+        raise ValueError(f"age {text[:20]!r} is not a whole number of years from 0 to {MAX_AGE}")
+    return int(value)
 
 
 def _parse_row(line: int, record: dict[str, str]) -> MetadataRow | RowError:
@@ -80,16 +111,10 @@ def _parse_row(line: int, record: dict[str, str]) -> MetadataRow | RowError:
     dx_type = record["dx_type"].strip().lower()
     if dx_type not in DX_TYPES:
         return RowError(line, image_id, f"unknown dx_type {dx_type[:40]!r} (expected one of {', '.join(DX_TYPES)})")
-    age_text = record["age"].strip()
-    age: int | None = None
-    if age_text:
-        try:
-            age_value = float(age_text)
-        except ValueError:
-            return RowError(line, image_id, f"age {age_text[:20]!r} is not a number")
-        if not (0 <= age_value <= MAX_AGE) or age_value != int(age_value):
-            return RowError(line, image_id, f"age {age_text!r} is not a whole number of years from 0 to {MAX_AGE}")
-        age = int(age_value)
+    try:
+        age = parse_age(record["age"])
+    except ValueError as exc:
+        return RowError(line, image_id, str(exc))
     sex = record["sex"].strip().lower() or "unknown"
     if sex not in SEXES:
         return RowError(line, image_id, f"unknown sex {sex[:20]!r} (expected one of {', '.join(SEXES)})")
