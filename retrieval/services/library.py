@@ -184,31 +184,37 @@ class SplitReport:
     counts: dict[str, dict[str, int]]
     changed: int
     lesions_in_two_splits: int
+    patients_in_two_splits: int = 0
 
 
 @transaction.atomic
 def library_split(*, collection: str, seed: int, train: float, val: float, test: float) -> SplitReport:
-    """Assign every case of ``collection`` to train/val/test, grouped by lesion, stratified by class."""
+    """Assign every case of ``collection`` to train/val/test, grouped by lesion (by patient where the
+    source gives one: ``splits.group_keys``), stratified by class."""
     fractions = splits.validate_fractions(train, val, test)
-    rows = list(Case.objects.filter(collection=collection).values_list("id", "lesion_id", "dx", "split"))
+    rows = list(Case.objects.filter(collection=collection).values_list("id", "lesion_id", "dx", "split", "patient_id"))
     if not rows:
         raise ValueError(f"collection {collection!r} has no cases")
-    items = [splits.Item(pk, lesion_id, dx) for pk, lesion_id, dx, _ in rows]
+    items = [splits.Item(pk, lesion_id, dx, patient_id) for pk, lesion_id, dx, _, patient_id in rows]
     assignment = splits.grouped_stratified_split(items, fractions, seed)
     changed = 0
     for split in splits.SPLITS:
-        ids = [pk for pk, _, _, old in rows if assignment[pk] == split and old != split]
+        ids = [pk for pk, _, _, old, _ in rows if assignment[pk] == split and old != split]
         changed += len(ids)
         for start in range(0, len(ids), 500):
             Case.objects.filter(id__in=ids[start:start + 500]).update(split=split)
     summary = splits.split_summary(items, assignment)
-    lesion_splits: dict[str, set[str]] = {}
-    for pk, lesion_id, _, _ in rows:
-        lesion_splits.setdefault(lesion_id, set()).add(assignment[pk])
+    lesion_splits: dict[str, set[str]] = defaultdict(set)
+    patient_splits: dict[str, set[str]] = defaultdict(set)
+    for pk, lesion_id, _, _, patient_id in rows:
+        lesion_splits[lesion_id].add(assignment[pk])
+        if patient_id:
+            patient_splits[patient_id].add(assignment[pk])
     return SplitReport(
         counts={split: dict(counter) for split, counter in summary.items()},
         changed=changed,
         lesions_in_two_splits=sum(len(s) > 1 for s in lesion_splits.values()),
+        patients_in_two_splits=sum(len(s) > 1 for s in patient_splits.values()),
     )
 
 
