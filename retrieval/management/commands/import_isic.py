@@ -32,6 +32,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, directory: Path, layout: str, class_map: Path | None, collection: str | None,
                strict: bool, **options):
+        directory = Path(directory)
+        class_map = Path(class_map) if class_map else None  # call_command passes options through untyped
         if class_map is not None and not class_map.is_file():
             raise CommandError(f"class map {class_map} not found")
         try:
