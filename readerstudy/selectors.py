@@ -24,6 +24,7 @@ from readerstudy.models import (
     StudyNeighbour,
 )
 from retrieval.classes import BY_CODE
+from retrieval.selectors import case_credit
 
 #: Studies a reader can see (a draft or one still being prepared is invisible to readers).
 READER_VISIBLE = (Study.Status.OPEN, Study.Status.CLOSED)
@@ -154,7 +155,9 @@ def reader_item(assignment: Assignment, task: int, position: int) -> AssignedCas
 
 def reader_case(assignment: Assignment, task: int, position: int) -> dict:
     """What the reader's page (or API) shows for one case: opaque position, the neighbours in
-    Task 2 (rank and class only), and the reader's own answer if given. No ground truth."""
+    Task 2 (rank and class only), and the reader's own answer if given. No ground truth. Each
+    library image comes with its credit line (``case_credit``: the ISIC terms ask for it wherever
+    the image is shown)."""
     item = reader_item(assignment, task, position)
     own = Answer.objects.filter(item=item, task=task).first()
     case = {
@@ -165,12 +168,13 @@ def reader_case(assignment: Assignment, task: int, position: int) -> dict:
         "neighbours": [],
         "answer": ({"answer": own.answer, "confidence": own.confidence} if own else None),
         "ratings": {},
+        **case_credit(item.study_case.case),
     }
     if task == TASK_WITH_NEIGHBOURS:
         for neighbour in StudyNeighbour.objects.filter(study_case_id=item.study_case_id).select_related("case"):
             cls = BY_CODE[neighbour.case.dx]
             case["neighbours"].append({"rank": neighbour.rank, "code": cls.code, "label": cls.label,
-                                       "colour": cls.colour, "group": cls.group})
+                                       "colour": cls.colour, "group": cls.group, **case_credit(neighbour.case)})
         case["ratings"] = {str(r): v for r, v in RelevanceRating.objects.filter(item=item).values_list("rank", "rating")}
     return case
 

@@ -72,14 +72,21 @@ CODES: tuple[str, ...] = tuple(c.code for c in CLASSES)
 BY_CODE: dict[str, DiagnosticClass] = {c.code: c for c in CLASSES}
 DX_CHOICES = [(c.code, c.label) for c in CLASSES]
 
-#: How the diagnosis was established (HAM10000 ``dx_type``).
-DX_TYPE_CHOICES = [
+#: How the diagnosis was established (HAM10000 ``dx_type``): the codes a labels CSV may state.
+STATED_DX_TYPE_CHOICES = [
     ("histo", "Histopathology"),
     ("follow_up", "Follow-up examination"),
     ("consensus", "Expert consensus"),
     ("confocal", "In-vivo confocal microscopy"),
 ]
-DX_TYPES = tuple(code for code, _ in DX_TYPE_CHOICES)
+DX_TYPES = tuple(code for code, _ in STATED_DX_TYPE_CHOICES)
+#: ISIC imports only (``retrieval.isic``): the archive's "single contributor clinical assessment",
+#: and rows that do not say (the 2019 challenge files never do; an archive row may leave it empty).
+DX_TYPE_CLINICAL, DX_TYPE_UNKNOWN = "clinical", "unknown"
+DX_TYPE_CHOICES = STATED_DX_TYPE_CHOICES + [
+    (DX_TYPE_CLINICAL, "Clinical assessment (single contributor)"),
+    (DX_TYPE_UNKNOWN, "Not stated by the source"),
+]
 
 SEX_CHOICES = [("male", "Male"), ("female", "Female"), ("unknown", "Unknown")]
 SEXES = tuple(code for code, _ in SEX_CHOICES)

@@ -45,6 +45,10 @@ class MetadataRow:
     sex: str
     localization: str
     dataset: str
+    # What an ISIC source publishes per image (empty for HAM10000 and DICOM labels).
+    patient_id: str = ""
+    attribution: str = ""
+    copyright_license: str = ""
 
 
 @dataclass(frozen=True)
@@ -58,9 +62,36 @@ class RowError:
         return f"row {self.row}{who}: {self.message}"
 
 
+@dataclass(frozen=True)
+class NotImported:
+    """A valid row the importer leaves out by rule, counted by ``reason`` and ``value`` (ISIC: a
+    diagnosis with no class in the map, an image that is not dermoscopic). Not an error."""
+
+    row: int
+    image_id: str
+    reason: str
+    value: str
+
+
 def safe_id(value: str) -> bool:
     """True for ids that can safely become file names (no separators, no '..')."""
     return bool(_SAFE_ID.match(value)) and ".." not in value
+
+
+def parse_age(text: str) -> int | None:
+    """A whole number of years from 0 to ``MAX_AGE`` (``"50"``, ``"50.0"``), None when empty.
+
+    Raises ``ValueError`` whose message is the row error."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"age {text[:20]!r} is not a number") from None
+    if not (0 <= value <= MAX_AGE) or value != int(value):
+        raise ValueError(f"age {text[:20]!r} is not a whole number of years from 0 to {MAX_AGE}")
+    return int(value)
 
 
 def diagnosis_fields(line: int, image_id: str, record: Mapping[str, str | None]) -> tuple[str, str] | RowError:
@@ -79,16 +110,10 @@ def person_fields(line: int, image_id: str, record: Mapping[str, str | None]
                   ) -> tuple[int | None, str, str] | RowError:
     """The row's ``age`` (whole years, "45" or "45.0"; empty or absent: None), ``sex`` and
     ``localization`` (lower-cased; empty or absent: "unknown"), checked."""
-    age_text = (record.get("age") or "").strip()
-    age: int | None = None
-    if age_text:
-        try:
-            age_value = float(age_text)
-        except ValueError:
-            return RowError(line, image_id, f"age {age_text[:20]!r} is not a number")
-        if not (0 <= age_value <= MAX_AGE) or age_value != int(age_value):
-            return RowError(line, image_id, f"age {age_text[:20]!r} is not a whole number of years from 0 to {MAX_AGE}")
-        age = int(age_value)
+    try:
+        age = parse_age(record.get("age") or "")
+    except ValueError as exc:
+        return RowError(line, image_id, str(exc))
     sex = (record.get("sex") or "").strip().lower() or "unknown"
     if sex not in SEXES:
         return RowError(line, image_id, f"unknown sex {sex[:20]!r} (expected one of {', '.join(SEXES)})")

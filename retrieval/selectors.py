@@ -203,6 +203,12 @@ def _media(name: str) -> str:
     return f"{settings.MEDIA_URL}{name}" if name else ""
 
 
+def case_credit(case: Case) -> dict:
+    """Who the image is credited to and its licence, as the source states them (ISIC's terms ask
+    for them wherever the image is shown); empty strings when the source gives none."""
+    return {"attribution": case.attribution, "copyright_license": case.copyright_license}
+
+
 def case_metadata(case: Case) -> dict:
     return {
         "age": case.age, "sex": case.sex, "localization": case.localization, "lesion_id": case.lesion_id,
@@ -274,7 +280,7 @@ def query_payload(query: Query, *, url: Callable[[str], str] = lambda path: path
                 "diagnosis_label": BY_CODE[case.dx].label, "similarity": round(row.similarity, 4),
                 "image_url": url(_media(case.image.name)), "saliency_url": url(_media(row.saliency)) if row.saliency else None,
                 "evidence": _evidence_payload(neighbour_evidence(row, job), url),
-                "metadata": case_metadata(case),
+                "metadata": case_metadata(case), **case_credit(case),
             })
     return {
         "id": query.id,

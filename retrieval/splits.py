@@ -4,6 +4,9 @@ The thesis split HAM10000 80/10/10 stratified by class but ignored ``lesion_id``
 of one lesion landed in both training and test sets and inflated every retrieval figure.
 Here whole lesions are assigned: within each class, lesions are shuffled with the seed and
 each goes to the split that is furthest below its target number of images of that class.
+Where the source publishes a (pseudonymous) patient id (the ISIC archive), the unit is the
+patient instead: all images of one patient, and of every lesion any of them shows, share a split,
+so a patient's other moles cannot leak into the test set either.
 """
 from __future__ import annotations
 
@@ -22,6 +25,35 @@ class Item:
     key: Hashable  # what the caller wants back (a case id, an image id)
     lesion_id: str
     dx: str
+    patient_id: str = ""  # empty: not known, the lesion alone is the unit
+
+
+def group_keys(items: Iterable[Item]) -> dict[Hashable, str]:
+    """Item key -> its group: the items linked by a shared lesion or a shared patient id (connected
+    components), named by the group's smallest lesion id. Without patient ids, the lesion."""
+    parent: dict[str, str] = {}
+
+    def find(node: str) -> str:
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    def union(a: str, b: str) -> None:
+        root_a, root_b = find(a), find(b)
+        if root_a != root_b:  # the smaller name becomes the root, so the result does not depend on order
+            parent[max(root_a, root_b)] = min(root_a, root_b)
+
+    items = list(items)
+    for item in items:
+        # Prefixed, so that a lesion id and a patient id that happen to be equal are not merged.
+        lesion = "L:" + item.lesion_id
+        parent.setdefault(lesion, lesion)
+        if item.patient_id:
+            patient = "P:" + item.patient_id
+            parent.setdefault(patient, patient)
+            union(lesion, patient)
+    return {item.key: find("L:" + item.lesion_id)[2:] for item in items}
 
 
 def validate_fractions(train: float, val: float, test: float) -> dict[str, float]:
@@ -34,14 +66,17 @@ def validate_fractions(train: float, val: float, test: float) -> dict[str, float
 
 
 def grouped_stratified_split(items: Iterable[Item], fractions: dict[str, float], seed: int) -> dict[Hashable, str]:
-    """Assign every item to a split; all items of one lesion share a split.
+    """Assign every item to a split; all items of one lesion (and of one patient, where known:
+    :func:`group_keys`) share a split.
 
-    A lesion's class is its most common ``dx`` (ties broken by class code order). The result
+    A group's class is its most common ``dx`` (ties broken by class code order). The result
     depends only on the items (not their order), the fractions and the seed.
     """
-    lesions: dict[str, list[Item]] = defaultdict(list)
+    items = list(items)
+    group_of = group_keys(items)
+    lesions: dict[str, list[Item]] = defaultdict(list)  # group -> items (a lesion, without patient ids)
     for item in items:
-        lesions[item.lesion_id].append(item)
+        lesions[group_of[item.key]].append(item)
     by_class: dict[str, list[str]] = defaultdict(list)
     for lesion_id, members in lesions.items():
         counts = Counter(m.dx for m in members)

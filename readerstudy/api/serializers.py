@@ -16,6 +16,7 @@ from readerstudy.models import (
     ROTATION_CHOICES, NEW_STUDY_DESIGNS, TASK_CHOICES, VIEW_ID_MAX_LENGTH, Design, Study,
 )
 from readerstudy.services import SHOWN_MAX_AGE
+from retrieval.api.serializers import ATTRIBUTION_HELP, LICENSE_HELP
 from retrieval.classes import DX_CHOICES
 from retrieval.models import IndexVersion
 
@@ -87,6 +88,8 @@ class ReaderNeighbourSerializer(serializers.Serializer):
     colour = serializers.CharField(help_text="the class's colour, e.g. #466e14")
     group = serializers.CharField(help_text="benign, pre-malignant or malignant")
     image = serializers.URLField(help_text="the neighbour's image (token or session)")
+    attribution = serializers.CharField(allow_blank=True, help_text=ATTRIBUTION_HELP)
+    copyright_license = serializers.CharField(allow_blank=True, help_text=LICENSE_HELP)
 
 
 class OwnAnswerSerializer(serializers.Serializer):
@@ -108,6 +111,8 @@ class ReaderCaseSerializer(serializers.Serializer):
     answer = OwnAnswerSerializer(allow_null=True, help_text="the reader's own answer, once given")
     ratings = serializers.DictField(child=serializers.IntegerField(),
                                     help_text="the reader's own relevance ratings given so far (rank -> 0-3)")
+    attribution = serializers.CharField(allow_blank=True, help_text=ATTRIBUTION_HELP)
+    copyright_license = serializers.CharField(allow_blank=True, help_text=LICENSE_HELP)
 
 
 class NextCaseSerializer(serializers.Serializer):

@@ -77,6 +77,11 @@ class QuerySummarySerializer(serializers.Serializer):
         return reverse("query-detail", kwargs={"query_id": query.pk}, request=self.context["request"])
 
 
+ATTRIBUTION_HELP = ("who the image is credited to, as its source states it (the ISIC archive's attribution): show it "
+                    "wherever the image is shown; empty when the source gives none")
+LICENSE_HELP = "the image's licence as its source states it (CC-0, CC-BY, CC-BY-NC); empty when not stated"
+
+
 class NeighbourMetadataSerializer(serializers.Serializer):
     age = serializers.IntegerField(allow_null=True)
     sex = serializers.CharField()
@@ -125,6 +130,8 @@ class NeighbourSerializer(serializers.Serializer):
                                                              "after the query is done; null when this server does "
                                                              "not compute them (QUERY_EVIDENCE_MAPS=false)")
     metadata = NeighbourMetadataSerializer()
+    attribution = serializers.CharField(allow_blank=True, help_text=ATTRIBUTION_HELP)
+    copyright_license = serializers.CharField(allow_blank=True, help_text=LICENSE_HELP)
 
 
 class NeighbourVoteSerializer(serializers.Serializer):
@@ -231,11 +238,14 @@ class CaseSerializer(serializers.ModelSerializer):
     diagnosis_label = serializers.CharField(source="get_dx_display")
     diagnosis_type = serializers.CharField(source="dx_type")
     image_url = serializers.SerializerMethodField()
+    attribution = serializers.CharField(help_text=ATTRIBUTION_HELP)
+    copyright_license = serializers.CharField(help_text=LICENSE_HELP)
 
     class Meta:
         model = Case
         fields = ["id", "image_id", "lesion_id", "collection", "diagnosis", "diagnosis_label", "diagnosis_type",
-                  "age", "sex", "localization", "split", "width", "height", "image_url"]
+                  "age", "sex", "localization", "split", "width", "height", "image_url", "attribution",
+                  "copyright_license"]
         read_only_fields = fields
 
     def get_image_url(self, case: Case) -> str:

@@ -10,14 +10,12 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from django.db import IntegrityError
-
 from retrieval.dicom import dicom_decode
 from retrieval.dicom_labels import DicomFolder, LabelRow, read_labels
 from retrieval.ham10000 import RowError
-from retrieval.images import DEFAULT_MAX_BYTES, ImageRejected
+from retrieval.images import DEFAULT_MAX_BYTES
 from retrieval.models import Case
-from retrieval.services.library import ImportReport, Progress, case_create, duplicate_reason
+from retrieval.services.library import ImportReport, Progress, case_import_row
 
 DEFAULT_COLLECTION = "dicom"
 
@@ -64,16 +62,6 @@ def _import_row(parsed: LabelRow | RowError, folder: DicomFolder, collection: st
         report.errors.append(RowError(row.row, row.image_id,
                                       f"no DICOM file in the folder has this sop_instance_uid{unreadable}"))
         return
-    try:
-        image = dicom_decode(path.read_bytes()).png()
-        case_create(collection=collection, row=row, image_data=image)
-    except OSError as exc:
-        report.errors.append(RowError(row.row, row.image_id, f"cannot read the DICOM file: {exc.strerror or exc}"))
-    except ImageRejected as exc:
-        report.errors.append(RowError(row.row, row.image_id, f"unusable DICOM file: {exc}"))
-    except IntegrityError:
-        report.errors.append(RowError(row.row, row.image_id, duplicate_reason(image)))
-    else:
-        present.add(row.image_id)
-        report.imported += 1
-
+    case_import_row(collection=collection, row=row, report=report, present=present,
+                    read=lambda: (dicom_decode(path.read_bytes()).png(), None),
+                    read_error="cannot read the DICOM file", reject_error="unusable DICOM file")

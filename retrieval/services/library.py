@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from django.core.files.base import ContentFile
@@ -13,7 +15,7 @@ from django.db import IntegrityError, transaction
 
 from lesionsearch.jobs import services as jobs
 from retrieval import splits
-from retrieval.ham10000 import ImageFolder, MetadataRow, RowError, read_metadata
+from retrieval.ham10000 import ImageFolder, MetadataRow, NotImported, RowError, read_metadata
 from retrieval.images import ImageRejected, inspect_image
 from retrieval.models import Case, LibraryCheck
 from retrieval.tasks import LIBRARY_CHECK
@@ -61,7 +63,8 @@ def case_create(*, collection: str, row: MetadataRow, image_data: bytes, mask_da
                 collection=collection, image=image_name, mask=mask_name, sha256=info.sha256,
                 width=info.width, height=info.height, image_id=row.image_id, lesion_id=row.lesion_id,
                 dx=row.dx, dx_type=row.dx_type, age=row.age, sex=row.sex, localization=row.localization,
-                source_dataset=row.dataset,
+                source_dataset=row.dataset, patient_id=row.patient_id, attribution=row.attribution,
+                copyright_license=row.copyright_license,
             )
     except BaseException:
         for name in written:
@@ -76,10 +79,16 @@ class ImportReport:
     imported: int = 0
     already_present: int = 0
     errors: list[RowError] = field(default_factory=list)
+    #: valid rows left out by rule: reason -> value -> rows (ISIC: no class, not dermoscopic)
+    not_imported: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
 
     @property
     def skipped(self) -> int:
         return len(self.errors)
+
+    @property
+    def left_out(self) -> int:
+        return sum(sum(counts.values()) for counts in self.not_imported.values())
 
 
 def duplicate_reason(image_data: bytes) -> str:
@@ -89,6 +98,33 @@ def duplicate_reason(image_data: bytes) -> str:
     if other:
         return f"same image content as {other[1]} in collection {other[0]!r}"
     return "image_id already imported"
+
+
+def case_import_row(
+    *, collection: str, row: MetadataRow, read: Callable[[], tuple[bytes, bytes | None]], report: ImportReport,
+    present: set[str], read_error: str, reject_error: str,
+) -> bool:
+    """Read one row's image (and mask) with ``read`` and store it with :func:`case_create`, one
+    transaction per row; what goes wrong becomes the row's error in ``report``.
+
+    ``read_error`` prefixes an ``OSError`` of ``read`` ("cannot read image"), ``reject_error`` an
+    :class:`ImageRejected` of ``read`` or ``case_create`` ("unreadable image"); a uniqueness
+    conflict names the case that has the content already. Returns whether the case was created."""
+    image_data = b""
+    try:
+        image_data, mask_data = read()
+        case_create(collection=collection, row=row, image_data=image_data, mask_data=mask_data)
+    except OSError as exc:
+        report.errors.append(RowError(row.row, row.image_id, f"{read_error}: {exc.strerror or exc}"))
+    except ImageRejected as exc:
+        report.errors.append(RowError(row.row, row.image_id, f"{reject_error}: {exc}"))
+    except IntegrityError:
+        report.errors.append(RowError(row.row, row.image_id, duplicate_reason(image_data)))
+    else:
+        present.add(row.image_id)
+        report.imported += 1
+        return True
+    return False
 
 
 def library_import(
@@ -103,14 +139,27 @@ def library_import(
     or folder as a whole is unusable.
     """
     folder = ImageFolder(directory, masks)
+    return folder_rows_import(rows=read_metadata(metadata), folder=folder, collection=collection, progress=progress)
+
+
+def folder_rows_import(
+    *, rows: Iterable[MetadataRow | RowError | NotImported], folder: ImageFolder, collection: str,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Import parsed rows whose images (``<image_id>.jpg``, masks) are in ``folder``: the loop of
+    :func:`library_import`, shared by the importers of other layouts (``import_isic``). Errors are
+    reported and skipped, left-out rows counted, present image ids not read again."""
     present = set(Case.objects.filter(collection=collection).values_list("image_id", flat=True))
     report = ImportReport()
-    for parsed in read_metadata(metadata):
+    for parsed in rows:
         report.total_rows += 1
         if progress:
             progress(1)
         if isinstance(parsed, RowError):
             report.errors.append(parsed)
+            continue
+        if isinstance(parsed, NotImported):
+            report.not_imported[parsed.reason][parsed.value] += 1
             continue
         if parsed.image_id in present:
             report.already_present += 1
@@ -120,20 +169,14 @@ def library_import(
             report.errors.append(RowError(parsed.row, parsed.image_id, f"image file {parsed.image_id}.jpg not found"))
             continue
         mask_path = folder.mask_for(parsed.image_id)
-        try:
-            image_data = image_path.read_bytes()
-            mask_data = mask_path.read_bytes() if mask_path else None
-            case_create(collection=collection, row=parsed, image_data=image_data, mask_data=mask_data)
-        except OSError as exc:
-            report.errors.append(RowError(parsed.row, parsed.image_id, f"cannot read image: {exc.strerror or exc}"))
-        except ImageRejected as exc:
-            report.errors.append(RowError(parsed.row, parsed.image_id, f"unreadable image: {exc}"))
-        except IntegrityError:
-            report.errors.append(RowError(parsed.row, parsed.image_id, duplicate_reason(image_data)))
-        else:
-            present.add(parsed.image_id)
-            report.imported += 1
+        case_import_row(collection=collection, row=parsed, report=report, present=present,
+                        read=partial(_read_image_and_mask, image_path, mask_path),
+                        read_error="cannot read image", reject_error="unreadable image")
     return report
+
+
+def _read_image_and_mask(image_path: Path, mask_path: Path | None) -> tuple[bytes, bytes | None]:
+    return image_path.read_bytes(), mask_path.read_bytes() if mask_path else None
 
 
 @dataclass
@@ -141,31 +184,37 @@ class SplitReport:
     counts: dict[str, dict[str, int]]
     changed: int
     lesions_in_two_splits: int
+    patients_in_two_splits: int = 0
 
 
 @transaction.atomic
 def library_split(*, collection: str, seed: int, train: float, val: float, test: float) -> SplitReport:
-    """Assign every case of ``collection`` to train/val/test, grouped by lesion, stratified by class."""
+    """Assign every case of ``collection`` to train/val/test, grouped by lesion (by patient where the
+    source gives one: ``splits.group_keys``), stratified by class."""
     fractions = splits.validate_fractions(train, val, test)
-    rows = list(Case.objects.filter(collection=collection).values_list("id", "lesion_id", "dx", "split"))
+    rows = list(Case.objects.filter(collection=collection).values_list("id", "lesion_id", "dx", "split", "patient_id"))
     if not rows:
         raise ValueError(f"collection {collection!r} has no cases")
-    items = [splits.Item(pk, lesion_id, dx) for pk, lesion_id, dx, _ in rows]
+    items = [splits.Item(pk, lesion_id, dx, patient_id) for pk, lesion_id, dx, _, patient_id in rows]
     assignment = splits.grouped_stratified_split(items, fractions, seed)
     changed = 0
     for split in splits.SPLITS:
-        ids = [pk for pk, _, _, old in rows if assignment[pk] == split and old != split]
+        ids = [pk for pk, _, _, old, _ in rows if assignment[pk] == split and old != split]
         changed += len(ids)
         for start in range(0, len(ids), 500):
             Case.objects.filter(id__in=ids[start:start + 500]).update(split=split)
     summary = splits.split_summary(items, assignment)
-    lesion_splits: dict[str, set[str]] = {}
-    for pk, lesion_id, _, _ in rows:
-        lesion_splits.setdefault(lesion_id, set()).add(assignment[pk])
+    lesion_splits: dict[str, set[str]] = defaultdict(set)
+    patient_splits: dict[str, set[str]] = defaultdict(set)
+    for pk, lesion_id, _, _, patient_id in rows:
+        lesion_splits[lesion_id].add(assignment[pk])
+        if patient_id:
+            patient_splits[patient_id].add(assignment[pk])
     return SplitReport(
         counts={split: dict(counter) for split, counter in summary.items()},
         changed=changed,
         lesions_in_two_splits=sum(len(s) > 1 for s in lesion_splits.values()),
+        patients_in_two_splits=sum(len(s) > 1 for s in patient_splits.values()),
     )
 
 

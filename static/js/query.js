@@ -309,7 +309,7 @@
         slot(li, "sex").textContent,
         slot(li, "localization").textContent,
         "diagnosis established by " + slot(li, "diagnosis_type").textContent.toLowerCase(),
-      ].join(" \u00b7 ");
+      ].concat(slot(li, "credit").hidden ? [] : [slot(li, "credit").textContent.trim()]).join(" \u00b7 ");
       enlargeToggle.hidden = !overlay.getAttribute("src") && !queryOverlay.getAttribute("src");
       enlargeOverlays(slot(li, "toggle").getAttribute("aria-pressed") === "true");
       enlargeOpener = opener;
@@ -390,6 +390,11 @@
       slot(li, "sex").textContent = meta.sex || "unknown";
       slot(li, "localization").textContent = meta.localization || "unknown";
       slot(li, "diagnosis_type").textContent = meta.diagnosis_type_label || meta.diagnosis_type || "unknown";
+      // The image's credit (the ISIC terms ask for it wherever the image is shown); none: nothing shown.
+      slot(li, "credit").hidden = !n.attribution;
+      slot(li, "attribution").textContent = n.attribution || "";
+      slot(li, "licence").hidden = !n.copyright_license;
+      slot(li, "licence").textContent = n.copyright_license ? " \u00b7 " + n.copyright_license : "";
       return li;
     }
 

@@ -173,8 +173,9 @@
       target.style.setProperty("--c", li.style.getPropertyValue("--c"));
       copyImage(target.querySelector("img"), li.querySelector("img"));
       if (caseImage) copyImage(query.querySelector("img"), caseImage);
-      ["rank", "label", "code"].forEach(function (name) {
-        target.querySelector('[data-slot="' + name + '"]').textContent = text(li, "." + name);
+      // The credit line goes with the enlarged image too (the ISIC terms); "" when the case has none.
+      ["rank", "label", "code", "credit"].forEach(function (name) {
+        target.querySelector('[data-slot="' + name + '"]').textContent = text(li, "." + name).trim();
       });
       document.getElementById("enlarge-title").textContent = "Rank " + li.dataset.rank + ": " + text(li, ".label");
       current = { id: newId(), rank: Number(li.dataset.rank), opened: now() };

@@ -255,7 +255,8 @@ def test_a_reader_goes_through_both_tasks_via_the_api(make_study, readers, monke
             assert (nxt["done"], case["position"], case["task"], case["rotation"]) == (False, position, 2, 180)
             neighbours = case["neighbours"]
             assert [n["rank"] for n in neighbours] == list(range(1, study.neighbours_shown + 1))
-            assert set(neighbours[0]) == {"rank", "code", "label", "colour", "group", "image"}
+            assert set(neighbours[0]) == {"rank", "code", "label", "colour", "group", "image", "attribution",
+                                          "copyright_license"}
             for neighbour in neighbours[:2]:
                 image = client.get(neighbour["image"])
                 assert image.status_code == 200 and image["Content-Type"] == "image/jpeg"
@@ -472,7 +473,8 @@ def test_the_schema_documents_every_study_endpoint():
         "id", "rank", "seconds_after_shown", "seconds_open"}
     assert set(components["NeighbourViewsResult"]["properties"]) == {"stored", "repeated", "total"}
     assert set(components["ReaderCase"]["properties"]) == {
-        "task", "position", "total", "rotation", "image", "shown", "neighbours", "answer", "ratings"}
+        "task", "position", "total", "rotation", "image", "shown", "neighbours", "answer", "ratings",
+        "attribution", "copyright_license"}
     export = schema["paths"]["/api/v1/studies/manage/{study_id}/export/"]["get"]
     assert set(export["responses"]["200"]["content"]) == {"application/zip"}
     assert next(p for p in export["parameters"] if p["name"] == "format")["schema"]["type"] == "array"

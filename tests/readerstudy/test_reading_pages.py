@@ -262,3 +262,25 @@ def test_study_admin_creates_assigns_opens_and_closes_through_the_pages(client, 
     study.refresh_from_db()
     assert study.status == Study.Status.CLOSED
     assert StudyCase.objects.filter(study=study).count() == study.curation["query_set"]
+
+
+def test_the_reading_pages_credit_library_images_that_have_an_attribution(client, rows_only_study, readers):
+    """The ISIC terms ask for the attribution wherever the image is shown: the case image (Task 1
+    and 2) and the neighbours (Task 2); a case whose source gives none shows nothing extra."""
+    from retrieval.models import Case
+
+    credited = "ViDIR Group, Department of Dermatology, Medical University of Vienna"
+    Case.objects.filter(collection="rows", split="test").update(attribution=credited, copyright_license="CC-BY-NC")
+    Case.objects.filter(image_id="ROW_101").update(attribution="Cliff Rosendahl", copyright_license="CC-BY")
+    client = signed_in(client, readers[0])
+    credit = re.compile(r'<p class="credit small muted">(.*?)</p>', re.S)
+
+    page = client.get(reverse("readerstudy:task", args=[rows_only_study.id, 1])).content.decode()
+    assert [re.sub(r"<[^>]+>", "", c) for c in credit.findall(page)] == [f"Image: {credited} · CC-BY-NC"]
+
+    _answer_all(client, rows_only_study, 1)
+    page = client.get(reverse("readerstudy:task", args=[rows_only_study.id, 2])).content.decode()
+    # The case, then the one credited neighbour (rank 2 = ROW_101); the other five have no attribution.
+    assert [re.sub(r"<[^>]+>", "", c) for c in credit.findall(page)] == [
+        f"Image: {credited} · CC-BY-NC", "Image: Cliff Rosendahl · CC-BY"]
+    assert page.count('class="neighbour"') == 6

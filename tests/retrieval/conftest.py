@@ -10,6 +10,15 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
 from tests.conftest import jpeg_bytes
+from tests.retrieval.isic_folders import isic_rows
+
+
+@pytest.fixture(scope="session")
+def isic_source_rows() -> list[dict[str, str]]:
+    """42 rows of the real HAM10000 metadata, 6 of each class, to build ISIC folders from
+    (tests/retrieval/isic_folders.py)."""
+    return isic_rows(6)
+
 
 @pytest.fixture
 def small_library(request, tmp_path, media_root):
@@ -38,14 +47,16 @@ ISSUE_15_OLD_VOTE = {
 def stored_done_query(db, media_root):
     """Factory: a DONE query of ``user`` whose stored neighbours have the diagnoses ``labels``
     (rank 1 first), with the vote the worker stores for them, or ``vote`` when given (an old
-    row). Rows only: no model, no index, no worker."""
+    row); or, with ``cases``, whose neighbours are these library cases (labels: their diagnoses).
+    Rows only: no model, no index, no worker."""
     from retrieval.models import Case, Query, QueryNeighbour
     from retrieval.services.queries import neighbour_vote_json
 
     serial = itertools.count(1)
 
-    def make(user, labels: list[str], *, vote: dict | None = None):
+    def make(user, labels: list[str] | None = None, *, vote: dict | None = None, cases=None):
         number = next(serial)
+        labels = [case.dx for case in cases] if cases is not None else labels
         name = default_storage.save(f"queries/{user.id}/vote-{number}.jpg", ContentFile(jpeg_bytes(number)))
         query = Query.objects.create(user=user, image=name, original_name=f"vote-{number}.jpg",
                                      sha256=f"{number:064x}", width=60, height=45, k=len(labels),
@@ -53,6 +64,9 @@ def stored_done_query(db, media_root):
                                      neighbour_vote=neighbour_vote_json(labels) if vote is None else vote)
         for rank, dx in enumerate(labels, start=1):
             key = 1000 * number + rank
+            if cases is not None:
+                QueryNeighbour.objects.create(query=query, rank=rank, case=cases[rank - 1], similarity=1 - rank / 10)
+                continue
             case = Case.objects.create(collection="votes", image=f"cases/vote-{key}.jpg", sha256=f"c{key:063x}",
                                        width=4, height=3, image_id=f"VOTE_{key}", lesion_id=f"LES_{key}", dx=dx,
                                        dx_type="histo", split="train")

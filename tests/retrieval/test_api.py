@@ -32,7 +32,7 @@ REBUILD = "/api/v1/index/rebuild/"
 PAYLOAD_KEYS = {"id", "status", "error", "created", "k", "method", "method_label", "model_version", "index_version", "query_image_url", "acquisition",
                 "query_saliency_url", "neighbour_vote", "warning", "ood", "neighbours"}
 CASE_KEYS = {"id", "image_id", "lesion_id", "collection", "diagnosis", "diagnosis_label", "diagnosis_type", "age",
-             "sex", "localization", "split", "width", "height", "image_url"}
+             "sex", "localization", "split", "width", "height", "image_url", "attribution", "copyright_license"}
 
 
 # --- Actors and fixtures -------------------------------------------------------------------
@@ -480,6 +480,7 @@ def test_cases_are_listed_with_their_metadata_and_absolute_image_urls(clinician,
         "diagnosis": case.dx, "diagnosis_label": case.get_dx_display(), "diagnosis_type": case.dx_type,
         "age": case.age, "sex": case.sex, "localization": case.localization, "split": case.split,
         "width": case.width, "height": case.height, "image_url": f"http://testserver/media/{case.image.name}",
+        "attribution": "", "copyright_license": "",  # HAM10000 rows carry none
     }
     assert api(clinician).get(f"{CASES}{case.id}/").json() == first
 

@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 
 from retrieval.classes import CODES
 from retrieval.models import Case
-from retrieval.splits import SPLITS, Item, grouped_stratified_split, validate_fractions
+from retrieval.splits import SPLITS, Item, group_keys, grouped_stratified_split, validate_fractions
 from tests.conftest import real_metadata_rows
 
 
@@ -81,3 +81,15 @@ def test_split_library_command_assigns_whole_lesions(media_root):
 def test_split_library_on_empty_library_is_a_clear_error():
     with pytest.raises(CommandError, match="library is empty"):
         call_command("split_library")
+
+
+def test_group_keys_join_lesions_through_a_shared_patient_and_nothing_else():
+    items = [Item(1, "L_b", "nv", "IP_1"), Item(2, "L_a", "mel", "IP_1"), Item(3, "L_c", "nv", "IP_2"),
+             Item(4, "L_c", "nv", ""), Item(5, "L_d", "nv", ""), Item(6, "IP_1", "bkl", "")]
+    groups = group_keys(items)
+    # 1 and 2 share a patient; 3 and 4 a lesion (4's patient unknown); 5 is alone; a lesion id that
+    # equals a patient id (6) is not joined to that patient.
+    assert groups == {1: "L_a", 2: "L_a", 3: "L_c", 4: "L_c", 5: "L_d", 6: "IP_1"}
+    assert group_keys(list(reversed(items))) == groups
+    assignment = grouped_stratified_split(items, validate_fractions(0.5, 0.25, 0.25), seed=1)
+    assert assignment[1] == assignment[2] and assignment[3] == assignment[4]

@@ -42,9 +42,13 @@ class Command(BaseCommand):
 def write_report(command: BaseCommand, report: ImportReport, collection: str) -> None:
     for error in report.errors:
         command.stderr.write(f"skipped {error}")
+    for reason, counts in report.not_imported.items():
+        listed = "; ".join(f"{value!r} {count}" for value, count in sorted(counts.items()))
+        command.stdout.write(f"Not imported, {reason}: {listed}.")
     if report.imported == 0 and not report.errors and report.already_present:
         command.stdout.write(f"Nothing to add: all {report.already_present} images are already in {collection!r}.")
+    left_out = f", {report.left_out} not imported by rule" if report.left_out else ""
     command.stdout.write(
         f"Summary for {collection!r}: {report.total_rows} rows read, {report.imported} imported, "
-        f"{report.already_present} already present, {report.skipped} skipped."
+        f"{report.already_present} already present, {report.skipped} skipped{left_out}."
     )

@@ -35,6 +35,7 @@ class Command(BaseCommand):
         self.stdout.write(f"{'total':<8}" + "".join(f"{n:>8}" for n in totals))
         self.stdout.write(
             f"Split {collection!r} with seed {seed}: {report.changed} case(s) changed split, "
-            f"{report.lesions_in_two_splits} lesion(s) in more than one split."
+            f"{report.lesions_in_two_splits} lesion(s) in more than one split, "
+            f"{report.patients_in_two_splits} patient(s) in more than one split."
         )
 
