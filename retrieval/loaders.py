@@ -182,6 +182,7 @@ class LoadedIndex:
     backend: object  # a retrieval.ml.search backend
     directory: str = ""
     descriptors: dict = field(default_factory=dict)  # other methods' descriptors, loaded on first use
+    row_metadata: object = None  # RowMetadata, read on the first filtered search (metadata())
 
     def search(self, queries: np.ndarray, k: int, *, where=None) -> tuple[np.ndarray, np.ndarray]:
         """(case ids (n, k'), cosine similarities (n, k')), best first; ``where``: a
@@ -189,12 +190,18 @@ class LoadedIndex:
         when it allows fewer cases)."""
         if where is not None and not where.empty and self.backend.kind != "qdrant" \
                 and getattr(self.backend, "metadata", None) is None:
-            # Read once per loaded index, on its first filtered search (Qdrant keeps its own payload).
-            from retrieval.ml.search import RowMetadata
-
-            self.backend.attach_metadata(RowMetadata.from_payload(case_payloads(self.case_ids)))
+            self.backend.attach_metadata(self.metadata())  # (Qdrant filters on its own payload)
         rows, scores = self.backend.search(queries, min(k, len(self.case_ids)), where=where)
         return self.case_ids[rows], scores
+
+    def metadata(self):
+        """The rows' payload as :class:`retrieval.ml.search.RowMetadata`, read from the database
+        once per loaded index, on its first filtered search."""
+        if self.row_metadata is None:
+            from retrieval.ml.search import RowMetadata
+
+            self.row_metadata = RowMetadata.from_payload(case_payloads(self.case_ids))
+        return self.row_metadata
 
     def descriptor(self, name: str) -> np.ndarray:
         """The library rows of one descriptor (memory-mapped, as the SE-CBIR vectors are)."""

@@ -122,3 +122,37 @@ def test_a_real_qdrant_server_gives_the_exact_neighbours():
         assert (filtered % 2 == 1).all()
     finally:
         client.delete_collection(name)
+
+
+@pytest.mark.parametrize("backend", ["exact", "qdrant"])
+def test_a_filtered_query_keeps_only_matching_cases_stores_its_filter_and_notes_too_few(
+        ready_index, clinician, settings, backend):
+    if backend == "qdrant":
+        settings.SEARCH_BACKEND, settings.QDRANT_PATH = "qdrant", ":memory:"
+    runtime.forget()
+    image = _images()[0]
+    from collections import Counter
+
+    site = min(Counter(Case.objects.values_list("localization", flat=True)).items(), key=lambda kv: (kv[1], kv[0]))[0]
+    matching = set(Case.objects.filter(localization=site).values_list("id", flat=True))
+    assert 0 < len(matching) < 6  # the tiny library has few cases per site: fewer than k
+    response = submit(api(clinician), image, k=6, filters='{"sites": ["%s"]}' % site)
+    assert response.status_code == 202, response.content
+    query = Query.objects.get(pk=response.json()["id"])
+    assert query.search_filter == {"sites": [site]}
+    assert query_run(query_id=query.id, worker="w") is True
+    query.refresh_from_db()
+    assert query.status == "done", query.message
+    found = set(query.neighbours.values_list("case_id", flat=True))
+    assert found == matching
+    assert f"Only {len(matching)} library case" in query.warning
+    runtime.forget()
+
+
+def test_bad_filters_are_a_400_that_stores_nothing(ready_index, clinician):
+    for filters, message in (('{"age_min": 60, "age_max": 20}', "above"), ('{"colour": ["red"]}', "unknown"),
+                             ('["back"]', "JSON object"), ("not json", "")):
+        response = submit(api(clinician), _images()[0], filters=filters)
+        assert response.status_code == 400, (filters, response.content)
+        assert message in response.content.decode()
+    assert not Query.objects.exists()
