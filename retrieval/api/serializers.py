@@ -233,6 +233,9 @@ class QueryResultSerializer(serializers.Serializer):
                                                         "until done")
     acquisition = QueryAcquisitionSerializer(help_text="for a DICOM upload, its kept acquisition attributes; {} "
                                                        "otherwise. The patient's identifiers are never kept.")
+    filters = serializers.DictField(help_text="the neighbour filter the query was searched with ({} = none); "
+                                              "excluded patient ids are given only as their count "
+                                              "(excluded_patients)")
     neighbours = NeighbourSerializer(many=True)
 
 

@@ -146,6 +146,8 @@ def test_a_filtered_query_keeps_only_matching_cases_stores_its_filter_and_notes_
     found = set(query.neighbours.values_list("case_id", flat=True))
     assert found == matching
     assert f"Only {len(matching)} library case" in query.warning
+    body = api(clinician).get(f"/api/v1/queries/{query.id}/").json()
+    assert body["filters"] == {"sites": [site]} and len(body["neighbours"]) == len(matching)
     runtime.forget()
 
 
@@ -156,3 +158,10 @@ def test_bad_filters_are_a_400_that_stores_nothing(ready_index, clinician):
         assert response.status_code == 400, (filters, response.content)
         assert message in response.content.decode()
     assert not Query.objects.exists()
+
+
+def test_the_shown_filter_counts_excluded_patients_without_their_ids():
+    from retrieval.selectors import query_filter_payload
+
+    query = Query(search_filter={"exclude_patient_ids": ["IP_0000001", "IP_0000002"], "sexes": ["female"]})
+    assert query_filter_payload(query) == {"sexes": ["female"], "excluded_patients": 2}
