@@ -196,9 +196,22 @@ JOB_NOTIFY_DIR = VAR_DIR / "notify"
 WORKER_NICE = env_int("WORKER_NICE", 10, minimum=0)
 if WORKER_NICE > 19:
     raise ImproperlyConfigured(f"WORKER_NICE={WORKER_NICE} must be at most 19.")
-#: Search backend: "auto" = exact below SEARCH_FAISS_MIN_VECTORS vectors, FAISS HNSW above.
-SEARCH_BACKEND = env_choice("SEARCH_BACKEND", ("auto", "exact", "faiss-hnsw", "faiss-ivf"), "auto")
+#: Search backend: "auto" = exact below SEARCH_FAISS_MIN_VECTORS vectors, FAISS HNSW above;
+#: "qdrant" = a Qdrant collection per index version and method (docs/scaling.md).
+SEARCH_BACKEND = env_choice("SEARCH_BACKEND", ("auto", "exact", "faiss-hnsw", "faiss-ivf", "qdrant"), "auto")
 SEARCH_FAISS_MIN_VECTORS = env_int("SEARCH_FAISS_MIN_VECTORS", 100_000, minimum=1)
+#: Qdrant: a server (QDRANT_URL, e.g. http://qdrant:6333, with QDRANT_API_KEY when it asks for
+#: one), or qdrant-client's in-process local mode (QDRANT_PATH: a folder, or ":memory:"), which
+#: one process at a time may open: tests and a single-worker embedded setup only.
+QDRANT_URL = env_str("QDRANT_URL")
+QDRANT_API_KEY = env_str("QDRANT_API_KEY")
+QDRANT_PATH = env_str("QDRANT_PATH")
+QDRANT_COLLECTION_PREFIX = env_str("QDRANT_COLLECTION_PREFIX", "lesionsearch")
+if QDRANT_URL and QDRANT_PATH:
+    raise ImproperlyConfigured("Set QDRANT_URL (a Qdrant server) or QDRANT_PATH (local mode), not both.")
+if SEARCH_BACKEND == "qdrant" and not (QDRANT_URL or QDRANT_PATH):
+    raise ImproperlyConfigured("SEARCH_BACKEND=qdrant needs QDRANT_URL (a Qdrant server) or QDRANT_PATH "
+                               "(qdrant-client's local mode: a folder, or :memory:).")
 #: Index builds encode this many cases per task run, then continue in a new task: a build never
 #: approaches the task time limit, queries queued meanwhile are served between chunks, and a
 #: killed worker loses at most one chunk.

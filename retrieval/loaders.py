@@ -182,11 +182,26 @@ class LoadedIndex:
     backend: object  # a retrieval.ml.search backend
     directory: str = ""
     descriptors: dict = field(default_factory=dict)  # other methods' descriptors, loaded on first use
+    row_metadata: object = None  # RowMetadata, read on the first filtered search (metadata())
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(case ids (n, k), cosine similarities (n, k)), best first."""
-        rows, scores = self.backend.search(queries, min(k, len(self.case_ids)))
+    def search(self, queries: np.ndarray, k: int, *, where=None) -> tuple[np.ndarray, np.ndarray]:
+        """(case ids (n, k'), cosine similarities (n, k')), best first; ``where``: a
+        :class:`retrieval.ml.search.SearchFilter` applied inside the search (k' = fewer than k
+        when it allows fewer cases)."""
+        if where is not None and not where.empty and self.backend.kind != "qdrant" \
+                and getattr(self.backend, "metadata", None) is None:
+            self.backend.attach_metadata(self.metadata())  # (Qdrant filters on its own payload)
+        rows, scores = self.backend.search(queries, min(k, len(self.case_ids)), where=where)
         return self.case_ids[rows], scores
+
+    def metadata(self):
+        """The rows' payload as :class:`retrieval.ml.search.RowMetadata`, read from the database
+        once per loaded index, on its first filtered search."""
+        if self.row_metadata is None:
+            from retrieval.ml.search import RowMetadata
+
+            self.row_metadata = RowMetadata.from_payload(case_payloads(self.case_ids))
+        return self.row_metadata
 
     def descriptor(self, name: str) -> np.ndarray:
         """The library rows of one descriptor (memory-mapped, as the SE-CBIR vectors are)."""
@@ -205,15 +220,90 @@ class LoadedIndex:
         return int(rows[0])
 
 
-def load_index(index: IndexVersion) -> LoadedIndex:
-    """A finished index's vectors, saliency maps and search backend (``SEARCH_BACKEND``)."""
+def load_index(index: IndexVersion, *, qdrant=None) -> LoadedIndex:
+    """A finished index's vectors, saliency maps and search backend (``SEARCH_BACKEND``;
+    ``qdrant``: the client, for ``SEARCH_BACKEND=qdrant``)."""
     if index.status != IndexVersion.Status.DONE:
         raise ValueError(f"{index} is not finished (status {index.status})")
     folder = index_path(index)
-    features, backend = load_index_vectors(folder, kind=settings.SEARCH_BACKEND,
-                                           faiss_min_vectors=settings.SEARCH_FAISS_MIN_VECTORS)
-    return LoadedIndex(index.id, np.load(folder / CASE_IDS_FILE), features,
-                       np.load(folder / SALIENCY_FILE, mmap_mode="r"), backend, index.directory)
+    case_ids = np.load(folder / CASE_IDS_FILE)
+    if settings.SEARCH_BACKEND == "qdrant":
+        features = np.load(folder / FEATURES_FILE, mmap_mode="r")
+        backend = load_qdrant_backend(index, qdrant, features, case_ids)
+    else:
+        features, backend = load_index_vectors(folder, kind=settings.SEARCH_BACKEND,
+                                               faiss_min_vectors=settings.SEARCH_FAISS_MIN_VECTORS)
+    return LoadedIndex(index.id, case_ids, features, np.load(folder / SALIENCY_FILE, mmap_mode="r"), backend,
+                       index.directory)
+
+
+# --- Qdrant -------------------------------------------------------------------------------------
+
+def make_qdrant_client():
+    """A Qdrant client from the settings: the server at ``QDRANT_URL`` (with ``QDRANT_API_KEY``),
+    or local mode at ``QDRANT_PATH`` (a folder or ``:memory:``). Not cached here:
+    :func:`retrieval.runtime.qdrant_client` keeps one per process."""
+    from qdrant_client import QdrantClient
+
+    if settings.QDRANT_URL:
+        return QdrantClient(url=settings.QDRANT_URL, api_key=settings.QDRANT_API_KEY)
+    if settings.QDRANT_PATH == ":memory:":
+        return QdrantClient(":memory:")
+    if settings.QDRANT_PATH:
+        return QdrantClient(path=settings.QDRANT_PATH)
+    raise ValueError("no Qdrant is configured: set QDRANT_URL or QDRANT_PATH")
+
+
+def qdrant_collection(index_id: int, method: str = m.SECBIR) -> str:
+    """The Qdrant collection of one index version's vectors of one method. A query records its
+    index version, so it searches that version's collection: activating a new version switches
+    every later query at once, and an older version's collection keeps serving the queries sent
+    to it until the cleanup removes the version (and drops its collections)."""
+    return f"{settings.QDRANT_COLLECTION_PREFIX}-index-{int(index_id)}-{method}"
+
+
+def case_payloads(case_ids: np.ndarray) -> list[dict]:
+    """Per index row, the case's payload that searches filter on (``PAYLOAD_KEYS``); a case
+    deleted since the build gets an empty payload (queries skip it anyway)."""
+    from retrieval.models import Case
+
+    fields_ = ("id", "dx", "lesion_id", "patient_id", "split", "localization", "sex", "age", "source_dataset")
+    rows = {row[0]: row for row in Case.objects.filter(id__in=[int(i) for i in case_ids]).values_list(*fields_)}
+    payloads = []
+    for case_id in case_ids:
+        row = rows.get(int(case_id))
+        if row is None:
+            payloads.append({"case_id": int(case_id)})
+            continue
+        _, dx, lesion, patient, split, site, sex, age, dataset = row
+        payloads.append({"case_id": int(case_id), "diagnosis": dx, "lesion_id": lesion, "patient_id": patient,
+                         "split": split, "site": site, "sex": sex, "age": age, "dataset": dataset})
+    return payloads
+
+
+def write_qdrant_collection(index_id: int, client, features: np.ndarray, case_ids: np.ndarray):
+    """Upsert an index's SE-CBIR vectors and their cases' payload as its Qdrant collection."""
+    from retrieval.ml.search_qdrant import QdrantBackend
+
+    return QdrantBackend.create(client, qdrant_collection(index_id), features, case_payloads(case_ids))
+
+
+def load_qdrant_backend(index: IndexVersion, client, features: np.ndarray, case_ids: np.ndarray):
+    """The Qdrant backend of a finished index. Its collection is written by the index build;
+    one that is missing (the index was built under another SEARCH_BACKEND) is written now from
+    the index's files, with a warning, as a missing FAISS index is built at load."""
+    import logging
+
+    from retrieval.ml.search_qdrant import QdrantBackend
+
+    if client is None:
+        raise ValueError("SEARCH_BACKEND=qdrant needs a Qdrant client")
+    name = qdrant_collection(index.id)
+    if not client.collection_exists(name):
+        logging.getLogger(__name__).warning("writing the missing Qdrant collection %s (%s vectors)", name,
+                                            len(case_ids))
+        return write_qdrant_collection(index.id, client, features, case_ids)
+    return QdrantBackend.open(client, name, size=features.shape[0], dimension=features.shape[1])
 
 
 def load_index_vectors(folder: Path, *, kind: str, faiss_min_vectors: int):

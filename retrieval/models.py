@@ -247,6 +247,9 @@ class Query(Job):
                                   help_text="which out-of-distribution score (retrieval.ml.ood; legacy_best_cosine "
                                             "for indexes calibrated before the candidates existed)")
     neighbour_vote = models.JSONField(default=dict, blank=True)
+    search_filter = models.JSONField(default=dict, blank=True,
+                                     help_text="the neighbour filter the query was searched with "
+                                               "(retrieval.ml.search.SearchFilter.as_json); empty = none")
     acquisition = models.JSONField(default=dict, blank=True,
                                    help_text="for a DICOM upload: the whitelisted, non-identifying acquisition "
                                              "attributes (retrieval.dicom.KEPT); empty for other images")

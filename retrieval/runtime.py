@@ -16,10 +16,12 @@ from retrieval import loaders
 from retrieval.models import IndexVersion, ModelVersion
 
 _lock = threading.Lock()
+_qdrant_lock = threading.Lock()  # (loaded_index holds _lock while it asks for the client)
 _encoders: OrderedDict[int, object] = OrderedDict()
 _descriptor_encoders: OrderedDict[int, object] = OrderedDict()
 _indexes: OrderedDict[int, loaders.LoadedIndex] = OrderedDict()
 _ood_statistics: OrderedDict[tuple[int, str], object] = OrderedDict()
+_qdrant: list = []  # the process's one Qdrant client (local mode locks its folder to one client)
 _KEEP = 2  # an old and a new version side by side while an index is swapped
 
 
@@ -61,9 +63,18 @@ def loaded_index(index: IndexVersion) -> loaders.LoadedIndex:
     with _lock:
         loaded = _indexes.get(index.id)
         if loaded is None:
-            loaded = loaders.load_index(index)
+            client = qdrant_client() if settings.SEARCH_BACKEND == "qdrant" else None
+            loaded = loaders.load_index(index, qdrant=client)
             _remember(_indexes, index.id, loaded)
         return loaded
+
+
+def qdrant_client():
+    """The process's Qdrant client (``QDRANT_URL`` / ``QDRANT_PATH``), made on first use."""
+    with _qdrant_lock:
+        if not _qdrant:
+            _qdrant.append(loaders.make_qdrant_client())
+        return _qdrant[0]
 
 
 def ood_statistics(index: IndexVersion, name: str):
@@ -86,3 +97,7 @@ def forget() -> None:
         _descriptor_encoders.clear()
         _indexes.clear()
         _ood_statistics.clear()
+    with _qdrant_lock:
+        for client in _qdrant:
+            client.close()
+        _qdrant.clear()

@@ -298,8 +298,19 @@ def query_payload(query: Query, *, url: Callable[[str], str] = lambda path: path
         "warning": query.warning or None,
         "ood": query_ood_payload(query) if done else None,
         "acquisition": query.acquisition or {},
+        "filters": query_filter_payload(query),
         "neighbours": neighbours,
     }
+
+
+def query_filter_payload(query: Query) -> dict:
+    """The query's neighbour filter as shown (API, result page): patient ids, even pseudonymous
+    ones, are never shown back, only how many were excluded."""
+    shown = dict(query.search_filter or {})
+    patients = shown.pop("exclude_patient_ids", [])
+    if patients:
+        shown["excluded_patients"] = len(patients)
+    return shown
 
 
 def query_ood_payload(query: Query) -> dict | None:

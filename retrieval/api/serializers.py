@@ -37,6 +37,23 @@ class QueryCreateInputSerializer(serializers.Serializer):
                   "current index serves (409 when it does not serve the one asked for)",
     )
 
+    filters = serializers.JSONField(
+        required=False,
+        help_text="restrict the neighbours (applied inside the search): an object with any of exclude_lesion_ids, "
+                  "exclude_patient_ids, sites, sexes, datasets (lists of strings), age_min, age_max (whole years); "
+                  "in a multipart upload a JSON string. Omitted: no filter (the thesis's result view)",
+    )
+
+    def validate_filters(self, value):
+        from retrieval.ml.search import SearchFilter
+
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("filters must be a JSON object.")
+        try:
+            return SearchFilter.from_json(value).as_json()
+        except (TypeError, ValueError) as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
     def validate_image(self, image):
         if hasattr(self.initial_data, "getlist") and len(self.initial_data.getlist("image")) > 1:
             raise serializers.ValidationError("Upload one image at a time: the request held several files.")
@@ -223,6 +240,9 @@ class QueryResultSerializer(serializers.Serializer):
                                                         "until done")
     acquisition = QueryAcquisitionSerializer(help_text="for a DICOM upload, its kept acquisition attributes; {} "
                                                        "otherwise. The patient's identifiers are never kept.")
+    filters = serializers.DictField(help_text="the neighbour filter the query was searched with ({} = none); "
+                                              "excluded patient ids are given only as their count "
+                                              "(excluded_patients)")
     neighbours = NeighbourSerializer(many=True)
 
 

@@ -96,7 +96,8 @@ class QueryListCreateView(_QueryView):
         data.is_valid(raise_exception=True)
         upload = data.validated_data["image"]
         query = query_submit(user=request.user, image_data=upload.read(), filename=upload.name or "",
-                             k=data.validated_data.get("k"), method=data.validated_data.get("method"))
+                             k=data.validated_data.get("k"), method=data.validated_data.get("method"),
+                             search_filter=data.validated_data.get("filters"))
         url = reverse("query-detail", kwargs={"query_id": query.pk}, request=request)
         body = s.QueryCreatedSerializer({"id": query.pk, "status": query.status, "url": url}).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": url})

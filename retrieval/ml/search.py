@@ -38,6 +38,7 @@ import math
 import os
 import shutil
 import uuid
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -51,8 +52,12 @@ AUTO = "auto"
 EXACT = "exact"
 FAISS_HNSW = "faiss-hnsw"
 FAISS_IVF = "faiss-ivf"
+QDRANT = "qdrant"
+#: Kinds built from the vectors alone; "qdrant" needs a client and a collection
+#: (:mod:`retrieval.ml.search_qdrant`), so build_backend/load_backend refuse it.
 KINDS = (AUTO, EXACT, FAISS_HNSW, FAISS_IVF)
 FAISS_KINDS = (FAISS_HNSW, FAISS_IVF)
+ALL_KINDS = (*KINDS, QDRANT)
 
 #: A row's length may differ from 1 by this much (float32 rounding is ~1e-7 at 1280 dims; an
 #: unnormalised feature vector is off by far more).
@@ -125,6 +130,27 @@ def cosine_topk(queries: np.ndarray, library: np.ndarray, k: int, *,
     return indices, scores
 
 
+def _masked_topk(queries: np.ndarray, library: np.ndarray, k: int, allowed: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """cosine_topk over the ``allowed`` rows only, as row numbers of the whole library; at most
+    as many results per query as rows are allowed (none when the filter allows none)."""
+    rows = np.flatnonzero(allowed)
+    k = min(k, len(rows))
+    if k == 0:
+        return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
+    # Scored against the whole library and masked (not against a gathered copy of the allowed
+    # rows): the same matrix product as the unfiltered search, so equal rows score equally.
+    indices = np.empty((queries.shape[0], k), dtype=np.int64)
+    scores = np.empty((queries.shape[0], k), dtype=np.float32)
+    for start in range(0, queries.shape[0], _CHUNK):
+        block = queries[start:start + _CHUNK] @ library.T
+        block[:, ~allowed] = -np.inf
+        order = _top_k_rows(block, k)
+        indices[start:start + len(block)] = order
+        scores[start:start + len(block)] = np.take_along_axis(block, order, axis=1)
+    return indices, scores
+
+
 def _top_k_rows(block: np.ndarray, k: int) -> np.ndarray:
     """Per row, the column indices of the k largest scores, best first, ties by column index.
 
@@ -143,6 +169,118 @@ def _top_k_rows(block: np.ndarray, k: int) -> np.ndarray:
     return order
 
 
+# --- filters -------------------------------------------------------------------------------
+
+#: Payload keys every backend filters on (the Qdrant payload, :class:`RowMetadata`'s columns).
+PAYLOAD_KEYS = ("case_id", "diagnosis", "lesion_id", "patient_id", "split", "site", "sex", "age", "dataset")
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Which library rows a search may return, applied inside the search (before the top k).
+
+    Empty fields restrict nothing; the empty filter is the thesis's result view. ``sites``,
+    ``sexes`` and ``datasets`` keep rows whose value is one of those listed; ``age_min`` /
+    ``age_max`` (inclusive) keep rows of known age in range (an unknown age never matches an
+    age range); ``exclude_lesion_ids`` / ``exclude_patient_ids`` drop the query's own lesion or
+    patient (an empty id is never excluded: it means "not known").
+    """
+
+    exclude_lesion_ids: tuple[str, ...] = ()
+    exclude_patient_ids: tuple[str, ...] = ()
+    sites: tuple[str, ...] = ()
+    sexes: tuple[str, ...] = ()
+    age_min: int | None = None
+    age_max: int | None = None
+    datasets: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("exclude_lesion_ids", "exclude_patient_ids", "sites", "sexes", "datasets"):
+            values = getattr(self, name)
+            if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+                raise ValueError(f"{name} must be a sequence of strings, got {values!r}")
+            object.__setattr__(self, name, tuple(sorted({v for v in values if v})))
+        for name in ("age_min", "age_max"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be a non-negative integer or None, got {value!r}")
+        if self.age_min is not None and self.age_max is not None and self.age_min > self.age_max:
+            raise ValueError(f"age_min={self.age_min} is above age_max={self.age_max}")
+
+    @property
+    def empty(self) -> bool:
+        return self == SearchFilter()
+
+    def as_json(self) -> dict:
+        """The non-empty fields, as stored on a query (lists, in a fixed order)."""
+        out = {}
+        for key, value in asdict(self).items():
+            if value not in ((), None):
+                out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> SearchFilter:
+        data = dict(data or {})
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown search filter fields: {', '.join(sorted(unknown))}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class RowMetadata:
+    """Per library row, the payload the exact and FAISS backends filter on (Qdrant keeps its own)."""
+
+    lesion_id: np.ndarray  # (N,) str
+    patient_id: np.ndarray
+    site: np.ndarray
+    sex: np.ndarray
+    dataset: np.ndarray
+    age: np.ndarray  # (N,) float64, NaN = unknown
+
+    @classmethod
+    def from_payload(cls, payload: list[dict]) -> RowMetadata:
+        def column(key):
+            return np.array([str(row.get(key) or "") for row in payload], dtype=object)
+
+        return cls(lesion_id=column("lesion_id"), patient_id=column("patient_id"), site=column("site"),
+                   sex=column("sex"), dataset=column("dataset"),
+                   age=np.array([np.nan if row.get("age") is None else float(row["age"]) for row in payload]))
+
+    def __len__(self) -> int:
+        return len(self.age)
+
+    def allowed(self, where: SearchFilter) -> np.ndarray:
+        """(N,) bool: the rows ``where`` lets a search return."""
+        keep = np.ones(len(self), dtype=bool)
+        if where.exclude_lesion_ids:
+            keep &= ~np.isin(self.lesion_id, list(where.exclude_lesion_ids))
+        if where.exclude_patient_ids:
+            keep &= ~np.isin(self.patient_id, list(where.exclude_patient_ids))
+        for values, column in ((where.sites, self.site), (where.sexes, self.sex), (where.datasets, self.dataset)):
+            if values:
+                keep &= np.isin(column, list(values))
+        with np.errstate(invalid="ignore"):  # NaN (unknown age) compares False: excluded by a range
+            if where.age_min is not None:
+                keep &= self.age >= where.age_min
+            if where.age_max is not None:
+                keep &= self.age <= where.age_max
+        return keep
+
+
+def _allowed_rows(backend, where: SearchFilter | None) -> np.ndarray | None:
+    """The boolean row mask of ``where`` over a backend's metadata; None when nothing is filtered."""
+    if where is None or where.empty:
+        return None
+    metadata = getattr(backend, "metadata", None)
+    if metadata is None:
+        raise ValueError(f"the {backend.kind} backend has no row metadata to filter on (attach_metadata)")
+    if len(metadata) != backend.size:
+        raise ValueError(f"row metadata holds {len(metadata)} rows but the backend {backend.size}")
+    return metadata.allowed(where)
+
+
 # --- backends ------------------------------------------------------------------------------
 
 @runtime_checkable
@@ -157,8 +295,10 @@ class SearchBackend(Protocol):
     @property
     def dimension(self) -> int: ...
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(indices int64 (n, k), scores float32 (n, k)), best first, ties by library row."""
+    def search(self, queries: np.ndarray, k: int, *, where: SearchFilter | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(indices int64 (n, k'), scores float32 (n, k')), best first, ties by library row;
+        k' = min(k, rows ``where`` allows)."""
         ...
 
 
@@ -268,6 +408,11 @@ class ExactBackend:
 
     def __init__(self, vectors: np.ndarray) -> None:
         self.vectors = check_unit_rows(vectors)
+        self.metadata: RowMetadata | None = None
+
+    def attach_metadata(self, metadata: RowMetadata) -> None:
+        """The rows' payload, which ``search(where=...)`` filters on."""
+        self.metadata = metadata
 
     @property
     def size(self) -> int:
@@ -277,10 +422,16 @@ class ExactBackend:
     def dimension(self) -> int:
         return self.vectors.shape[1]
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(indices int64 (n, k), scores float32 (n, k)), best first, ties by library row."""
+    def search(self, queries: np.ndarray, k: int, *, where: SearchFilter | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(indices int64 (n, k'), scores float32 (n, k')), best first, ties by library row;
+        k' = min(k, rows ``where`` allows): the disallowed rows are masked before the top k."""
         queries = _check_queries(queries, self.dimension)
-        return cosine_topk(queries, self.vectors, _check_k(k, self.size))
+        k = _check_k(k, self.size)
+        allowed = _allowed_rows(self, where)
+        if allowed is None:
+            return cosine_topk(queries, self.vectors, k)
+        return _masked_topk(queries, self.vectors, k, allowed)
 
 
 # --- FAISS --------------------------------------------------------------------------------
@@ -306,6 +457,7 @@ class _FaissBackend:
         # are views of the saved file, shared by every process on the host; FAISS aborts the
         # process on any attempt to add to such an index, so there is no add here.
         self.memory_mapped = memory_mapped
+        self.metadata: RowMetadata | None = None
 
     @property
     def size(self) -> int:
@@ -322,20 +474,37 @@ class _FaissBackend:
     def _max_effort(self) -> int:
         raise NotImplementedError
 
-    def _search_parameters(self, effort: int):
+    def _search_parameters(self, effort: int, selector=None):
         raise NotImplementedError
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(indices int64 (n, k), scores float32 (n, k)), best first, ties by library row.
+    def attach_metadata(self, metadata: RowMetadata) -> None:
+        """The rows' payload, which ``search(where=...)`` filters on."""
+        self.metadata = metadata
+
+    def search(self, queries: np.ndarray, k: int, *, where: SearchFilter | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(indices int64 (n, k'), scores float32 (n, k')), best first, ties by library row;
+        k' = min(k, rows ``where`` allows).
 
         FAISS marks missing results with -1 when the part of the index it examined holds fewer
         than k vectors (few IVF lists probed, a small HNSW beam). Those queries are searched
         again with twice the effort, up to exhaustive, so every row has k real neighbours.
+        A filter is a ``faiss.IDSelectorBatch`` of the allowed rows in the search parameters:
+        FAISS skips the other rows while it searches (no over-fetch); a filter that allows few
+        rows leaves a small HNSW beam or few probed lists short, which the same retry covers.
         """
         queries = _check_queries(queries, self.dimension)
         k = _check_k(k, self.size)
+        allowed = _allowed_rows(self, where)
+        selector = None
+        if allowed is not None:
+            rows = np.flatnonzero(allowed).astype(np.int64)
+            k = min(k, len(rows))
+            if k == 0:
+                return np.zeros((len(queries), 0), np.int64), np.zeros((len(queries), 0), np.float32)
+            selector = _faiss().IDSelectorBatch(rows)  # (kept referenced while FAISS searches)
         effort = self._effort(k)
-        scores, indices = self.index.search(queries, k, params=self._search_parameters(effort))
+        scores, indices = self.index.search(queries, k, params=self._search_parameters(effort, selector))
         missing = (indices < 0).any(axis=1)
         while missing.any():
             if effort >= self._max_effort():
@@ -343,7 +512,7 @@ class _FaissBackend:
                                    f"queries even at its maximum search effort ({effort})")
             effort = min(2 * effort, self._max_effort())
             again_scores, again_indices = self.index.search(queries[missing], k,
-                                                            params=self._search_parameters(effort))
+                                                            params=self._search_parameters(effort, selector))
             scores[missing], indices[missing] = again_scores, again_indices
             missing = (indices < 0).any(axis=1)
         return _ordered(indices, scores)
@@ -418,8 +587,10 @@ class FaissHNSWBackend(_FaissBackend):
     def _max_effort(self) -> int:
         return max(self.size, self.ef_search)
 
-    def _search_parameters(self, effort: int):
-        return _faiss().SearchParametersHNSW(efSearch=effort)
+    def _search_parameters(self, effort: int, selector=None):
+        if selector is None:
+            return _faiss().SearchParametersHNSW(efSearch=effort)
+        return _faiss().SearchParametersHNSW(efSearch=effort, sel=selector)
 
 
 def ivf_lists(size: int) -> int:
@@ -479,8 +650,10 @@ class FaissIVFBackend(_FaissBackend):
     def _max_effort(self) -> int:
         return self.nlist
 
-    def _search_parameters(self, effort: int):
-        return _faiss().SearchParametersIVF(nprobe=effort)
+    def _search_parameters(self, effort: int, selector=None):
+        if selector is None:
+            return _faiss().SearchParametersIVF(nprobe=effort)
+        return _faiss().SearchParametersIVF(nprobe=effort, sel=selector)
 
 
 _BUILDERS = {FAISS_HNSW: FaissHNSWBackend, FAISS_IVF: FaissIVFBackend}

@@ -175,4 +175,26 @@ def index_versions_remove(*, indexes, dry_run: bool = False, user=None) -> Index
             # (a folder that holds a remaining row's files too is kept)
             doomed = [f for f in doomed if not any(f == other or f in other.parents for other in in_use)]
             transaction.on_commit(lambda: _delete_folders(doomed, result))
+        if not dry_run and settings.SEARCH_BACKEND == "qdrant":
+            removed_ids = [entry.id for entry in result.removed]
+            transaction.on_commit(lambda: _drop_collections(removed_ids, result))
     return result
+
+
+def _drop_collections(index_ids: list[int], result: IndexRemoval) -> None:
+    """Drop the Qdrant collections of removed index versions (every method's)."""
+    from retrieval import loaders, runtime
+    from retrieval.methods import METHODS
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    from retrieval.ml.search_qdrant import drop_collections
+
+    names = [loaders.qdrant_collection(index_id, method) for index_id in index_ids for method in METHODS]
+    try:
+        dropped = drop_collections(runtime.qdrant_client(), names)
+    except (UnexpectedResponse, ResponseHandlingException, OSError, ValueError) as error:
+        # (after the commit: the rows are gone; the error is reported, the collections left behind)
+        result.errors.append(f"Qdrant collections of {index_ids}: {error}")
+        logger.error("index cleanup: dropping Qdrant collections of %s failed: %s", index_ids, error)
+        return
+    logger.info("index cleanup: dropped Qdrant collections %s", ", ".join(dropped) or "(none existed)")

@@ -530,8 +530,16 @@ def _finish(index: IndexVersion, worker: str) -> None:
         _save_atomic(folder / loaders.descriptor_file(name), rows)
     _save_atomic(folder / loaders.SALIENCY_FILE, saliency)
     _save_atomic(folder / loaders.CASE_IDS_FILE, case_ids)
-    backend = build_backend(features, settings.SEARCH_BACKEND, faiss_min_vectors=settings.SEARCH_FAISS_MIN_VECTORS)
-    if backend.kind != "exact":
+    if settings.SEARCH_BACKEND == "qdrant":
+        # Written before the row is activated: the version's collection is complete before any
+        # query can be sent to it, and the active version's keeps serving until then.
+        from retrieval import runtime
+
+        backend = loaders.write_qdrant_collection(index.id, runtime.qdrant_client(), features, case_ids)
+    else:
+        backend = build_backend(features, settings.SEARCH_BACKEND,
+                                faiss_min_vectors=settings.SEARCH_FAISS_MIN_VECTORS)
+    if backend.kind not in ("exact", "qdrant"):
         shutil.rmtree(folder / loaders.BACKEND_DIR, ignore_errors=True)
         backend.save(folder / loaders.BACKEND_DIR)
     base = index.base if _adds(index) else None

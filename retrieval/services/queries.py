@@ -87,14 +87,19 @@ def _normalised_upload(data: bytes, fmt: str) -> tuple[bytes, str, int, int]:
 
 
 def query_submit(*, user, image_data: bytes, filename: str = "", k: int | None = None,
-                 method: str | None = None) -> Query:
+                 method: str | None = None, search_filter: dict | None = None) -> Query:
     """Store an uploaded image as a PENDING query and enqueue it once committed.
 
     ``method`` is a retrieval method name (:mod:`retrieval.methods`; default SE-CBIR) that the
     active index serves. A DICOM file (:mod:`retrieval.dicom`) is stored as the PNG of its pixels,
     under :data:`DICOM_NAME` instead of its file name, with its whitelisted acquisition attributes."""
     from retrieval.methods import DEFAULT_METHOD, METHODS
+    from retrieval.ml.search import SearchFilter
 
+    try:
+        where = SearchFilter.from_json(search_filter)
+    except (TypeError, ValueError) as exc:
+        raise QueryRejected(f"The neighbour filter cannot be used: {exc}.") from None
     method = DEFAULT_METHOD if method in (None, "") else method
     if method not in METHODS:
         raise QueryRejected(f"Unknown similarity method {method!r}. Choose one of: {', '.join(METHODS)}.")
@@ -134,9 +139,10 @@ def query_submit(*, user, image_data: bytes, filename: str = "", k: int | None =
         with transaction.atomic():
             query = Query.objects.create(user=user, image=name, original_name=(filename or "")[:255],
                                          sha256=info.sha256, width=width, height=height, k=k, index_version=index,
-                                         method=method, acquisition=acquisition)
+                                         method=method, acquisition=acquisition, search_filter=where.as_json())
             audit.record(audit.Action.QUERY_SUBMIT, user=user, obj=query,
-                         detail={"sha256": info.sha256, "k": k, "method": method, "index": index.id})
+                         detail={"sha256": info.sha256, "k": k, "method": method, "index": index.id,
+                                 "filtered": not where.empty})
             jobs.enqueue_on_commit(QUERY, query.id)
     except BaseException:
         default_storage.delete(name)
@@ -188,6 +194,7 @@ def analyse(query: Query, worker: str) -> None:
     from retrieval import methods as m
     from retrieval.ml.features import as_rgb
     from retrieval.ml.methods import method_topk
+    from retrieval.ml.search import SearchFilter
     from retrieval.ml.overlay import render_overlay
     from retrieval.services.ood import ood_depth, query_ood
 
@@ -207,16 +214,32 @@ def analyse(query: Query, worker: str) -> None:
     encoded = encoder.encode([pixels], needs={m.SECBIR, *method.needs}, packed_masks=False)
     jobs.heartbeat(QUERY, query.id, worker)
     depth = max(query.k + SEARCH_MARGIN, ood_depth(index))
+    # The out-of-distribution score is calibrated on unfiltered searches: always run one.
     secbir_ids, secbir_scores = loaded.search(encoded.descriptors[m.SECBIR], depth)
-    if method.name == m.SECBIR:
+    where = SearchFilter.from_json(query.search_filter)
+    if method.name == m.SECBIR and where.empty:
         case_ids, scores = secbir_ids[0], secbir_scores[0]
+    elif method.name == m.SECBIR:
+        filtered_ids, filtered_scores = loaded.search(encoded.descriptors[m.SECBIR], query.k + SEARCH_MARGIN,
+                                                      where=where)
+        case_ids, scores = filtered_ids[0], filtered_scores[0]
     else:
         library = {name: loaded.descriptor(name) for name in method.needs}
-        rows, scores = method_topk(method.name, {name: encoded.descriptors[name][0] for name in method.needs},
-                                     library, min(depth, len(loaded.case_ids)))
-        case_ids = loaded.case_ids[rows]
+        exclude = None
+        if not where.empty:  # the other methods score the whole library: the filter is a row mask
+            exclude = ~loaded.metadata().allowed(where)
+        allowed = len(loaded.case_ids) - (0 if exclude is None else int(exclude.sum()))
+        if allowed:
+            rows, scores = method_topk(method.name, {name: encoded.descriptors[name][0] for name in method.needs},
+                                       library, min(depth, allowed), exclude=exclude)
+            case_ids = loaded.case_ids[rows]
+        else:
+            case_ids, scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
     cases = Case.objects.in_bulk(case_ids.tolist())
     found = [(cases[int(c)], float(s)) for c, s in zip(case_ids, scores) if int(c) in cases][:query.k]
+    if not found and not where.empty:
+        raise QueryRejected("No library case matches the neighbour filter of this query. Please search again "
+                            "with a wider filter or none.")
     if not found:
         raise QueryRejected("The case library is empty, so no similar cases can be shown.")
     saliency = encoded.secbir.saliency[0]
@@ -234,6 +257,10 @@ def analyse(query: Query, worker: str) -> None:
     ood = query_ood(index, similarities=secbir_scores[0], logits=encoded.secbir.logits[0],
                     features=encoded.descriptors[m.SECBIR][0])
     warning = OOD_WARNING if ood["warned"] else ""
+    if len(found) < query.k and not where.empty:
+        note = (f"Only {len(found)} library case{'s' if len(found) != 1 else ''} match the neighbour filter, "
+                f"fewer than the {query.k} asked for.")
+        warning = f"{warning} {note}".strip()
     written = [overlay_name]
     try:
         with transaction.atomic():

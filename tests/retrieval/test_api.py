@@ -29,7 +29,7 @@ pytestmark = pytest.mark.django_db
 CASES = "/api/v1/cases/"
 INDEX = "/api/v1/index/"
 REBUILD = "/api/v1/index/rebuild/"
-PAYLOAD_KEYS = {"id", "status", "error", "created", "k", "method", "method_label", "model_version", "index_version", "query_image_url", "acquisition",
+PAYLOAD_KEYS = {"id", "status", "error", "created", "k", "method", "method_label", "model_version", "index_version", "query_image_url", "acquisition", "filters",
                 "query_saliency_url", "neighbour_vote", "warning", "ood", "neighbours"}
 CASE_KEYS = {"id", "image_id", "lesion_id", "collection", "diagnosis", "diagnosis_label", "diagnosis_type", "age",
              "sex", "localization", "split", "width", "height", "image_url", "attribution", "copyright_license"}
