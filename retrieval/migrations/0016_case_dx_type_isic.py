@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('retrieval', '0014_query_acquisition'),
+        ('retrieval', '0015_index_chunks'),
     ]
 
     operations = [
