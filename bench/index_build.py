@@ -25,10 +25,8 @@ import argparse
 import io
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -41,6 +39,7 @@ django.setup()  # retrieval.loaders (the build's image reader) sits beside the O
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.query_pipeline import median_times  # noqa: E402 - interleaved rounds
 from retrieval import loaders  # noqa: E402
 from retrieval import methods as m  # noqa: E402
 from retrieval.classes import CODES  # noqa: E402
@@ -152,18 +151,6 @@ def raw_every_model(encoder: DescriptorEncoder, paths: list[Path], batch: int):
     return run
 
 
-def interleaved(fns: dict, repeats: int) -> dict[str, float]:
-    for fn in fns.values():  # warm-up: first-call allocations, lazy imports
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="secbir-lite0-fast", help="model config (the demo's by default)")
@@ -185,7 +172,7 @@ def main() -> None:
                "raw every model": raw_every_model(encoder, paths, args.batch),
                "all": build_chunks(encoder, paths, args.batch, every),
                **{f"without {name}": build_chunks(encoder, paths, args.batch, every - {name}) for name in EXTRAS}}
-        times = interleaved(fns, args.repeats)
+        times = median_times(fns, args.repeats, warmup=1)
     total = times["all"]
     shares = {name: (total - times[f"without {name}"]) / total for name in EXTRAS}
     results = {

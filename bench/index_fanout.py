@@ -31,25 +31,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.query_end_to_end import setup  # noqa: E402 - the same private instance
+
 #: (worker processes, torch threads each)
 LAYOUTS = ((1, 1), (2, 1), (1, 2))
-
-
-def setup(library: int) -> None:
-    from django.conf import settings
-    from django.core.management import call_command
-
-    from retrieval.ml.profiles import get_profile
-    from retrieval.services import model_train
-
-    call_command("migrate", verbosity=0)
-    call_command("make_synthetic_library", "--limit", str(library), verbosity=0)
-    call_command("split_library", "--collection", "synthetic", "--seed", "71", verbosity=0)
-    profile = get_profile("demo")
-    options = profile.stage_options(["3ch", "4ch"], epochs=1, device="cpu", progress=False)
-    model_train(config_name=profile.config, stages=["3ch", "4ch"], collection="synthetic", options=options,
-                work_dir=Path(settings.MEDIA_ROOT) / "training")
-    call_command("build_index", "--here", verbosity=0)
 
 
 def timed_build(model_version) -> tuple[float, dict]:

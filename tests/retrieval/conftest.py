@@ -74,3 +74,20 @@ def stored_done_query(db, media_root):
         return query
 
     return make
+
+
+@pytest.fixture
+def encoded(monkeypatch) -> list[int]:
+    """The case ids every ``retrieval.services.index.encode_cases`` call was given, in order (an index
+    build's chunks encode each case once)."""
+    seen: list[int] = []
+    from retrieval.services import index as index_services
+
+    real = index_services.encode_cases
+
+    def counting(index, ids, **options):
+        seen.extend(ids)
+        return real(index, ids, **options)
+
+    monkeypatch.setattr(index_services, "encode_cases", counting)
+    return seen

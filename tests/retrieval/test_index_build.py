@@ -76,17 +76,9 @@ def test_running_a_finished_build_again_does_nothing(ready_index, media_root):
     assert (media_root / ready_index.directory / "features.npy").stat().st_mtime_ns == before
 
 
-def test_a_build_killed_mid_chunk_resumes_without_recomputing_or_duplicating(tiny_models, settings, monkeypatch,
+def test_a_build_killed_mid_chunk_resumes_without_recomputing_or_duplicating(tiny_models, settings, encoded,
                                                                              media_root):
     settings.INDEX_CHUNK_SIZE = 8
-    encoded: list[int] = []
-    real = index_services.encode_cases
-
-    def counting(model, ids, **options):
-        encoded.extend(ids)
-        return real(model, ids, **options)
-
-    monkeypatch.setattr(index_services, "encode_cases", counting)
     index = index_build_request(model_version=tiny_models["4ch"])
     index_build_run(index_id=index.id, worker="w1", enqueue_next=False)
     index_build_run(index_id=index.id, worker="w1", enqueue_next=False)

@@ -20,20 +20,6 @@ def _library_ids() -> list[int]:
     return sorted(Case.objects.exclude(split="test").values_list("id", flat=True))
 
 
-@pytest.fixture
-def encoded(monkeypatch) -> list[int]:
-    """The case ids every encode_cases call was given, in order."""
-    seen: list[int] = []
-    real = index_services.encode_cases
-
-    def counting(index, ids, **options):
-        seen.extend(ids)
-        return real(index, ids, **options)
-
-    monkeypatch.setattr(index_services, "encode_cases", counting)
-    return seen
-
-
 def _unfinished(index_id: int) -> int:
     return IndexChunk.objects.filter(index_id=index_id, status__in=["pending", "running"]).count()
 
