@@ -98,6 +98,7 @@ class QueryReport:
     vote: list[VoteRow] = field(default_factory=list)
     neighbours: list[ReportNeighbour] = field(default_factory=list)
     warning: str = ""
+    restriction: str = ""  # how the neighbours were filtered (retrieval.selectors.search_filter_text)
 
 
 def render_query_report(report: QueryReport) -> bytes:
@@ -115,6 +116,8 @@ def render_query_report(report: QueryReport) -> bytes:
     ]
     if report.warning:
         story += [_warning_box(report.warning, styles, width), Spacer(1, 1 * mm)]
+    if report.restriction:
+        story += [Paragraph(_text(report.restriction), styles["Body"]), Spacer(1, 1 * mm)]
     story += [_top_section(report, styles, width), Spacer(1, 1 * mm)]
     story += _neighbour_section(report, styles, width)
     story += _attribution_section(report, styles)

@@ -313,6 +313,33 @@ def query_filter_payload(query: Query) -> dict:
     return shown
 
 
+def search_filter_text(shown: dict) -> str:
+    """One line saying how a query's neighbours were restricted (the result page and the PDF
+    report), from its shown filter (``query_filter_payload``); empty for the unfiltered search,
+    the thesis's view. Patients are counted, never named."""
+    parts = []
+    if shown.get("sites"):
+        parts.append("body site " + ", ".join(shown["sites"]))
+    if shown.get("sexes"):
+        parts.append("sex " + ", ".join(shown["sexes"]))
+    low, high = shown.get("age_min"), shown.get("age_max")
+    if low is not None or high is not None:
+        parts.append(f"age {low}-{high}" if low is not None and high is not None
+                     else f"age {low} or more" if low is not None else f"age {high} or less")
+    if shown.get("datasets"):
+        parts.append("dataset " + ", ".join(shown["datasets"]))
+    excluded = []
+    if shown.get("exclude_lesion_ids"):
+        count = len(shown["exclude_lesion_ids"])
+        excluded.append(f"{count} lesion{'s' if count != 1 else ''}")
+    if shown.get("excluded_patients"):
+        count = shown["excluded_patients"]
+        excluded.append(f"{count} patient{'s' if count != 1 else ''}")
+    if excluded:
+        parts.append("excluding the photos of " + " and ".join(excluded))
+    return f"Similar cases restricted to: {'; '.join(parts)}." if parts else ""
+
+
 def query_ood_payload(query: Query) -> dict | None:
     """The out-of-distribution score a finished query was judged by, its threshold and method
     (``warning`` is set when the score is below the threshold); None when none was computed."""
@@ -376,7 +403,7 @@ def query_report_data(query: Query, *, generated) -> QueryReport:
         saliency=_stored_bytes(query.saliency.name, "the saliency overlay") if query.saliency else None,
         # The vote's note as the worker stored it with the vote (retrieval.services.queries.VOTE_NOTE).
         vote_note=(payload["neighbour_vote"] or {}).get("note", ""), vote=vote, neighbours=neighbours,
-        warning=payload["warning"] or "")
+        warning=payload["warning"] or "", restriction=search_filter_text(payload["filters"]))
 
 
 def _stored_bytes(name: str, what: str) -> bytes:

@@ -169,6 +169,7 @@ def query_detail(request, pk: int):
         "neighbours": neighbours,
         "vote": selectors.neighbour_vote_rows(payload["neighbour_vote"]),
         "vote_note": VOTE_NOTE,
+        "filter_text": selectors.search_filter_text(payload["filters"]),
         "acquisition": _acquisition_rows(payload["acquisition"]),
         "status_text": STATUS_TEXTS[query.status],
         "status_texts": {str(status): text for status, text in STATUS_TEXTS.items()},

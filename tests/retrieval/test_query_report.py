@@ -301,3 +301,29 @@ def test_the_schema_documents_the_report_as_application_pdf_with_its_errors():
     assert set(responses["200"]["content"]) == {"application/pdf"}
     assert responses["200"]["content"]["application/pdf"]["schema"] == {"type": "string", "format": "binary"}
     assert "not_ready" in responses["409"]["description"] and "image_missing" in responses["409"]["description"]
+
+
+def test_the_restriction_line_names_every_filter_and_counts_excluded_patients():
+    from retrieval.selectors import query_filter_payload, search_filter_text
+
+    query = Query(search_filter={"sites": ["face", "scalp"], "sexes": ["female"], "age_min": 40, "age_max": 70,
+                                 "datasets": ["vidir_modern"], "exclude_lesion_ids": ["HAM_0000118"],
+                                 "exclude_patient_ids": ["IP_0000001", "IP_0000002"]})
+    assert search_filter_text(query_filter_payload(query)) == (
+        "Similar cases restricted to: body site face, scalp; sex female; age 40-70; dataset vidir_modern; "
+        "excluding the photos of 1 lesion and 2 patients.")
+    assert search_filter_text({"age_min": 18}) == "Similar cases restricted to: age 18 or more."
+    assert search_filter_text({"age_max": 30}) == "Similar cases restricted to: age 30 or less."
+    assert search_filter_text({}) == ""
+
+
+def test_the_result_page_and_the_report_say_how_the_neighbours_were_restricted(clinician, finished_query):
+    line = "Similar cases restricted to: body site back; sex male; age 30-60."
+    plain = signed_in(clinician).get(f"/queries/{finished_query.pk}/").content.decode()
+    assert 'id="query-filter"' not in plain
+    assert "restricted to" not in words(pdf_of(api(clinician).get(f"/api/v1/queries/{finished_query.pk}/report.pdf")))
+    Query.objects.filter(pk=finished_query.pk).update(
+        search_filter={"sites": ["back"], "sexes": ["male"], "age_min": 30, "age_max": 60})
+    page = signed_in(clinician).get(f"/queries/{finished_query.pk}/").content.decode()
+    assert f'<p class="note" id="query-filter">{line}</p>' in page
+    assert line in words(pdf_of(api(clinician).get(f"/api/v1/queries/{finished_query.pk}/report.pdf")))
