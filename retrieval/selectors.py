@@ -313,6 +313,18 @@ def query_filter_payload(query: Query) -> dict:
     return shown
 
 
+def search_filter_choices() -> dict[str, list[str]]:
+    """The values the search page offers to restrict neighbours by: the body sites and source
+    datasets that the library cases of the active index's collection actually have (sorted;
+    empty lists when no index is ready)."""
+    index = index_for_queries()
+    if index is None:
+        return {"sites": [], "datasets": []}
+    cases = Case.objects.filter(collection=index.collection).exclude(split=TEST)
+    return {"sites": sorted(set(cases.values_list("localization", flat=True))),
+            "datasets": sorted(set(cases.exclude(source_dataset="").values_list("source_dataset", flat=True)))}
+
+
 def search_filter_text(shown: dict) -> str:
     """One line saying how a query's neighbours were restricted (the result page and the PDF
     report), from its shown filter (``query_filter_payload``); empty for the unfiltered search,

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from lesionsearch.access import allowed_only
 from retrieval import selectors
-from retrieval.classes import BY_CODE, CLASSES
+from retrieval.classes import BY_CODE, CLASSES, SEX_CHOICES
 from retrieval.methods import DEFAULT_METHOD
 from retrieval.models import Query
 from retrieval.report import ReportUnavailable
@@ -94,11 +94,36 @@ class QueryUploadForm(forms.Form):
         "invalid": f"The number of similar cases must be a whole number from 1 to {settings.QUERY_MAX_K}.",
     })
     method = forms.CharField(required=False, max_length=16)
+    # The optional neighbour filter (the API's ``filters``); none is the thesis's result view.
+    sites = forms.MultipleChoiceField(required=False, error_messages={
+        "invalid_choice": "The body site %(value)s is not in the case library."})
+    sexes = forms.MultipleChoiceField(required=False, choices=SEX_CHOICES)
+    age_min = forms.IntegerField(required=False, min_value=0, max_value=130, error_messages={
+        "invalid": "The lowest age must be a whole number of years."})
+    age_max = forms.IntegerField(required=False, min_value=0, max_value=130, error_messages={
+        "invalid": "The highest age must be a whole number of years."})
+    datasets = forms.MultipleChoiceField(required=False, error_messages={
+        "invalid_choice": "The source dataset %(value)s is not in the case library."})
+
+    def __init__(self, *args, choices: dict[str, list[str]], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["sites"].choices = [(site, site) for site in choices["sites"]]
+        self.fields["datasets"].choices = [(name, name) for name in choices["datasets"]]
 
     def clean_image(self):
         if len(self.files.getlist("image")) > 1:  # which one was meant is a guess: refuse rather than pick
             raise forms.ValidationError(ONE_IMAGE)
         return self.cleaned_data["image"]
+
+    def clean(self):
+        data = super().clean()
+        low, high = data.get("age_min"), data.get("age_max")
+        if low is not None and high is not None and low > high:
+            raise forms.ValidationError(f"The lowest age ({low}) is above the highest ({high}).")
+        # The same shape as the API's ``filters`` (retrieval.ml.search.SearchFilter), set fields only.
+        data["filters"] = {key: data[key] for key in ("sites", "sexes", "age_min", "age_max", "datasets")
+                           if data.get(key) not in (None, [], "")}
+        return data
 
 
 @clinician_required
@@ -106,10 +131,11 @@ class QueryUploadForm(forms.Form):
 def search(request):
     """Upload form (a plain form POST works without JavaScript) and the user's query history."""
     error, status, retry_after = "", 200, None
+    filter_choices = selectors.search_filter_choices()
     if request.method == "POST":
         # The same per-user limit as the API's (one count for both), checked before the upload is read.
         retry_after = query_submit_wait(request)
-        form = None if retry_after else QueryUploadForm(request.POST, request.FILES)
+        form = None if retry_after else QueryUploadForm(request.POST, request.FILES, choices=filter_choices)
         if form is None:
             error, status = (f"You have submitted too many searches in a short time. Please wait {retry_after} "
                              f"second{'s' if retry_after != 1 else ''} and try again."), 429
@@ -121,7 +147,8 @@ def search(request):
             try:
                 query = query_services.query_submit(user=request.user, image_data=upload.read(limit + 1),
                                                     filename=upload.name, k=form.cleaned_data["k"],
-                                                    method=form.cleaned_data["method"] or None)
+                                                    method=form.cleaned_data["method"] or None,
+                                                    search_filter=form.cleaned_data["filters"])
             except query_services.QueryRejected as exc:
                 error, status = str(exc), exc.status_code
             else:
@@ -135,6 +162,12 @@ def search(request):
         "k_value": request.POST.get("k") or settings.QUERY_DEFAULT_K,
         "methods": selectors.retrieval_methods(),
         "method_value": request.POST.get("method") or DEFAULT_METHOD,
+        "filter_choices": {"sites": filter_choices["sites"], "sexes": SEX_CHOICES,
+                           "datasets": filter_choices["datasets"]},
+        "filter_values": {key: request.POST.getlist(key) for key in ("sites", "sexes", "datasets")},
+        "age_min_value": request.POST.get("age_min", ""),
+        "age_max_value": request.POST.get("age_max", ""),
+        "filter_open": any(request.POST.get(key) for key in ("sites", "sexes", "datasets", "age_min", "age_max")),
         "page": page,
         "history": [_history_row(query) for query in polling.queries_refresh(queries=page.object_list)],
         "index": selectors.index_status(),

@@ -63,6 +63,23 @@
 
   // --- Upload --------------------------------------------------------------------------
 
+  // The optional neighbour filter in the API's shape (null: none), from the form's fields; the
+  // API checks it and its 400 message is shown like any other.
+  function filtersOf(form) {
+    var filters = {};
+    ["sites", "sexes", "datasets"].forEach(function (name) {
+      var values = Array.prototype.map.call(
+        form.querySelectorAll('input[name="' + name + '"]:checked'), function (box) { return box.value; });
+      if (values.length) filters[name] = values;
+    });
+    ["age_min", "age_max"].forEach(function (name) {
+      var field = form.querySelector('input[name="' + name + '"]');
+      var value = field ? field.value.trim() : "";
+      if (value) filters[name] = /^\d+$/.test(value) ? Number(value) : value;
+    });
+    return Object.keys(filters).length ? filters : null;
+  }
+
   function initUpload(form) {
     var input = byId("id_image");
     var kInput = byId("id_k");
@@ -169,6 +186,8 @@
       if (k) data.append("k", k);
       var method = byId("id_method");
       if (method && method.value) data.append("method", method.value);
+      var filters = filtersOf(form);
+      if (filters) data.append("filters", JSON.stringify(filters));
       var request = new XMLHttpRequest();
       request.open("POST", form.dataset.apiUrl);
       request.setRequestHeader("X-CSRFToken", csrfToken());

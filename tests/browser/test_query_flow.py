@@ -282,3 +282,31 @@ def test_without_javascript_the_form_the_result_and_delete_still_work(open_page,
     expect(page).to_have_url(re.compile(r"/search/$"))
     expect(page.get_by_role("status")).to_contain_text(f"Query #{query.pk}")
     assert not Query.objects.filter(pk=query.pk).exists()
+
+
+def test_the_restriction_the_clinician_ticks_is_sent_through_the_api_and_shown_on_the_result(
+        page, clinician, ready_index):
+    lesion = Case.objects.filter(collection="synthetic").order_by("image_id").first()
+    site = sorted(set(Case.objects.filter(collection=ready_index.collection).exclude(split="test")
+                      .values_list("localization", flat=True)))[0]
+    sign_in(page, clinician)
+    page.goto("/search/")
+    expect(page.locator("#filter-sites")).to_be_hidden()  # collapsed: the default is no restriction
+    page.get_by_text("Restrict similar cases (optional)").click()
+    page.locator(f'#filter-sites input[value="{site}"]').check()
+    page.get_by_label("Female").check()
+    page.get_by_label("from").fill("70")
+    page.get_by_label("to", exact=True).fill("20")
+    page.get_by_label("Dermoscopic image").set_input_files(lesion.image.path)
+    page.get_by_role("button", name="Search similar cases").click()
+    expect(page.locator("#upload-error")).to_contain_text("is above")  # the API's 400, shown in place
+    assert not Query.objects.exists()
+
+    page.get_by_label("from").fill("20")
+    page.get_by_label("to", exact=True).fill("70")
+    page.get_by_role("button", name="Search similar cases").click()
+    expect(page).to_have_url(re.compile(r"/queries/\d+/$"))
+    query = Query.objects.get()
+    assert query.search_filter == {"sites": [site], "sexes": ["female"], "age_min": 20, "age_max": 70}
+    expect(page.locator("#query-filter")).to_have_text(
+        f"Similar cases restricted to: body site {site}; sex female; age 20-70.")

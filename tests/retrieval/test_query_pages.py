@@ -334,3 +334,58 @@ def test_a_failed_query_shows_its_error(client, clinician, media_root):
     assert "The search failed:" in text_of(error.group(1))
     assert "The image could not be analysed (reference: 1)." in text_of(error.group(1))
     assert neighbour_items(page) == [] and 'id="vote" aria-labelledby="vote-heading" hidden' in page
+
+
+def _library_sites(index) -> list[str]:
+    from retrieval.models import Case
+
+    return sorted(set(Case.objects.filter(collection=index.collection).exclude(split="test")
+                      .values_list("localization", flat=True)))
+
+
+def test_the_search_page_offers_the_library_s_sites_and_filters_the_neighbours_like_the_api(
+        client, clinician, ready_index):
+    from collections import Counter
+
+    from retrieval.models import Case
+
+    client.force_login(clinician)
+    page = client.get("/search/").content.decode()
+    sites = _library_sites(ready_index)
+    assert re.search(r'<details class="filters" id="filter-details">', page)  # closed: no filter by default
+    assert re.findall(r'name="sites" value="([^"]+)"', page) == sites
+    library = Case.objects.filter(collection=ready_index.collection).exclude(split="test")
+    site = max(Counter(library.values_list("localization", flat=True)).items(), key=lambda kv: (kv[1], kv[0]))[0]
+
+    response = client.post("/search/", {"image": upload("lesion.jpg", jpeg_bytes(5)), "k": "3", "sites": [site],
+                                        "sexes": ["male", "female"], "age_min": "5", "age_max": "95"})
+
+    query = Query.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/queries/{query.pk}/"
+    # The same stored filter as the API's ``filters`` with the same values (SearchFilter sorts the lists).
+    assert query.search_filter == {"sites": [site], "sexes": ["female", "male"], "age_min": 5, "age_max": 95}
+    assert query_run(query_id=query.id, worker="w") is True
+    query.refresh_from_db()
+    assert query.status == "done", query.message
+    matching = set(library.filter(localization=site, sex__in=["male", "female"], age__gte=5, age__lte=95)
+                   .values_list("id", flat=True))
+    found = set(query.neighbours.values_list("case_id", flat=True))
+    assert found and found <= matching and len(found) == min(3, len(matching))
+    result = client.get(f"/queries/{query.pk}/").content.decode()
+    assert f"Similar cases restricted to: body site {site}; sex female, male; age 5-95." in result
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"age_min": "70", "age_max": "20"}, "The lowest age (70) is above the highest (20)."),
+    ({"sites": ["the moon"]}, "The body site the moon is not in the case library."),
+    ({"sexes": ["other"]}, "Select a valid choice."),
+    ({"age_min": "old"}, "The lowest age must be a whole number of years."),
+])
+def test_a_bad_filter_re_renders_the_form_open_with_the_reason_and_stores_nothing(
+        client, clinician, ready_index, fields, message):
+    client.force_login(clinician)
+    response = client.post("/search/", {"image": upload("lesion.jpg", jpeg_bytes(5)), **fields})
+    page = response.content.decode()
+    assert response.status_code == 400 and message in html.unescape(page)
+    assert '<details class="filters" id="filter-details" open>' in page
+    assert not Query.objects.exists()
