@@ -2,19 +2,40 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
 
 from retrieval import services
 from retrieval.models import Case, IndexVersion, LibraryCheck, ModelVersion, Query, QueryNeighbour, TrainingJob
 
 
+class CaseActionForm(ActionForm):
+    """The action bar of the case list, with the reason a withdrawal needs."""
+
+    reason = forms.CharField(required=False, max_length=255, label="Reason (to withdraw)")
+
+
+class WithdrawnFilter(admin.SimpleListFilter):
+    title = "in the library"
+    parameter_name = "withdrawn"
+
+    def lookups(self, request, model_admin):
+        return (("no", "in the library"), ("yes", "withdrawn"))
+
+    def queryset(self, request, queryset):
+        return {"no": queryset.in_library(), "yes": queryset.withdrawn()}.get(self.value(), queryset)
+
+
 @admin.register(Case)
 class CaseAdmin(admin.ModelAdmin):
-    list_display = ("image_id", "collection", "lesion_id", "dx", "dx_type", "split", "age", "sex", "localization")
-    list_filter = ("collection", "dx", "split", "dx_type", "sex")
+    list_display = ("image_id", "collection", "lesion_id", "dx", "dx_type", "split", "age", "sex", "localization",
+                    "withdrawn_at")
+    list_filter = ("collection", "dx", "split", "dx_type", "sex", WithdrawnFilter)
     search_fields = ("image_id", "lesion_id", "sha256")
     # Images come in through import_ham10000 (services.case_create inspects each): no upload here.
-    readonly_fields = ("image", "mask", "sha256", "width", "height", "created_at")
-    actions = ["check_collection"]
+    # Withdrawal goes through the actions (audited, with its reason), never by editing the fields.
+    readonly_fields = ("image", "mask", "sha256", "width", "height", "created_at", "withdrawn_at", "withdrawn_reason")
+    action_form = CaseActionForm
+    actions = ["check_collection", "withdraw", "restore"]
 
     def has_add_permission(self, request):
         return False
@@ -24,6 +45,27 @@ class CaseAdmin(admin.ModelAdmin):
         for collection in queryset.values_list("collection", flat=True).distinct():
             check = services.library_check_request(collection=collection, user=request.user)
             self.message_user(request, f"Queued integrity check {check.id} of {collection!r}.", messages.SUCCESS)
+
+    @admin.action(description="Withdraw the selected cases from the library (give the reason)")
+    def withdraw(self, request, queryset):
+        reason = request.POST.get("reason", "")
+        for case in queryset:
+            try:
+                services.case_withdraw(case=case, reason=reason, user=request.user)
+            except services.WithdrawalError as exc:
+                self.message_user(request, f"{case.image_id}: {exc}", messages.ERROR)
+                continue
+            self.message_user(request, f"Withdrew {case.image_id}: searches no longer return it.", messages.SUCCESS)
+
+    @admin.action(description="Put the selected withdrawn cases back into the library")
+    def restore(self, request, queryset):
+        for case in queryset:
+            try:
+                services.case_restore(case=case, user=request.user)
+            except services.WithdrawalError as exc:
+                self.message_user(request, f"{case.image_id}: {exc}", messages.ERROR)
+                continue
+            self.message_user(request, f"Restored {case.image_id} to the library.", messages.SUCCESS)
 
 
 @admin.register(LibraryCheck)

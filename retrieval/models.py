@@ -13,6 +13,15 @@ def between(field: str, low: int, high: int, name: str) -> models.CheckConstrain
     return models.CheckConstraint(condition=models.Q(**{f"{field}__gte": low, f"{field}__lte": high}), name=name)
 
 
+class CaseQuerySet(models.QuerySet):
+    def in_library(self) -> CaseQuerySet:
+        """The cases not withdrawn: those searches may return and index builds take."""
+        return self.filter(withdrawn_at__isnull=True)
+
+    def withdrawn(self) -> CaseQuerySet:
+        return self.filter(withdrawn_at__isnull=False)
+
+
 class Case(models.Model):
     """A previously diagnosed dermoscopic image in the case library.
 
@@ -49,6 +58,15 @@ class Case(models.Model):
     copyright_license = models.CharField(max_length=32, blank=True,
                                          help_text="The image's licence as the source states it (CC-0, CC-BY, CC-BY-NC).")
     created_at = models.DateTimeField(auto_now_add=True)
+    #: Set when the case is taken out of the library (a wrong diagnosis found later, consent
+    #: withdrawn): no search returns it from then on, on any backend, and later index builds
+    #: leave it out; its rows and files stay so that past results still say what they showed.
+    withdrawn_at = models.DateTimeField(null=True, blank=True, db_index=True,
+                                        help_text="When the case was withdrawn from the library (empty: in the library).")
+    withdrawn_reason = models.CharField(max_length=255, blank=True,
+                                        help_text="Why it was withdrawn (shown to staff and on past results).")
+
+    objects = CaseQuerySet.as_manager()
 
     class Meta:
         ordering = ["collection", "image_id"]

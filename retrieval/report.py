@@ -81,6 +81,7 @@ class ReportNeighbour:
     image: bytes
     attribution: str = ""
     copyright_license: str = ""
+    withdrawn_reason: str = ""  # set when the case was withdrawn from the library since the search
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,8 @@ def _neighbour_card(n: ReportNeighbour, styles, width: float) -> list[Flowable]:
         Paragraph(f"Similarity <b>{n.similarity:.3f}</b>", styles["Body"]),
         Paragraph(f"Age {_text(age)} · Sex {_text(n.sex)} · Site {_text(n.localization)}<br/>"
                   f"Diagnosis by {_text(n.diagnosis_type)} · Image {_text(n.image_id)}", styles["Small"]),
+        *([Paragraph(f"<b>Withdrawn from the library since this search:</b> {_text(n.withdrawn_reason)}",
+                     styles["Small"])] if n.withdrawn_reason else []),
     ]
 
 

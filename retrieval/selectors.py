@@ -64,8 +64,9 @@ def default_collection() -> str:
 
 
 def library_summary(*, collection: str) -> dict:
-    """Images per class and split, lesion count and totals for one collection."""
-    cases = Case.objects.filter(collection=collection)
+    """Images per class and split, lesion count and totals for one collection's cases in the
+    library (``withdrawn``: how many more were withdrawn from it)."""
+    cases = Case.objects.in_library().filter(collection=collection)
     table: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for row in cases.values("dx", "split").annotate(n=Count("id")):
         table[row["dx"]][row["split"]] = row["n"]
@@ -82,6 +83,7 @@ def library_summary(*, collection: str) -> dict:
         "split_totals": split_totals,
         "total": sum(split_totals),
         "lesions": cases.values("lesion_id").distinct().count(),
+        "withdrawn": Case.objects.withdrawn().filter(collection=collection).count(),
     }
 
 
@@ -91,7 +93,7 @@ def case_examples(*, collection: str, per_class: int = 4) -> dict[str, list[Case
     from django.db.models import F, Window
     from django.db.models.functions import RowNumber
 
-    ranked = (Case.objects.filter(collection=collection).exclude(split=TEST)
+    ranked = (Case.objects.in_library().filter(collection=collection).exclude(split=TEST)
               .annotate(rank=Window(RowNumber(), partition_by=[F("dx")], order_by=F("image_id").asc()))
               .filter(rank__lte=per_class).order_by("dx", "image_id"))  # one query, not one per class
     examples: dict[str, list[Case]] = {cls.code: [] for cls in CLASSES}
@@ -105,12 +107,13 @@ def library_check_latest(*, collection: str) -> LibraryCheck | None:
 
 
 def case_list(*, diagnosis: str | None = None, split: str | None = None,
-              collection: str | None = None) -> QuerySet[Case]:
+              collection: str | None = None, withdrawn: bool | None = None) -> QuerySet[Case]:
     """Library cases by collection and image id, narrowed by the filters given (the API's
-    validated ``CaseFilterSerializer`` values). Who may list them is the API's permission
-    (readers may not: ``MayBrowseCases``)."""
-    return _narrowed(Case.objects.order_by("collection", "image_id", "pk"),
-                     dx=diagnosis, split=split, collection=collection)
+    validated ``CaseFilterSerializer`` values; ``withdrawn`` True/False: only the withdrawn
+    cases / only those in the library). Who may list them is the API's permission (readers may
+    not: ``MayBrowseCases``)."""
+    return _narrowed(Case.objects.order_by("collection", "image_id", "pk"), dx=diagnosis, split=split,
+                     collection=collection, withdrawn_at__isnull=None if withdrawn is None else not withdrawn)
 
 
 def _narrowed(rows: QuerySet, **lookups) -> QuerySet:
@@ -124,8 +127,20 @@ def case_get(*, case_id: int) -> Case:
 
 
 def case_indexable_count(*, collection: str) -> int:
-    """How many cases of the collection an index holds: all but the test split (held-out queries)."""
-    return Case.objects.filter(collection=collection).exclude(split=TEST).count()
+    """How many cases of the collection an index holds: all but the test split (held-out queries)
+    and the cases withdrawn from the library."""
+    return Case.objects.in_library().filter(collection=collection).exclude(split=TEST).count()
+
+
+def withdrawn_case_ids(*, collection: str) -> list[int]:
+    """The ids of the collection's cases withdrawn from the library, which no search may return
+    (read on every query: a withdrawal takes effect on the next search in every process)."""
+    return list(Case.objects.withdrawn().filter(collection=collection).values_list("id", flat=True))
+
+
+def cases_by_image_id(*, collection: str, image_ids) -> dict[str, Case]:
+    """Image id -> case, for the collection's cases with these image ids (withdrawn ones too)."""
+    return {case.image_id: case for case in Case.objects.filter(collection=collection, image_id__in=list(image_ids))}
 
 
 def case_keys(*, collection: str, image_ids) -> dict[str, str]:
@@ -209,6 +224,14 @@ def case_credit(case: Case) -> dict:
     return {"attribution": case.attribution, "copyright_license": case.copyright_license}
 
 
+def case_withdrawal(case: Case) -> dict | None:
+    """When and why a case shown in a past result was withdrawn from the library since; None
+    while it is in the library."""
+    if case.withdrawn_at is None:
+        return None
+    return {"at": case.withdrawn_at.isoformat(), "reason": case.withdrawn_reason}
+
+
 def case_metadata(case: Case) -> dict:
     return {
         "age": case.age, "sex": case.sex, "localization": case.localization, "lesion_id": case.lesion_id,
@@ -280,7 +303,7 @@ def query_payload(query: Query, *, url: Callable[[str], str] = lambda path: path
                 "diagnosis_label": BY_CODE[case.dx].label, "similarity": round(row.similarity, 4),
                 "image_url": url(_media(case.image.name)), "saliency_url": url(_media(row.saliency)) if row.saliency else None,
                 "evidence": _evidence_payload(neighbour_evidence(row, job), url),
-                "metadata": case_metadata(case), **case_credit(case),
+                "metadata": case_metadata(case), **case_credit(case), "withdrawn": case_withdrawal(case),
             })
     return {
         "id": query.id,
@@ -320,7 +343,7 @@ def search_filter_choices() -> dict[str, list[str]]:
     index = index_for_queries()
     if index is None:
         return {"sites": [], "datasets": []}
-    cases = Case.objects.filter(collection=index.collection).exclude(split=TEST)
+    cases = Case.objects.in_library().filter(collection=index.collection).exclude(split=TEST)
     return {"sites": sorted(set(cases.values_list("localization", flat=True))),
             "datasets": sorted(set(cases.exclude(source_dataset="").values_list("source_dataset", flat=True)))}
 
@@ -399,7 +422,8 @@ def query_report_data(query: Query, *, generated) -> QueryReport:
             colour=BY_CODE[n["diagnosis"]].colour, similarity=n["similarity"], age=meta["age"], sex=meta["sex"],
             localization=meta["localization"], diagnosis_type=meta["diagnosis_type_label"],
             image=_stored_bytes(case.image.name, f"the library image of rank {n['rank']} (image {case.image_id})"),
-            attribution=case.attribution, copyright_license=case.copyright_license))
+            attribution=case.attribution, copyright_license=case.copyright_license,
+            withdrawn_reason=(n["withdrawn"] or {}).get("reason", "")))
     vote = [VoteRow(code=row["cls"].code, label=row["cls"].label, colour=row["cls"].colour, count=row["count"],
                     n=row["n"], percent=row["percent"]) for row in neighbour_vote_rows(payload["neighbour_vote"])]
     index = query.index_version

@@ -229,7 +229,8 @@ def _coverage_cases(operation, ids) -> list:
 def _coverage_role(operation) -> str:
     """The role the operation is for (the others are refused before the input is read)."""
     path = operation.path
-    if path.startswith("/api/v1/studies/manage/") or path == "/api/v1/index/rebuild/":
+    if path.startswith("/api/v1/studies/manage/") or path == "/api/v1/index/rebuild/" \
+            or path.endswith("/withdrawal/"):
         return "study_admin"
     return "reader" if path.startswith("/api/v1/studies/") else "clinician"
 

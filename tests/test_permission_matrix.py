@@ -258,6 +258,11 @@ MATRIX: dict[str, list[Probe]] = {
     "api/v1/methods/": [get("/api/v1/methods/", 401, 200, 200, 200, 200, 200)],
     "api/v1/cases/": [get("/api/v1/cases/", 401, 200, 403, 200, 200, 403)],
     "api/v1/cases/<case_id>/": [get(lambda s: f"/api/v1/cases/{s.case.id}/", 401, 200, 403, 200, 200, 403)],
+    "api/v1/cases/<case_id>/withdrawal/": [  # staff only (each probe is rolled back: the DELETE finds it in)
+        get(lambda s: f"/api/v1/cases/{s.case.id}/withdrawal/", 401, 403, 403, 405, 405, 403),
+        post(lambda s: f"/api/v1/cases/{s.case.id}/withdrawal/", 401, 403, 403, 200, 200, 403,
+             data=lambda s: {"reason": "matrix"}),
+        delete(lambda s: f"/api/v1/cases/{s.case.id}/withdrawal/", 401, 403, 403, 409, 409, 403)],
     "api/v1/index/": [get("/api/v1/index/", 401, 200, 200, 200, 200, 403)],
     "api/v1/index/rebuild/": [get("/api/v1/index/rebuild/", 401, 403, 403, 405, 405, 403),
                               post("/api/v1/index/rebuild/", 401, 403, 403, 202, 202, 403, data=lambda s: {})],

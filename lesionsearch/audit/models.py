@@ -20,6 +20,8 @@ class AuditEvent(models.Model):
         INDEX_REBUILD = "index.rebuild", "index build requested"
         INDEX_ACTIVATE = "index.activate", "index activated"
         INDEX_REMOVE = "index.remove", "index version removed (files and row)"
+        CASE_WITHDRAW = "case.withdraw", "library case withdrawn"
+        CASE_RESTORE = "case.restore", "library case restored"
         LOGIN = "auth.login", "signed in"
         LOGIN_FAILED = "auth.login_failed", "sign-in failed"
         LOGIN_LOCKED = "auth.login_locked", "sign-in refused (too many failures)"

@@ -133,6 +133,11 @@ class MethodSerializer(serializers.Serializer):
     default = serializers.BooleanField()
 
 
+class WithdrawalSerializer(serializers.Serializer):
+    at = serializers.DateTimeField(help_text="when the case was withdrawn")
+    reason = serializers.CharField(help_text="why")
+
+
 class NeighbourSerializer(serializers.Serializer):
     rank = serializers.IntegerField(help_text="1 = most similar")
     case_id = serializers.IntegerField()
@@ -149,6 +154,9 @@ class NeighbourSerializer(serializers.Serializer):
     metadata = NeighbourMetadataSerializer()
     attribution = serializers.CharField(allow_blank=True, help_text=ATTRIBUTION_HELP)
     copyright_license = serializers.CharField(allow_blank=True, help_text=LICENSE_HELP)
+    withdrawn = WithdrawalSerializer(allow_null=True, help_text="set when the case was withdrawn from the library "
+                                                                "after this search (a new search would not return it); "
+                                                                "null: it is in the library")
 
 
 class NeighbourVoteSerializer(serializers.Serializer):
@@ -251,6 +259,9 @@ class CaseFilterSerializer(serializers.Serializer):
     diagnosis = serializers.ChoiceField(choices=DX_CHOICES, required=False, help_text="class code, e.g. mel")
     split = serializers.ChoiceField(choices=SPLIT_CHOICES, required=False)
     collection = serializers.CharField(required=False, max_length=64)
+    withdrawn = serializers.BooleanField(required=False, allow_null=True, default=None,
+                                         help_text="true: only cases withdrawn from the library; false: only those in "
+                                                   "it; unset: both")
 
 
 class CaseSerializer(serializers.ModelSerializer):
@@ -265,11 +276,18 @@ class CaseSerializer(serializers.ModelSerializer):
         model = Case
         fields = ["id", "image_id", "lesion_id", "collection", "diagnosis", "diagnosis_label", "diagnosis_type",
                   "age", "sex", "localization", "split", "width", "height", "image_url", "attribution",
-                  "copyright_license"]
+                  "copyright_license", "withdrawn_at", "withdrawn_reason"]
         read_only_fields = fields
+        extra_kwargs = {"withdrawn_at": {"help_text": "when the case was withdrawn from the library; null: in it "
+                                                      "(searches never return a withdrawn case)"}}
 
     def get_image_url(self, case: Case) -> str:
         return self.context["request"].build_absolute_uri(case.image.url)
+
+
+class CaseWithdrawSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=255, help_text="why the case is withdrawn (audited; shown on past "
+                                                             "results that showed it)")
 
 
 # --- Index -------------------------------------------------------------------------------

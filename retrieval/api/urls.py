@@ -13,6 +13,7 @@ urlpatterns = [
     path("methods/", views.MethodListView.as_view(), name="method-list"),
     path("cases/", views.CaseListView.as_view(), name="case-list"),
     path("cases/<id:case_id>/", views.CaseDetailView.as_view(), name="case-detail"),
+    path("cases/<id:case_id>/withdrawal/", views.CaseWithdrawalView.as_view(), name="case-withdrawal"),
     path("index/", views.IndexStatusView.as_view(), name="index-status"),
     path("index/rebuild/", views.IndexRebuildView.as_view(), name="index-rebuild"),
 ]

@@ -21,7 +21,7 @@ from retrieval.api import serializers as s
 from retrieval.api.exceptions import Conflict, ErrorSerializer, PayloadTooLarge
 from retrieval.api.permissions import HasAnyRole, IsClinicianOrStaff, IsStaff, MayBrowseCases
 from retrieval.models import Case, Query
-from retrieval.services import polling
+from retrieval.services import WithdrawalError, case_restore, case_withdraw, polling
 from retrieval.services.index import index_build_request
 from retrieval.services.queries import query_delete, query_refresh, query_submit
 from retrieval.services.reports import query_report_export
@@ -195,6 +195,42 @@ class CaseDetailView(GenericAPIView):
         except Case.DoesNotExist:
             raise NotFound(f"There is no case with id {case_id}.") from None
         return Response(self.get_serializer(case).data)
+
+
+class CaseWithdrawalView(APIView):
+    """Withdraw a library case (POST, with the reason) or put it back (DELETE); staff only."""
+
+    permission_classes = [IsAuthenticated, IsStaff]
+
+    def _case(self, case_id: int) -> Case:
+        try:
+            return selectors.case_get(case_id=case_id)
+        except Case.DoesNotExist:
+            raise NotFound(f"There is no case with id {case_id}.") from None
+
+    @extend_schema(operation_id="cases_withdraw", summary="Withdraw a case from the library (staff only)",
+                   description="From the next search on, no similarity method returns the case, on any search "
+                               "backend, and later index builds leave it out. Past results that showed it say it "
+                               "was withdrawn. Audited with the reason.",
+                   request=s.CaseWithdrawSerializer, responses={200: s.CaseSerializer, **errors(400, 404, 409)})
+    def post(self, request, case_id: int):
+        case = self._case(case_id)
+        data = s.CaseWithdrawSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            case = case_withdraw(case=case, reason=data.validated_data["reason"], user=request.user)
+        except WithdrawalError as exc:
+            raise Conflict(str(exc)) from None
+        return Response(s.CaseSerializer(case, context={"request": request}).data)
+
+    @extend_schema(operation_id="cases_restore", summary="Put a withdrawn case back into the library (staff only)",
+                   request=None, responses={200: s.CaseSerializer, **errors(404, 409)})
+    def delete(self, request, case_id: int):
+        try:
+            case = case_restore(case=self._case(case_id), user=request.user)
+        except WithdrawalError as exc:
+            raise Conflict(str(exc)) from None
+        return Response(s.CaseSerializer(case, context={"request": request}).data)
 
 
 class IndexStatusView(APIView):

@@ -38,7 +38,7 @@ import math
 import os
 import shutil
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -175,6 +175,10 @@ def _top_k_rows(block: np.ndarray, k: int) -> np.ndarray:
 PAYLOAD_KEYS = ("case_id", "diagnosis", "lesion_id", "patient_id", "split", "site", "sex", "age", "dataset")
 
 
+#: SearchFilter fields set only by the query path, never read from a user's or a stored filter.
+INTERNAL_FIELDS = ("exclude_case_ids",)
+
+
 @dataclass(frozen=True)
 class SearchFilter:
     """Which library rows a search may return, applied inside the search (before the top k).
@@ -183,7 +187,9 @@ class SearchFilter:
     ``sexes`` and ``datasets`` keep rows whose value is one of those listed; ``age_min`` /
     ``age_max`` (inclusive) keep rows of known age in range (an unknown age never matches an
     age range); ``exclude_lesion_ids`` / ``exclude_patient_ids`` drop the query's own lesion or
-    patient (an empty id is never excluded: it means "not known").
+    patient (an empty id is never excluded: it means "not known"). ``exclude_case_ids`` drops
+    library cases by id: the query path adds the withdrawn cases (:meth:`excluding_cases`); it
+    is internal (:data:`INTERNAL_FIELDS`), never stored on a query nor taken from a user.
     """
 
     exclude_lesion_ids: tuple[str, ...] = ()
@@ -193,8 +199,14 @@ class SearchFilter:
     age_min: int | None = None
     age_max: int | None = None
     datasets: tuple[str, ...] = ()
+    exclude_case_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        ids = self.exclude_case_ids
+        if isinstance(ids, (str, bytes)) or not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool)
+                                                   for i in ids):
+            raise ValueError(f"exclude_case_ids must be a sequence of integers, got {ids!r}")
+        object.__setattr__(self, "exclude_case_ids", tuple(sorted({int(i) for i in ids})))
         for name in ("exclude_lesion_ids", "exclude_patient_ids", "sites", "sexes", "datasets"):
             values = getattr(self, name)
             if isinstance(values, str) or not all(isinstance(v, str) for v in values):
@@ -211,18 +223,22 @@ class SearchFilter:
     def empty(self) -> bool:
         return self == SearchFilter()
 
+    def excluding_cases(self, case_ids) -> SearchFilter:
+        """This filter, also dropping the library cases ``case_ids`` (the withdrawn ones)."""
+        return replace(self, exclude_case_ids=(*self.exclude_case_ids, *(int(i) for i in case_ids)))
+
     def as_json(self) -> dict:
-        """The non-empty fields, as stored on a query (lists, in a fixed order)."""
+        """The non-empty public fields, as stored on a query (lists, in a fixed order)."""
         out = {}
         for key, value in asdict(self).items():
-            if value not in ((), None):
+            if key not in INTERNAL_FIELDS and value not in ((), None):
                 out[key] = list(value) if isinstance(value, tuple) else value
         return out
 
     @classmethod
     def from_json(cls, data: dict | None) -> SearchFilter:
         data = dict(data or {})
-        unknown = set(data) - {f.name for f in fields(cls)}
+        unknown = set(data) - ({f.name for f in fields(cls)} - set(INTERNAL_FIELDS))
         if unknown:
             raise ValueError(f"unknown search filter fields: {', '.join(sorted(unknown))}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
@@ -232,6 +248,7 @@ class SearchFilter:
 class RowMetadata:
     """Per library row, the payload the exact and FAISS backends filter on (Qdrant keeps its own)."""
 
+    case_id: np.ndarray  # (N,) int64
     lesion_id: np.ndarray  # (N,) str
     patient_id: np.ndarray
     site: np.ndarray
@@ -244,7 +261,8 @@ class RowMetadata:
         def column(key):
             return np.array([str(row.get(key) or "") for row in payload], dtype=object)
 
-        return cls(lesion_id=column("lesion_id"), patient_id=column("patient_id"), site=column("site"),
+        return cls(case_id=np.array([int(row["case_id"]) for row in payload], dtype=np.int64),
+                   lesion_id=column("lesion_id"), patient_id=column("patient_id"), site=column("site"),
                    sex=column("sex"), dataset=column("dataset"),
                    age=np.array([np.nan if row.get("age") is None else float(row["age"]) for row in payload]))
 
@@ -254,6 +272,8 @@ class RowMetadata:
     def allowed(self, where: SearchFilter) -> np.ndarray:
         """(N,) bool: the rows ``where`` lets a search return."""
         keep = np.ones(len(self), dtype=bool)
+        if where.exclude_case_ids:
+            keep &= ~np.isin(self.case_id, np.array(where.exclude_case_ids, dtype=np.int64))
         if where.exclude_lesion_ids:
             keep &= ~np.isin(self.lesion_id, list(where.exclude_lesion_ids))
         if where.exclude_patient_ids:

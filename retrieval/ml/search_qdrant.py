@@ -38,6 +38,8 @@ def collection_filter(where: SearchFilter | None):
         return None
     models = _models()
     must, must_not = [], []
+    if where.exclude_case_ids:
+        must_not.append(models.FieldCondition(key="case_id", match=models.MatchAny(any=list(where.exclude_case_ids))))
     for key, values in (("lesion_id", where.exclude_lesion_ids), ("patient_id", where.exclude_patient_ids)):
         if values:
             must_not.append(models.FieldCondition(key=key, match=models.MatchAny(any=list(values))))
@@ -87,7 +89,8 @@ class QdrantBackend:
         if not _is_local(client):
             for field in KEYWORD_FIELDS:
                 client.create_payload_index(collection, field, field_schema=models.PayloadSchemaType.KEYWORD)
-            client.create_payload_index(collection, "age", field_schema=models.PayloadSchemaType.INTEGER)
+            for field in ("age", "case_id"):
+                client.create_payload_index(collection, field, field_schema=models.PayloadSchemaType.INTEGER)
         for start in range(0, vectors.shape[0], UPSERT_BATCH):
             stop = min(start + UPSERT_BATCH, vectors.shape[0])
             client.upsert(collection, wait=True, points=models.Batch(

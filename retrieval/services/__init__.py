@@ -7,7 +7,8 @@ clinicians' queries; ``polling`` is what a page or API read calls first (re-send
 queries and builds) before it reads through the selectors, which never write.
 """
 from retrieval.services.library import (  # noqa: F401
-    ImportReport, SplitReport, case_create, library_check_request, library_check_run, library_import, library_split,
+    ImportReport, SplitReport, WithdrawalError, case_create, case_restore, case_withdraw, library_check_request,
+    library_check_run, library_import, library_split,
 )
 from retrieval.services.training import (  # noqa: F401
     embedding_train, model_train, training_items, training_plan, training_queue, training_run,

@@ -112,7 +112,7 @@ def index_build_request(*, user=None, model_version: ModelVersion | None = None,
     model_version = model_version or _latest_model(collection)
     if model_version is None:
         raise ValueError(f"no trained 4-channel model for collection {collection!r}; run train_model first")
-    if not Case.objects.filter(collection=collection).exclude(split=TEST).exists():
+    if not Case.objects.in_library().filter(collection=collection).exclude(split=TEST).exists():
         raise ValueError(f"collection {collection!r} has no library cases to index")
     base = None
     if incremental:
@@ -318,7 +318,7 @@ def _plan(index: IndexVersion, folder: Path) -> np.ndarray:
     path = folder / PLAN_FILE
     if path.exists():
         return np.load(path)
-    cases = Case.objects.filter(collection=index.collection).exclude(split=TEST).order_by("id")
+    cases = Case.objects.in_library().filter(collection=index.collection).exclude(split=TEST).order_by("id")
     ids = np.array(list(cases.values_list("id", flat=True)), dtype=np.int64)
     if index.base_id:
         base_ids = np.load(loaders.index_path(index.base) / loaders.CASE_IDS_FILE)
@@ -483,7 +483,7 @@ def _assemble(index: IndexVersion, folder: Path) -> tuple[dict, np.ndarray, np.n
     if index.base_id:
         base = loaders.index_path(index.base)
         base_ids = np.load(base / loaders.CASE_IDS_FILE)
-        alive = np.isin(base_ids, np.array(list(Case.objects.filter(id__in=base_ids.tolist())
+        alive = np.isin(base_ids, np.array(list(Case.objects.in_library().filter(id__in=base_ids.tolist())
                                                 .values_list("id", flat=True)), dtype=np.int64))
         for name in names:
             descriptors[name].insert(0, np.load(base / loaders.descriptor_file(name), mmap_mode="r")[alive])
@@ -504,7 +504,7 @@ def _assemble_added(index: IndexVersion, folder: Path, names: set[str]):
     chunks = [np.load(path) for path in sorted(folder.glob("chunk-*.npz"))]
     skipped = [int(i) for chunk in chunks for i in chunk["skipped"]]
     encoded_ids = np.concatenate([chunk["case_ids"] for chunk in chunks]) if chunks else np.zeros(0, np.int64)
-    alive = set(Case.objects.filter(id__in=encoded_ids.tolist()).values_list("id", flat=True))
+    alive = set(Case.objects.in_library().filter(id__in=encoded_ids.tolist()).values_list("id", flat=True))
     keep_encoded = np.isin(encoded_ids, np.array(sorted(alive), dtype=np.int64))
     rows = np.isin(base_ids, encoded_ids[keep_encoded])
     if not rows.any():

@@ -13,6 +13,9 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 
+from django.utils import timezone
+
+from lesionsearch.audit import services as audit
 from lesionsearch.jobs import services as jobs
 from retrieval import splits
 from retrieval.ham10000 import ImageFolder, MetadataRow, NotImported, RowError, read_metadata
@@ -216,6 +219,51 @@ def library_split(*, collection: str, seed: int, train: float, val: float, test:
         lesions_in_two_splits=sum(len(s) > 1 for s in lesion_splits.values()),
         patients_in_two_splits=sum(len(s) > 1 for s in patient_splits.values()),
     )
+
+
+class WithdrawalError(ValueError):
+    """A withdrawal or restore that cannot be done as asked (the message says why)."""
+
+
+WITHDRAW_REASON_MAX = 255
+
+
+def case_withdraw(*, case: Case, reason: str, user=None) -> Case:
+    """Take a case out of the library: from the next search on, no backend (exact, FAISS, Qdrant)
+    and no method returns it (the query path excludes the withdrawn cases inside the search), and
+    later index builds, full or incremental, leave it out. Its row, files and the results that
+    already showed it stay (those say it was withdrawn). ``reason`` is required and audited."""
+    reason = " ".join((reason or "").split())
+    if not reason:
+        raise WithdrawalError("Say why the case is withdrawn (a reason is required).")
+    if len(reason) > WITHDRAW_REASON_MAX:
+        raise WithdrawalError(f"The reason is longer than {WITHDRAW_REASON_MAX} characters.")
+    with transaction.atomic():
+        case = Case.objects.select_for_update().get(pk=case.pk)
+        if case.withdrawn_at is not None:
+            raise WithdrawalError(f"Case {case.image_id} was already withdrawn on {case.withdrawn_at:%Y-%m-%d %H:%M} "
+                                  f"UTC ({case.withdrawn_reason}).")
+        case.withdrawn_at, case.withdrawn_reason = timezone.now(), reason
+        case.save(update_fields=["withdrawn_at", "withdrawn_reason"])
+        audit.record(audit.Action.CASE_WITHDRAW, user=user, obj=case,
+                     detail={"collection": case.collection, "image_id": case.image_id, "reason": reason})
+    logger.info("case %s (%s) withdrawn from the library", case.id, case.image_id)
+    return case
+
+
+def case_restore(*, case: Case, user=None) -> Case:
+    """Put a withdrawn case back: searches of the index versions that hold it return it again at
+    once; an index built while it was withdrawn lacks it until the next build."""
+    with transaction.atomic():
+        case = Case.objects.select_for_update().get(pk=case.pk)
+        if case.withdrawn_at is None:
+            raise WithdrawalError(f"Case {case.image_id} is not withdrawn.")
+        reason = case.withdrawn_reason
+        case.withdrawn_at, case.withdrawn_reason = None, ""
+        case.save(update_fields=["withdrawn_at", "withdrawn_reason"])
+        audit.record(audit.Action.CASE_RESTORE, user=user, obj=case,
+                     detail={"collection": case.collection, "image_id": case.image_id, "was_withdrawn_for": reason})
+    return case
 
 
 def library_check_request(*, collection: str, user=None) -> LibraryCheck:

@@ -217,17 +217,20 @@ def analyse(query: Query, worker: str) -> None:
     # The out-of-distribution score is calibrated on unfiltered searches: always run one.
     secbir_ids, secbir_scores = loaded.search(encoded.descriptors[m.SECBIR], depth)
     where = SearchFilter.from_json(query.search_filter)
-    if method.name == m.SECBIR and where.empty:
+    # The clinician's filter, plus the cases withdrawn from the library since the build: no
+    # backend and no method may return them.
+    searched = where.excluding_cases(selectors.withdrawn_case_ids(collection=index.collection))
+    if method.name == m.SECBIR and searched.empty:
         case_ids, scores = secbir_ids[0], secbir_scores[0]
     elif method.name == m.SECBIR:
         filtered_ids, filtered_scores = loaded.search(encoded.descriptors[m.SECBIR], query.k + SEARCH_MARGIN,
-                                                      where=where)
+                                                      where=searched)
         case_ids, scores = filtered_ids[0], filtered_scores[0]
     else:
         library = {name: loaded.descriptor(name) for name in method.needs}
         exclude = None
-        if not where.empty:  # the other methods score the whole library: the filter is a row mask
-            exclude = ~loaded.metadata().allowed(where)
+        if not searched.empty:  # the other methods score the whole library: the filter is a row mask
+            exclude = ~loaded.metadata().allowed(searched)
         allowed = len(loaded.case_ids) - (0 if exclude is None else int(exclude.sum()))
         if allowed:
             rows, scores = method_topk(method.name, {name: encoded.descriptors[name][0] for name in method.needs},
@@ -236,7 +239,8 @@ def analyse(query: Query, worker: str) -> None:
         else:
             case_ids, scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
     cases = Case.objects.in_bulk(case_ids.tolist())
-    found = [(cases[int(c)], float(s)) for c, s in zip(case_ids, scores) if int(c) in cases][:query.k]
+    found = [(cases[int(c)], float(s)) for c, s in zip(case_ids, scores)
+             if int(c) in cases and cases[int(c)].withdrawn_at is None][:query.k]  # (withdrawn meanwhile)
     if not found and not where.empty:
         raise QueryRejected("No library case matches the neighbour filter of this query. Please search again "
                             "with a wider filter or none.")

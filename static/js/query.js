@@ -409,6 +409,9 @@
       slot(li, "sex").textContent = meta.sex || "unknown";
       slot(li, "localization").textContent = meta.localization || "unknown";
       slot(li, "diagnosis_type").textContent = meta.diagnosis_type_label || meta.diagnosis_type || "unknown";
+      // A case withdrawn from the library after this search: said on the card, with the reason.
+      slot(li, "withdrawn").hidden = !n.withdrawn;
+      slot(li, "withdrawn-reason").textContent = n.withdrawn ? n.withdrawn.reason : "";
       // The image's credit (the ISIC terms ask for it wherever the image is shown); none: nothing shown.
       slot(li, "credit").hidden = !n.attribution;
       slot(li, "attribution").textContent = n.attribution || "";

@@ -32,7 +32,8 @@ REBUILD = "/api/v1/index/rebuild/"
 PAYLOAD_KEYS = {"id", "status", "error", "created", "k", "method", "method_label", "model_version", "index_version", "query_image_url", "acquisition", "filters",
                 "query_saliency_url", "neighbour_vote", "warning", "ood", "neighbours"}
 CASE_KEYS = {"id", "image_id", "lesion_id", "collection", "diagnosis", "diagnosis_label", "diagnosis_type", "age",
-             "sex", "localization", "split", "width", "height", "image_url", "attribution", "copyright_license"}
+             "sex", "localization", "split", "width", "height", "image_url", "attribution", "copyright_license",
+             "withdrawn_at", "withdrawn_reason"}
 
 
 # --- Actors and fixtures -------------------------------------------------------------------
@@ -481,6 +482,7 @@ def test_cases_are_listed_with_their_metadata_and_absolute_image_urls(clinician,
         "age": case.age, "sex": case.sex, "localization": case.localization, "split": case.split,
         "width": case.width, "height": case.height, "image_url": f"http://testserver/media/{case.image.name}",
         "attribution": "", "copyright_license": "",  # HAM10000 rows carry none
+        "withdrawn_at": None, "withdrawn_reason": "",  # in the library
     }
     assert api(clinician).get(f"{CASES}{case.id}/").json() == first
 
@@ -606,9 +608,12 @@ def test_the_schema_is_openapi_3_with_every_endpoint_and_the_error_shape():
     # (the reader-study endpoints, /api/v1/studies/..., are checked in tests/readerstudy/test_api.py)
     retrieval_paths = {path for path in schema["paths"] if not path.startswith("/api/v1/studies/")}
     assert retrieval_paths == {QUERIES, "/api/v1/queries/{query_id}/", "/api/v1/queries/{query_id}/report.pdf",
-                               CASES, "/api/v1/cases/{case_id}/",
+                               CASES, "/api/v1/cases/{case_id}/", "/api/v1/cases/{case_id}/withdrawal/",
                                "/api/v1/methods/",
                                INDEX, REBUILD}
+    withdrawal = schema["paths"]["/api/v1/cases/{case_id}/withdrawal/"]
+    assert set(withdrawal) == {"post", "delete", "parameters"} or set(withdrawal) == {"post", "delete"}
+    assert set(withdrawal["post"]["responses"]) == {"200", "400", "401", "403", "404", "409"}
     assert set(schema["paths"][QUERIES]) == {"get", "post"}
     assert set(schema["paths"]["/api/v1/queries/{query_id}/"]) == {"get", "delete"}
     create = schema["paths"][QUERIES]["post"]

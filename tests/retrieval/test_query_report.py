@@ -327,3 +327,13 @@ def test_the_result_page_and_the_report_say_how_the_neighbours_were_restricted(c
     page = signed_in(clinician).get(f"/queries/{finished_query.pk}/").content.decode()
     assert f'<p class="note" id="query-filter">{line}</p>' in page
     assert line in words(pdf_of(api(clinician).get(f"/api/v1/queries/{finished_query.pk}/report.pdf")))
+
+
+def test_the_report_says_which_shown_case_was_withdrawn_since(clinician, finished_query):
+    from retrieval.services import case_withdraw
+
+    row = finished_query.neighbours.order_by("rank")[1]
+    case_withdraw(case=row.case, reason="duplicate of an earlier image")
+    text = words(pdf_of(api(clinician).get(f"/api/v1/queries/{finished_query.pk}/report.pdf")))
+    assert text.count("Withdrawn from the library since this search:") == 1
+    assert "Withdrawn from the library since this search: duplicate of an earlier image" in text

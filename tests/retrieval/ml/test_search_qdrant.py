@@ -54,6 +54,9 @@ FILTERS = {
     "dataset": SearchFilter(datasets=("rosendahl",)),
     "everything": SearchFilter(sites=("face", "back", "trunk"), sexes=("male", "unknown"), age_min=10,
                                datasets=("vidir_modern", "rosendahl"), exclude_lesion_ids=("HAM_0000001",)),
+    # what the query path adds for cases withdrawn from the library (case ids 1000 + row)
+    "withdrawn cases": SearchFilter().excluding_cases(range(1000, 1000 + DEMO_SIZE, 3)),
+    "withdrawn cases and a site": SearchFilter(sites=("trunk",)).excluding_cases([1001, 1004, 1010]),
 }
 
 
@@ -95,6 +98,8 @@ def test_the_allowed_rows_follow_each_field(demo):
     for row, allowed in zip(payload, keep):
         assert allowed == (row["age"] is not None and 30 <= row["age"] <= 55)  # unknown age never in a range
     assert metadata.allowed(SearchFilter()).all()
+    keep = metadata.allowed(SearchFilter().excluding_cases([1000, 1007, 99999]))
+    assert [row for row, allowed in enumerate(keep) if not allowed] == [0, 7]  # an id not in the index drops nothing
 
 
 @pytest.mark.parametrize("kind", [EXACT, FAISS_HNSW, FAISS_IVF, QDRANT])
@@ -128,6 +133,14 @@ def test_search_filter_validates_and_round_trips_as_json():
         with pytest.raises(ValueError, match=message):
             SearchFilter.from_json(bad)
     assert collection_filter(SearchFilter()) is None
+    # The withdrawn cases are the query path's own restriction: never stored, never taken from a user.
+    withdrawn = where.excluding_cases([7, 3, 7])
+    assert withdrawn.exclude_case_ids == (3, 7) and not withdrawn.empty and withdrawn.as_json() == where.as_json()
+    assert SearchFilter().excluding_cases([]).empty
+    with pytest.raises(ValueError, match="unknown search filter fields: exclude_case_ids"):
+        SearchFilter.from_json({"exclude_case_ids": [3]})
+    with pytest.raises(ValueError, match="sequence of integers"):
+        SearchFilter(exclude_case_ids=("3",))
 
 
 def test_opening_a_missing_or_mismatched_collection_is_an_error_and_cleanup_drops_it(demo):
