@@ -504,10 +504,24 @@ def methods_being_prepared() -> dict[str, str]:
 
 def index_methods(index: IndexVersion | None) -> list[str]:
     """The retrieval methods an index serves, in the registry's order (SE-CBIR always)."""
+    return _served_methods(index.methods) if index is not None else []
+
+
+def _served_methods(methods: list[str] | None) -> list[str]:
     from retrieval.methods import METHODS, SECBIR
 
-    served = {SECBIR, *(index.methods or [])} if index is not None else set()
+    served = {SECBIR, *(methods or [])}
     return [name for name in METHODS if name in served]
+
+
+def index_for_queries_brief() -> tuple[int, list[str]] | None:
+    """(id, methods served) of :func:`index_for_queries`'s index, read without its model rows:
+    what a query upload needs, in one narrow read (the full row costs several times more)."""
+    active = IndexVersion.objects.filter(active=True)
+    if settings.QUERY_COLLECTION:
+        active = active.filter(collection=settings.QUERY_COLLECTION)
+    row = active.order_by("-activated_at", "-id").values_list("id", "methods").first()
+    return None if row is None else (row[0], _served_methods(row[1]))
 
 
 def index_for_queries() -> IndexVersion | None:

@@ -13,6 +13,7 @@ so several workers sweeping at once re-send a job once.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -82,6 +83,23 @@ def held(kind: JobKind, job_id: int, worker: str) -> QuerySet:
 def heartbeat(kind: JobKind, job_id: int, worker: str) -> bool:
     """Say ``worker`` is still at it; False when it no longer holds the job."""
     return bool(held(kind, job_id, worker).update(heartbeat_at=timezone.now()))
+
+
+class Beats:
+    """The heartbeats of one short run (a query's first stage): :meth:`beat` writes one only when
+    ``JOB_STALE_SECONDS / 10`` have passed since the claim or the last one, so a run of a fraction
+    of a second writes no row for nothing, while a slow one (a large model on a CPU) still beats
+    well within the time after which the sweep takes it over."""
+
+    def __init__(self, kind: JobKind, job_id: int, worker: str) -> None:
+        self.kind, self.job_id, self.worker = kind, job_id, worker
+        self.last = time.monotonic()  # the claim wrote the first heartbeat
+
+    def beat(self) -> None:
+        now = time.monotonic()
+        if now - self.last >= settings.JOB_STALE_SECONDS / 10:
+            heartbeat(self.kind, self.job_id, self.worker)
+            self.last = now
 
 
 def progress(kind: JobKind, job_id: int, worker: str, *, done: int | None = None, total: int | None = None,

@@ -125,23 +125,24 @@ def query_submit(*, user, image_data: bytes, filename: str = "", k: int | None =
         info = inspect_image(image_data, max_bytes=max_bytes)
     except ImageRejected as exc:
         raise QueryRejected(f"This file cannot be used: {exc}.") from None
-    index = index_for_queries()
-    if index is None:
+    active = selectors.index_for_queries_brief()
+    if active is None:
         raise QueryRejected("No case library index is ready yet, so similar cases cannot be searched. "
                             "Please try again later or ask an administrator to build the index.", 503)
-    if method not in index_methods(index):
+    index_id, served = active
+    if method not in served:
         raise QueryRejected(f"The similarity method {METHODS[method].label!r} is not available in the current case "
-                            f"library index (available: {', '.join(index_methods(index))}). An administrator can "
+                            f"library index (available: {', '.join(served)}). An administrator can "
                             "rebuild the index with it.", 409)
     stored, extension, width, height = _normalised_upload(image_data, info.format)
     name = default_storage.save(f"queries/{user.id}/{uuid.uuid4().hex}.{extension}", ContentFile(stored))
     try:
         with transaction.atomic():
             query = Query.objects.create(user=user, image=name, original_name=(filename or "")[:255],
-                                         sha256=info.sha256, width=width, height=height, k=k, index_version=index,
+                                         sha256=info.sha256, width=width, height=height, k=k, index_version_id=index_id,
                                          method=method, acquisition=acquisition, search_filter=where.as_json())
             audit.record(audit.Action.QUERY_SUBMIT, user=user, obj=query,
-                         detail={"sha256": info.sha256, "k": k, "method": method, "index": index.id,
+                         detail={"sha256": info.sha256, "k": k, "method": method, "index": index_id,
                                  "filtered": not where.empty})
             jobs.enqueue_on_commit(QUERY, query.id)
     except BaseException:
@@ -204,6 +205,7 @@ def analyse(query: Query, worker: str) -> None:
                             "Please upload the image again.")
     if query.method not in index_methods(index):
         raise QueryRejected(f"The similarity method {query.method!r} is not available in this case library index.")
+    beats = jobs.Beats(QUERY, query.id, worker)  # (a fraction of a second's run writes none)
     encoder = runtime.descriptor_encoder_for(index)
     loaded = runtime.loaded_index(index)
     with query.image.open("rb") as handle, Image.open(handle) as image:
@@ -212,7 +214,7 @@ def analyse(query: Query, worker: str) -> None:
     # SE-CBIR always runs: its saliency map is shown for every method, and its search and the
     # saliency pass's logits give the out-of-distribution score (calibrated on SE-CBIR queries).
     encoded = encoder.encode([pixels], needs={m.SECBIR, *method.needs}, packed_masks=False)
-    jobs.heartbeat(QUERY, query.id, worker)
+    beats.beat()
     depth = max(query.k + SEARCH_MARGIN, ood_depth(index))
     # The out-of-distribution score is calibrated on unfiltered searches: always run one.
     secbir_ids, secbir_scores = loaded.search(encoded.descriptors[m.SECBIR], depth)
@@ -251,7 +253,7 @@ def analyse(query: Query, worker: str) -> None:
     default_storage.delete(overlay_name)  # a run taken over from a dead worker may have left one
     overlay_name = default_storage.save(overlay_name, ContentFile(render_overlay(saliency, (query.width,
                                                                                              query.height))))
-    jobs.heartbeat(QUERY, query.id, worker)
+    beats.beat()
     neighbours = [
         QueryNeighbour(query_id=query.id, rank=rank, case=case, similarity=similarity,
                        saliency=_case_overlay(index, loaded, case))

@@ -188,3 +188,28 @@ def test_the_apps_register_every_job_model():
     assert names == {"query": Query, "query_evidence": QueryEvidence, "index_build": IndexVersion,
                      "index_chunk": IndexChunk, "library_check": LibraryCheck,
                      "study_preparation": StudyPreparation, "training": TrainingJob}
+
+
+def test_a_short_run_writes_no_heartbeat_and_a_long_one_beats_every_tenth_of_the_stale_time(kind, settings,
+                                                                                           monkeypatch):
+    kind, _ = kind
+    settings.JOB_STALE_SECONDS = 100  # a beat is due every 10 s
+    clock = [1000.0]
+    monkeypatch.setattr(jobs.time, "monotonic", lambda: clock[0])
+    check = job()
+    jobs.claim(kind, check.id, "w1")
+    claimed = LibraryCheck.objects.get(id=check.id).heartbeat_at
+    beats = jobs.Beats(kind, check.id, "w1")
+    clock[0] += 9.9
+    beats.beat()  # 9.9 s after the claim (its own heartbeat): nothing written
+    assert LibraryCheck.objects.get(id=check.id).heartbeat_at == claimed
+    clock[0] += 0.1
+    beats.beat()  # 10 s: due
+    first = LibraryCheck.objects.get(id=check.id).heartbeat_at
+    assert first > claimed
+    clock[0] += 5
+    beats.beat()  # 5 s after that beat: not yet
+    assert LibraryCheck.objects.get(id=check.id).heartbeat_at == first
+    clock[0] += 5
+    beats.beat()
+    assert LibraryCheck.objects.get(id=check.id).heartbeat_at > first
