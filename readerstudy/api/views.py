@@ -16,7 +16,6 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import exceptions, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
@@ -25,6 +24,7 @@ from readerstudy import selectors, services
 from readerstudy.api import serializers as s
 from readerstudy.api.permissions import IsReader, IsStudyAdmin
 from readerstudy.models import TASKS, Assignment, Study
+from retrieval.api.downloads import FileDownloadMixin
 from retrieval.api.exceptions import ErrorSerializer
 
 _ERROR_TEXT = {
@@ -316,15 +316,9 @@ class ManagedStudyReportView(_ManageView):
         return Response(services.study_report_access(study=self._study(study_id), user=request.user))
 
 
-class ManagedStudyExportView(_ManageView):
+class ManagedStudyExportView(FileDownloadMixin, _ManageView):
     # ?format= names report files here, not a renderer, so DRF's format override must not see it;
     # errors are JSON, the archive is bytes whatever the Accept header says.
-    renderer_classes = [JSONRenderer]
-
-    def perform_content_negotiation(self, request, force=False):
-        renderer = self.get_renderers()[0]
-        return renderer, renderer.media_type
-
     @extend_schema(
         operation_id="studies_manage_export", summary="The report's files in one zip",
         description="JSON, Markdown, CSV tables (with `reads.csv`, a responses file), XLSX, PNG figures and "

@@ -11,13 +11,13 @@ from rest_framework.exceptions import NotFound
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
 from retrieval import selectors
 from retrieval.api import serializers as s
+from retrieval.api.downloads import FileDownloadMixin
 from retrieval.api.exceptions import Conflict, ErrorSerializer, PayloadTooLarge
 from retrieval.api.permissions import HasAnyRole, IsClinicianOrStaff, IsStaff, MayBrowseCases
 from retrieval.models import Case, Query
@@ -126,14 +126,8 @@ class QueryDetailView(_QueryView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class QueryReportView(_QueryView):
+class QueryReportView(FileDownloadMixin, _QueryView):
     # The report is PDF bytes whatever the Accept header says; errors are JSON (the one error body).
-    renderer_classes = [JSONRenderer]
-
-    def perform_content_negotiation(self, request, force=False):
-        renderer = self.get_renderers()[0]
-        return renderer, renderer.media_type
-
     @extend_schema(
         operation_id="queries_report", summary="A finished query's PDF report",
         description="The query image with its saliency overlay, the similar cases framed in their class colours "
