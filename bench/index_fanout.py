@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench._common import timed_setup  # noqa: E402
 from bench.query_end_to_end import setup  # noqa: E402 - the same private instance
 
 #: (worker processes, torch threads each)
@@ -75,11 +76,7 @@ def main() -> None:
     import django
 
     django.setup()
-    print(f"Setting up a private instance in {var} (library {args.library}, brief demo-profile training) ...",
-          flush=True)
-    started = time.monotonic()
-    setup(args.library)
-    print(f"  ready in {time.monotonic() - started:.0f} s", flush=True)
+    timed_setup(var, f"library {args.library}, brief demo-profile training", lambda: setup(args.library))
 
     from lesionsearch.jobs import processes
     from retrieval.services.queries import index_for_queries

@@ -509,11 +509,11 @@ def main() -> None:
         os.environ.update(env)
         import django
 
+        from bench._common import timed_setup
+
         django.setup()
-        print(f"Setting up a private instance in {var} (library {args.library}) ...", flush=True)
-        started = time.monotonic()
-        clinicians, browsers, images = setup_instance(args.library, args.clinicians, args.browsers)
-        print(f"  ready in {time.monotonic() - started:.0f} s", flush=True)
+        clinicians, browsers, images = timed_setup(
+            var, f"library {args.library}", lambda: setup_instance(args.library, args.clinicians, args.browsers))
         port = free_port()
         processes.append(start_worker(env, var / "worker.log"))
         processes.append(start_gunicorn(port, env, var / "web.log", workers=args.web_workers,

@@ -31,6 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench._common import timed_setup  # noqa: E402
+
 
 def setup(library: int) -> None:
     from django.core.management import call_command
@@ -66,10 +68,7 @@ def main() -> None:
     if args.reuse:
         print(f"Reusing the instance in {var}", flush=True)
     else:
-        print(f"Setting up a private instance in {var} (library {args.library}, brief training) ...", flush=True)
-        started = time.monotonic()
-        setup(args.library)
-        print(f"  ready in {time.monotonic() - started:.0f} s", flush=True)
+        timed_setup(var, f"library {args.library}, brief training", lambda: setup(args.library))
 
     from django.contrib.auth import get_user_model
 

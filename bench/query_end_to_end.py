@@ -42,6 +42,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench._common import timed_setup  # noqa: E402
+
 
 def _multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
@@ -179,11 +181,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     django.setup()
-    print(f"Setting up a private instance in {var} (library {args.library}, brief demo-profile training) ...",
-          flush=True)
-    started = time.monotonic()
-    setup(args.library)
-    print(f"  ready in {time.monotonic() - started:.0f} s", flush=True)
+    timed_setup(var, f"library {args.library}, brief demo-profile training", lambda: setup(args.library))
 
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group

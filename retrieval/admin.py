@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
@@ -14,6 +17,22 @@ class CaseActionForm(ActionForm):
     reason = forms.CharField(required=False, max_length=255, label="Reason (to withdraw)")
 
 
+class PerObjectActionsMixin:
+    """Admin actions that act on each selected object in turn, with one message per object."""
+
+    def _each(self, request, objects: Iterable, act: Callable[[Any], str], error: type[Exception],
+              failure: Callable[[Any, Exception], str] = lambda obj, exc: str(exc)) -> None:
+        """``act`` on each of ``objects``: the success message it returns, or the ``failure`` message of an
+        ``error`` it raises (the next object is still acted on)."""
+        for obj in objects:
+            try:
+                done = act(obj)
+            except error as exc:
+                self.message_user(request, failure(obj, exc), messages.ERROR)
+                continue
+            self.message_user(request, done, messages.SUCCESS)
+
+
 class WithdrawnFilter(admin.SimpleListFilter):
     title = "in the library"
     parameter_name = "withdrawn"
@@ -25,8 +44,13 @@ class WithdrawnFilter(admin.SimpleListFilter):
         return {"no": queryset.in_library(), "yes": queryset.withdrawn()}.get(self.value(), queryset)
 
 
+def _case_failure(case: Case, exc: Exception) -> str:
+    """A case action's error message, named by the case's image id."""
+    return f"{case.image_id}: {exc}"
+
+
 @admin.register(Case)
-class CaseAdmin(admin.ModelAdmin):
+class CaseAdmin(PerObjectActionsMixin, admin.ModelAdmin):
     list_display = ("image_id", "collection", "lesion_id", "dx", "dx_type", "split", "age", "sex", "localization",
                     "withdrawn_at")
     list_filter = ("collection", "dx", "split", "dx_type", "sex", WithdrawnFilter)
@@ -49,23 +73,20 @@ class CaseAdmin(admin.ModelAdmin):
     @admin.action(description="Withdraw the selected cases from the library (give the reason)")
     def withdraw(self, request, queryset):
         reason = request.POST.get("reason", "")
-        for case in queryset:
-            try:
-                services.case_withdraw(case=case, reason=reason, user=request.user)
-            except services.WithdrawalError as exc:
-                self.message_user(request, f"{case.image_id}: {exc}", messages.ERROR)
-                continue
-            self.message_user(request, f"Withdrew {case.image_id}: searches no longer return it.", messages.SUCCESS)
+
+        def withdraw_one(case: Case) -> str:
+            services.case_withdraw(case=case, reason=reason, user=request.user)
+            return f"Withdrew {case.image_id}: searches no longer return it."
+
+        self._each(request, queryset, withdraw_one, services.WithdrawalError, _case_failure)
 
     @admin.action(description="Put the selected withdrawn cases back into the library")
     def restore(self, request, queryset):
-        for case in queryset:
-            try:
-                services.case_restore(case=case, user=request.user)
-            except services.WithdrawalError as exc:
-                self.message_user(request, f"{case.image_id}: {exc}", messages.ERROR)
-                continue
-            self.message_user(request, f"Restored {case.image_id} to the library.", messages.SUCCESS)
+        def restore_one(case: Case) -> str:
+            services.case_restore(case=case, user=request.user)
+            return f"Restored {case.image_id} to the library."
+
+        self._each(request, queryset, restore_one, services.WithdrawalError, _case_failure)
 
 
 @admin.register(LibraryCheck)
@@ -76,7 +97,7 @@ class LibraryCheckAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(PerObjectActionsMixin, admin.ModelAdmin):
     list_display = ("id", "config", "stage", "parent", "collection", "epochs", "accuracy", "created_at")
     list_filter = ("config", "stage", "collection")
     readonly_fields = [f.name for f in ModelVersion._meta.fields]
@@ -91,14 +112,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def build_index(self, request, queryset):
         from retrieval.services.index import index_build_request
 
-        for model in queryset:
-            try:
-                index = index_build_request(user=request.user, model_version=model)
-            except ValueError as exc:
-                self.message_user(request, f"{model}: {exc}", messages.ERROR)
-                continue
-            self.message_user(request, f"Index build #{index.id} with {model} is {index.status}; the current index "
-                                       "serves queries until it is complete.", messages.SUCCESS)
+        def build_one(model: ModelVersion) -> str:
+            index = index_build_request(user=request.user, model_version=model)
+            return (f"Index build #{index.id} with {model} is {index.status}; the current index serves queries "
+                    "until it is complete.")
+
+        self._each(request, queryset, build_one, ValueError, lambda model, exc: f"{model}: {exc}")
 
 
 class TrainingQueueForm(forms.ModelForm):
@@ -193,7 +212,7 @@ class TrainingJobAdmin(admin.ModelAdmin):
 
 
 @admin.register(IndexVersion)
-class IndexVersionAdmin(admin.ModelAdmin):
+class IndexVersionAdmin(PerObjectActionsMixin, admin.ModelAdmin):
     list_display = ("id", "collection", "model_version", "status", "active", "progress", "size", "ood",
                     "created_at", "activated_at", "message")
     list_filter = ("collection", "status", "active")
@@ -257,26 +276,22 @@ class IndexVersionAdmin(admin.ModelAdmin):
     def _request(self, request, queryset, *, incremental):
         from retrieval.services.index import index_build_request
 
-        for index in queryset:
-            try:
-                new = index_build_request(user=request.user, model_version=index.model_version,
-                                          collection=index.collection, incremental=incremental)
-            except ValueError as exc:
-                self.message_user(request, str(exc), messages.ERROR)
-                continue
-            self.message_user(request, f"Index build #{new.id} is {new.status}.", messages.SUCCESS)
+        def request_one(index: IndexVersion) -> str:
+            new = index_build_request(user=request.user, model_version=index.model_version,
+                                      collection=index.collection, incremental=incremental)
+            return f"Index build #{new.id} is {new.status}."
+
+        self._each(request, queryset, request_one, ValueError)
 
     @admin.action(description="Serve queries with the selected finished version (roll back/forward)")
     def activate(self, request, queryset):
         from retrieval.services.index import index_activate
 
-        for index in queryset:
-            try:
-                index_activate(index=index, user=request.user)
-            except ValueError as exc:
-                self.message_user(request, str(exc), messages.ERROR)
-                continue
-            self.message_user(request, f"{index} now serves queries of {index.collection!r}.", messages.SUCCESS)
+        def activate_one(index: IndexVersion) -> str:
+            index_activate(index=index, user=request.user)
+            return f"{index} now serves queries of {index.collection!r}."
+
+        self._each(request, queryset, activate_one, ValueError)
 
 
     @admin.action(description="Remove unreferenced index versions (files and rows)", permissions=["delete"])

@@ -22,7 +22,7 @@ a class is left out and counted (:class:`~retrieval.ham10000.NotImported`).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from isic_metadata.fields import (
@@ -245,6 +245,21 @@ def _header(reader, path: Path, required: tuple[str, ...]) -> list[str]:
     return header
 
 
+def _first_of_each_image(reader, parse: Callable[[int, dict], MetadataRow | RowError | NotImported],
+                         column: str) -> Iterator[MetadataRow | RowError | NotImported]:
+    """Each record of ``reader`` parsed by ``parse(line, record)``; a later row of an image id already
+    seen is an error naming the first (``column``: what the layout calls the image id)."""
+    seen: dict[str, int] = {}
+    for record in reader:
+        line = reader.line_num
+        parsed = parse(line, record)
+        if not isinstance(parsed, RowError):
+            first = seen.setdefault(parsed.image_id, line)
+            if first != line:
+                parsed = RowError(line, parsed.image_id, f"duplicate {column} (first on row {first})")
+        yield parsed
+
+
 # --- challenge2019 ------------------------------------------------------------------------------
 def _challenge_rows(directory: Path, class_map: ClassMap) -> Iterator[MetadataRow | RowError | NotImported]:
     ground_truth, metadata_path = directory / CHALLENGE_GROUND_TRUTH, directory / CHALLENGE_METADATA
@@ -260,15 +275,8 @@ def _challenge_rows(directory: Path, class_map: ClassMap) -> Iterator[MetadataRo
             metadata.setdefault((record.get("image") or "").strip(), []).append((reader.line_num, record))
     with csv_reader(ground_truth, "ground truth file") as reader:
         _header(reader, ground_truth, ("image",) + CHALLENGE_CLASSES)
-        seen: dict[str, int] = {}
-        for record in reader:
-            line = reader.line_num
-            parsed = _challenge_row(line, record, metadata, class_map)
-            if not isinstance(parsed, RowError):
-                first = seen.setdefault(parsed.image_id, line)
-                if first != line:
-                    parsed = RowError(line, parsed.image_id, f"duplicate image (first on row {first})")
-            yield parsed
+        yield from _first_of_each_image(
+            reader, lambda line, record: _challenge_row(line, record, metadata, class_map), "image")
 
 
 def _challenge_row(line: int, record: dict, metadata: dict[str, list[tuple[int, dict]]],
@@ -321,15 +329,8 @@ def _archive_rows(path: Path, class_map: ClassMap) -> Iterator[MetadataRow | Row
         if not levels and LEGACY_DIAGNOSIS not in header:
             raise MetadataError(f"{path}: header has no diagnosis column ({', '.join(DIAGNOSIS_LEVELS)} or "
                                 f"{LEGACY_DIAGNOSIS})")
-        seen: dict[str, int] = {}
-        for record in reader:
-            line = reader.line_num
-            parsed = _archive_row(line, record, levels, class_map)
-            if not isinstance(parsed, RowError):
-                first = seen.setdefault(parsed.image_id, line)
-                if first != line:
-                    parsed = RowError(line, parsed.image_id, f"duplicate isic_id (first on row {first})")
-            yield parsed
+        yield from _first_of_each_image(
+            reader, lambda line, record: _archive_row(line, record, levels, class_map), "isic_id")
 
 
 def _diagnosis_terms(record: dict, levels: list[str]) -> list[str]:

@@ -43,15 +43,17 @@ SENTINELS = {
 SENTINEL_MARKERS = ("SENTINEL", "19010203")
 
 
-def photo(width: int = 96, height: int = 72, seed: int = 0) -> np.ndarray:
-    """Smooth RGB pixels whose orientation shows (lossy codecs keep them close)."""
+def photo(width: int = 96, height: int = 72, seed: int = 0, *, red: tuple[int, int, int] = (200, 40, 40),
+          blue: tuple[int, int, int] = (40, 40, 200)) -> np.ndarray:
+    """Smooth RGB pixels whose orientation shows (lossy codecs keep them close): a gradient, a ``red``
+    top-left and a ``blue`` bottom-right block."""
     y, x = np.mgrid[0:height, 0:width]
     pixels = np.zeros((height, width, 3), dtype=np.uint8)
     pixels[..., 0] = (60 + 120 * x / max(width - 1, 1)).astype(np.uint8)
     pixels[..., 1] = (60 + 120 * y / max(height - 1, 1)).astype(np.uint8)
     pixels[..., 2] = (90 + seed * 7) % 256
-    pixels[: height // 3, : width // 3] = (200, 40, 40)
-    pixels[height - height // 3:, width - width // 3:] = (40, 40, 200)
+    pixels[: height // 3, : width // 3] = red
+    pixels[height - height // 3:, width - width // 3:] = blue
     return pixels
 
 

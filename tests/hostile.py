@@ -52,14 +52,7 @@ def mutate(seed: bytes, rng: random.Random, *, edits: int, keep: int = 0) -> byt
 
 def pattern(width: int, height: int, seed: int = 0) -> Image.Image:
     """An RGB image whose orientation shows: a gradient, a red top-left and a blue bottom-right block."""
-    y, x = np.mgrid[0:height, 0:width]
-    pixels = np.zeros((height, width, 3), dtype=np.uint8)
-    pixels[..., 0] = (60 + 120 * x / max(width - 1, 1)).astype(np.uint8)
-    pixels[..., 1] = (60 + 120 * y / max(height - 1, 1)).astype(np.uint8)
-    pixels[..., 2] = (90 + seed * 7) % 256
-    pixels[: height // 3, : width // 3] = (230, 30, 30)
-    pixels[height - height // 3:, width - width // 3:] = (30, 30, 230)
-    return Image.fromarray(pixels, "RGB")
+    return Image.fromarray(dicom.photo(width, height, seed, red=(230, 30, 30), blue=(30, 30, 230)), "RGB")
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:

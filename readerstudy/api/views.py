@@ -14,9 +14,8 @@ from django.urls import reverse as django_reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
@@ -25,7 +24,8 @@ from readerstudy import selectors, services
 from readerstudy.api import serializers as s
 from readerstudy.api.permissions import IsReader, IsStudyAdmin
 from readerstudy.models import TASKS, Assignment, Study
-from retrieval.api.exceptions import ErrorSerializer
+from retrieval.api.downloads import FileDownloadMixin
+from retrieval.api.exceptions import ErrorSerializer, found_or_404
 
 _ERROR_TEXT = {
     400: "invalid input (`fields` names the field, where there is one)",
@@ -65,10 +65,8 @@ class _ReaderView(_StudyView):
     permission_classes = [IsAuthenticated, IsReader]
 
     def _assignment(self, study_id: int) -> Assignment:
-        try:
-            return selectors.reader_assignment(user=self.request.user, study_id=study_id)
-        except Assignment.DoesNotExist:
-            raise NotFound(f"You have no study with id {study_id}.") from None
+        return found_or_404(lambda: selectors.reader_assignment(user=self.request.user, study_id=study_id),
+                            Assignment.DoesNotExist, f"You have no study with id {study_id}.")
 
     def _open_task(self, study_id: int, task: int) -> tuple[Assignment, selectors.TaskProgress]:
         """Your assignment in the study and the task's progress: 404 when the study is not yours,
@@ -209,10 +207,8 @@ class _ManageView(_StudyView):
     permission_classes = [IsAuthenticated, IsStudyAdmin]
 
     def _study(self, study_id: int) -> Study:
-        try:
-            return selectors.study_get(study_id=study_id)
-        except Study.DoesNotExist:
-            raise NotFound(f"There is no study with id {study_id}.") from None
+        return found_or_404(lambda: selectors.study_get(study_id=study_id), Study.DoesNotExist,
+                            f"There is no study with id {study_id}.")
 
     def _url(self, study_id: int) -> str:
         return reverse("managed-study-detail", kwargs={"study_id": study_id}, request=self.request)
@@ -316,15 +312,9 @@ class ManagedStudyReportView(_ManageView):
         return Response(services.study_report_access(study=self._study(study_id), user=request.user))
 
 
-class ManagedStudyExportView(_ManageView):
+class ManagedStudyExportView(FileDownloadMixin, _ManageView):
     # ?format= names report files here, not a renderer, so DRF's format override must not see it;
     # errors are JSON, the archive is bytes whatever the Accept header says.
-    renderer_classes = [JSONRenderer]
-
-    def perform_content_negotiation(self, request, force=False):
-        renderer = self.get_renderers()[0]
-        return renderer, renderer.media_type
-
     @extend_schema(
         operation_id="studies_manage_export", summary="The report's files in one zip",
         description="JSON, Markdown, CSV tables (with `reads.csv`, a responses file), XLSX, PNG figures and "

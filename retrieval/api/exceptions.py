@@ -15,6 +15,9 @@ field. Unexpected failures are left to Django (a logged 500), never hidden here.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import JsonResponse
 from django.urls import Resolver404, resolve
@@ -26,6 +29,17 @@ from retrieval.report import ReportUnavailable
 from retrieval.services.queries import QueryRejected
 
 _CODE_BY_STATUS = {400: "rejected", 413: "too_large", 503: "unavailable"}
+
+T = TypeVar("T")
+
+
+def found_or_404(lookup: Callable[[], T], missing: type[Exception], message: str) -> T:
+    """What ``lookup()`` finds, or a 404 (``not_found``) saying ``message`` when it raises ``missing``
+    (a model's ``DoesNotExist``)."""
+    try:
+        return lookup()
+    except missing:
+        raise exceptions.NotFound(message) from None
 
 
 class PayloadTooLarge(exceptions.APIException):

@@ -7,18 +7,17 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from drf_spectacular.views import SpectacularRedocView
 from rest_framework import status
-from rest_framework.exceptions import NotFound
 from rest_framework.generics import GenericAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
 from retrieval import selectors
 from retrieval.api import serializers as s
-from retrieval.api.exceptions import Conflict, ErrorSerializer, PayloadTooLarge
+from retrieval.api.downloads import FileDownloadMixin
+from retrieval.api.exceptions import Conflict, ErrorSerializer, PayloadTooLarge, found_or_404
 from retrieval.api.permissions import HasAnyRole, IsClinicianOrStaff, IsStaff, MayBrowseCases
 from retrieval.models import Case, Query
 from retrieval.services import WithdrawalError, case_restore, case_withdraw, polling
@@ -59,10 +58,8 @@ class _QueryView(GenericAPIView):
         return selectors.query_list(user=self.request.user)
 
     def _own_query(self, query_id: int) -> Query:
-        try:
-            return selectors.query_get(user=self.request.user, query_id=query_id)
-        except Query.DoesNotExist:
-            raise NotFound(f"You have no query with id {query_id}.") from None
+        return found_or_404(lambda: selectors.query_get(user=self.request.user, query_id=query_id),
+                            Query.DoesNotExist, f"You have no query with id {query_id}.")
 
 
 class QueryListCreateView(_QueryView):
@@ -126,14 +123,8 @@ class QueryDetailView(_QueryView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class QueryReportView(_QueryView):
+class QueryReportView(FileDownloadMixin, _QueryView):
     # The report is PDF bytes whatever the Accept header says; errors are JSON (the one error body).
-    renderer_classes = [JSONRenderer]
-
-    def perform_content_negotiation(self, request, force=False):
-        renderer = self.get_renderers()[0]
-        return renderer, renderer.media_type
-
     @extend_schema(
         operation_id="queries_report", summary="A finished query's PDF report",
         description="The query image with its saliency overlay, the similar cases framed in their class colours "
@@ -183,6 +174,12 @@ class CaseListView(GenericAPIView):
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
 
+def _case(case_id: int) -> Case:
+    """The library case ``case_id``, or the API's 404."""
+    return found_or_404(lambda: selectors.case_get(case_id=case_id), Case.DoesNotExist,
+                        f"There is no case with id {case_id}.")
+
+
 class CaseDetailView(GenericAPIView):
     permission_classes = [IsAuthenticated, MayBrowseCases]
     serializer_class = s.CaseSerializer
@@ -190,11 +187,7 @@ class CaseDetailView(GenericAPIView):
     @extend_schema(operation_id="cases_retrieve", summary="One library case",
                    responses={200: s.CaseSerializer, **errors(404)})
     def get(self, request, case_id: int):
-        try:
-            case = selectors.case_get(case_id=case_id)
-        except Case.DoesNotExist:
-            raise NotFound(f"There is no case with id {case_id}.") from None
-        return Response(self.get_serializer(case).data)
+        return Response(self.get_serializer(_case(case_id)).data)
 
 
 class CaseWithdrawalView(APIView):
@@ -202,19 +195,13 @@ class CaseWithdrawalView(APIView):
 
     permission_classes = [IsAuthenticated, IsStaff]
 
-    def _case(self, case_id: int) -> Case:
-        try:
-            return selectors.case_get(case_id=case_id)
-        except Case.DoesNotExist:
-            raise NotFound(f"There is no case with id {case_id}.") from None
-
     @extend_schema(operation_id="cases_withdraw", summary="Withdraw a case from the library (staff only)",
                    description="From the next search on, no similarity method returns the case, on any search "
                                "backend, and later index builds leave it out. Past results that showed it say it "
                                "was withdrawn. Audited with the reason.",
                    request=s.CaseWithdrawSerializer, responses={200: s.CaseSerializer, **errors(400, 404, 409)})
     def post(self, request, case_id: int):
-        case = self._case(case_id)
+        case = _case(case_id)
         data = s.CaseWithdrawSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
@@ -227,7 +214,7 @@ class CaseWithdrawalView(APIView):
                    request=None, responses={200: s.CaseSerializer, **errors(404, 409)})
     def delete(self, request, case_id: int):
         try:
-            case = case_restore(case=self._case(case_id), user=request.user)
+            case = case_restore(case=_case(case_id), user=request.user)
         except WithdrawalError as exc:
             raise Conflict(str(exc)) from None
         return Response(s.CaseSerializer(case, context={"request": request}).data)

@@ -42,11 +42,7 @@ def dicom_library_import(*, directory: Path, labels: Path, collection: str = DEF
 
 def _import_row(parsed: LabelRow | RowError, folder: DicomFolder, collection: str, present: set[str],
                 report: ImportReport, progress: Progress | None) -> None:
-    report.total_rows += 1
-    if progress:
-        progress(1)
-    if isinstance(parsed, RowError):
-        report.errors.append(parsed)
+    if not report.take(parsed, progress):
         return
     row = parsed.metadata
     if row.image_id in present:

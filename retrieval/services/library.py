@@ -93,6 +93,20 @@ class ImportReport:
     def left_out(self) -> int:
         return sum(sum(counts.values()) for counts in self.not_imported.values())
 
+    def take(self, parsed: object, progress: Progress | None) -> bool:
+        """Count one parsed row (and tell ``progress``); False when there is nothing to import: a
+        :class:`RowError` (recorded) or a :class:`NotImported` (counted under its reason)."""
+        self.total_rows += 1
+        if progress:
+            progress(1)
+        if isinstance(parsed, RowError):
+            self.errors.append(parsed)
+            return False
+        if isinstance(parsed, NotImported):
+            self.not_imported[parsed.reason][parsed.value] += 1
+            return False
+        return True
+
 
 def duplicate_reason(image_data: bytes) -> str:
     """Why storing this image broke a uniqueness rule: the case that already has its content, if any."""
@@ -155,14 +169,7 @@ def folder_rows_import(
     present = set(Case.objects.filter(collection=collection).values_list("image_id", flat=True))
     report = ImportReport()
     for parsed in rows:
-        report.total_rows += 1
-        if progress:
-            progress(1)
-        if isinstance(parsed, RowError):
-            report.errors.append(parsed)
-            continue
-        if isinstance(parsed, NotImported):
-            report.not_imported[parsed.reason][parsed.value] += 1
+        if not report.take(parsed, progress):
             continue
         if parsed.image_id in present:
             report.already_present += 1

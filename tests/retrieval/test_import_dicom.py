@@ -3,17 +3,17 @@ validated row by row, idempotent, and with no identifier of the patient (nor the
 from __future__ import annotations
 
 import io
-from io import StringIO
 
 import pydicom
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from PIL import Image
 
 from retrieval.dicom_labels import uid_digest
 from retrieval.models import Case
 from tests import dicom_files as dicom
 from tests.dicom_files import assert_no_identifier, database_text
+from tests.retrieval.importing import run_command
 
 pytestmark = pytest.mark.django_db
 
@@ -23,9 +23,7 @@ def uid(data: bytes) -> str:
 
 
 def run_import(folder, labels, **kwargs):
-    out, err = StringIO(), StringIO()
-    call_command("import_dicom", str(folder), "--labels", str(labels), stdout=out, stderr=err, verbosity=0, **kwargs)
-    return out.getvalue(), err.getvalue()
+    return run_command("import_dicom", str(folder), "--labels", str(labels), **kwargs)
 
 
 def files_under(root) -> dict[str, bytes]:

@@ -1,25 +1,18 @@
 """import_ham10000 on a folder in the real layout, built from a slice of the real metadata."""
 from __future__ import annotations
 
-from io import StringIO
-
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 
 from retrieval.models import Case
 from tests.conftest import real_metadata_rows, write_ham_folder
+from tests.retrieval.importing import run_command, stored_files
 
 pytestmark = [pytest.mark.django_db, pytest.mark.services]
 
 
 def run_import(folder, **kwargs):
-    out, err = StringIO(), StringIO()
-    call_command("import_ham10000", str(folder), stdout=out, stderr=err, verbosity=0, **kwargs)
-    return out.getvalue(), err.getvalue()
-
-
-def stored_files(media_root):
-    return sorted(p.relative_to(media_root) for p in media_root.rglob("*") if p.is_file())
+    return run_command("import_ham10000", str(folder), **kwargs)
 
 
 def test_imports_real_layout_with_metadata(tmp_path, media_root):

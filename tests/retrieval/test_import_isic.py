@@ -16,6 +16,7 @@ from retrieval.models import Case
 from tests.apiclient import api
 from tests.conftest import write_ham_folder
 from tests.pages import text_of
+from tests.retrieval.importing import assert_skipped, run_command, stored_files
 from tests.retrieval.isic_folders import (
     ATTRIBUTION, CONFIRM_TYPE, ISIC_SITE, archive_record, patient_of, write_archive_folder, write_challenge_folder,
     write_images,
@@ -29,13 +30,7 @@ DX_TYPE_OF = {"histopathology": "histo", "serial imaging showing no change": "fo
 
 
 def run_import(folder, **kwargs):
-    out, err = StringIO(), StringIO()
-    call_command("import_isic", str(folder), stdout=out, stderr=err, verbosity=0, **kwargs)
-    return out.getvalue(), err.getvalue()
-
-
-def stored_files(media_root):
-    return sorted(p.relative_to(media_root) for p in media_root.rglob("*") if p.is_file())
+    return run_command("import_isic", str(folder), **kwargs)
 
 
 def one_hot(column: str) -> str:
@@ -110,10 +105,7 @@ def test_challenge_bad_rows_are_reported_with_line_numbers_and_no_class_rows_cou
         "row 22 (ISIC_9000009): ISIC_2019_Training_Metadata.csv row 16: unknown anatom_site_general 'elbow'",
         "row 23 (ISIC_9000010): unreadable image: the file is not a readable image",
     ]
-    lines = err.strip().splitlines()
-    assert len(lines) == len(expected)
-    for line, message in zip(lines, expected):
-        assert line.startswith(f"skipped {message}"), (line, message)
+    assert_skipped(err, expected)
     assert Case.objects.count() == 10 and len(stored_files(media_root)) == 10
     assert Case.objects.get(image_id=good).dx == rows[0]["dx"]  # the first row, not the duplicate
 
@@ -187,10 +179,7 @@ def test_archive_bad_rows_and_left_out_image_types(tmp_path, media_root, isic_so
         f"row 19 ({base['image_id']}): duplicate isic_id (first on row 2)",
         "row 20 (ISIC_9100009): diagnosis levels with a gap: 'Indeterminate::Nevus'",
     ]
-    lines = err.strip().splitlines()
-    assert len(lines) == len(expected)
-    for line, message in zip(lines, expected):
-        assert line.startswith(f"skipped {message}"), (line, message)
+    assert_skipped(err, expected)
     assert Case.objects.count() == 8 and len(stored_files(media_root)) == 8
 
 
