@@ -216,18 +216,22 @@ def _progress(preparation_id: int, worker: str, done: int, total: int) -> None:
 def _search_test_images(study: Study, progress=lambda done, total: None) -> list[Candidate]:
     from retrieval import runtime
     from retrieval.ml.data import load_resized
+    from retrieval.ml.search import SearchFilter
+    from retrieval.selectors import withdrawn_case_ids
 
     index = study.index_version
     if index.status != IndexVersion.Status.DONE:
         raise StudyError(f"The study's index #{index.id} is not finished ({index.status}).")
-    tests = list(Case.objects.filter(collection=study.collection, split=TEST).order_by("image_id", "id")
-                 .only("id", "image", "lesion_id"))
+    # Cases withdrawn from the library are neither study images nor shown neighbours.
+    tests = list(Case.objects.in_library().filter(collection=study.collection, split=TEST)
+                 .order_by("image_id", "id").only("id", "image", "lesion_id"))
     if not tests:
         return []
     encoder = runtime.encoder_for(index.model_version)
     loaded = runtime.loaded_index(index)
     size = encoder.config.input_size
     depth = study.neighbours_shown + SEARCH_MARGIN
+    withdrawn = SearchFilter().excluding_cases(withdrawn_case_ids(collection=index.collection))
     readable, found_ids, found_scores = [], [], []
     for start in range(0, len(tests), ENCODE_BATCH):
         batch, pixels = [], []
@@ -241,7 +245,7 @@ def _search_test_images(study: Study, progress=lambda done, total: None) -> list
         if not batch:
             continue
         encoded = encoder.encode(np.stack(pixels))
-        ids, scores = loaded.search(encoded.features, depth)
+        ids, scores = loaded.search(encoded.features, depth, where=withdrawn)
         readable += batch
         found_ids.append(ids)
         found_scores.append(scores)

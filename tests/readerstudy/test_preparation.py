@@ -76,3 +76,20 @@ def test_a_study_needs_a_finished_index(study_admin):
     with pytest.raises(StudyError, match="no finished case-library index"):
         study_create(user=study_admin, name="Too early")
     assert not Study.objects.exists()
+
+
+def test_a_new_study_shows_no_case_withdrawn_from_the_library(make_study):
+    from retrieval.services import case_withdraw
+
+    first = make_study(name="Before")
+    shown_case = StudyCase.objects.filter(study=first).order_by("position").first()
+    neighbour = StudyNeighbour.objects.filter(study_case=shown_case).order_by("rank").first()
+    case_withdraw(case=shown_case.case, reason="test image misdiagnosed")
+    case_withdraw(case=neighbour.case, reason="duplicate")
+    second = make_study(name="After")
+    assert not StudyCase.objects.filter(study=second, case_id=shown_case.case_id).exists()
+    assert not StudyNeighbour.objects.filter(study_case__study=second, case_id=neighbour.case_id).exists()
+    assert StudyNeighbour.objects.filter(study_case__study=second).count() \
+        == second.neighbours_shown * StudyCase.objects.filter(study=second).count()  # still a full row each
+    # The first study's frozen cases and neighbours are what it showed; they are not changed.
+    assert StudyNeighbour.objects.filter(study_case=shown_case, case_id=neighbour.case_id).exists()
