@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 Status = Query.Status
 #: Extra neighbours searched so that cases deleted since the index was built can be skipped.
 SEARCH_MARGIN = 8
+#: Up to this many withdrawn cases in a collection, an unfiltered query's one search looks deeper
+#: by that many rows instead of running a second, filtered search (a few hundred more rows of a
+#: top-k cost nothing); beyond it the withdrawn cases are excluded inside a second search.
+WITHDRAWN_SEARCHED_DEEPER = 256
 
 #: Shown when the query's out-of-distribution score is below its index's threshold
 #: (:mod:`retrieval.services.ood`); the page and the API show this text as it is.
@@ -216,18 +220,19 @@ def analyse(query: Query, worker: str) -> None:
     encoded = encoder.encode([pixels], needs={m.SECBIR, *method.needs}, packed_masks=False)
     beats.beat()
     depth = max(query.k + SEARCH_MARGIN, ood_depth(index))
-    # The out-of-distribution score is calibrated on unfiltered searches: always run one.
-    secbir_ids, secbir_scores = loaded.search(encoded.descriptors[m.SECBIR], depth)
+    withdrawn = selectors.withdrawn_case_ids(collection=index.collection)
+    # The out-of-distribution score is calibrated on unfiltered searches: always run one. With a
+    # few cases withdrawn it looks that much deeper, so that it still answers an unfiltered
+    # query without them (no second search; see _secbir_neighbours).
+    deeper = len(withdrawn) if len(withdrawn) <= WITHDRAWN_SEARCHED_DEEPER else 0
+    secbir_ids, secbir_scores = loaded.search(encoded.descriptors[m.SECBIR], depth + deeper)
     where = SearchFilter.from_json(query.search_filter)
     # The clinician's filter, plus the cases withdrawn from the library since the build: no
     # backend and no method may return them.
-    searched = where.excluding_cases(selectors.withdrawn_case_ids(collection=index.collection))
-    if method.name == m.SECBIR and searched.empty:
-        case_ids, scores = secbir_ids[0], secbir_scores[0]
-    elif method.name == m.SECBIR:
-        filtered_ids, filtered_scores = loaded.search(encoded.descriptors[m.SECBIR], query.k + SEARCH_MARGIN,
-                                                      where=searched)
-        case_ids, scores = filtered_ids[0], filtered_scores[0]
+    searched = where.excluding_cases(withdrawn)
+    if method.name == m.SECBIR:
+        case_ids, scores = _secbir_neighbours(loaded, encoded.descriptors[m.SECBIR], (secbir_ids[0], secbir_scores[0]),
+                                              where, searched, query.k)
     else:
         library = {name: loaded.descriptor(name) for name in method.needs}
         exclude = None
@@ -260,7 +265,7 @@ def analyse(query: Query, worker: str) -> None:
         for rank, (case, similarity) in enumerate(found, start=1)
     ]
     best = float(secbir_scores[0][0]) if len(secbir_scores[0]) else None
-    ood = query_ood(index, similarities=secbir_scores[0], logits=encoded.secbir.logits[0],
+    ood = query_ood(index, similarities=secbir_scores[0][:depth], logits=encoded.secbir.logits[0],
                     features=encoded.descriptors[m.SECBIR][0])
     warning = OOD_WARNING if ood["warned"] else ""
     if len(found) < query.k and not where.empty:
@@ -284,6 +289,22 @@ def analyse(query: Query, worker: str) -> None:
     except BaseException:
         _delete(written)
         raise
+
+
+def _secbir_neighbours(loaded, features: np.ndarray, unfiltered: tuple[np.ndarray, np.ndarray], where,
+                       searched, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """SE-CBIR's neighbours under ``searched`` (case ids, scores). When the clinician set no
+    filter, the unfiltered search that always runs is the answer, less the withdrawn cases, as
+    long as as many rows remain as a filtered search would return (or it holds the whole
+    library): no second search for a library with a few withdrawn cases. Otherwise (a filter,
+    or many withdrawn near the top) the filtered search runs inside the backend."""
+    ids, scores = unfiltered
+    if where.empty:
+        kept = ~np.isin(ids, np.asarray(searched.exclude_case_ids, dtype=np.int64))
+        if len(ids) == len(loaded.case_ids) or int(kept.sum()) >= k + SEARCH_MARGIN:
+            return ids[kept], scores[kept]
+    found_ids, found_scores = loaded.search(features, k + SEARCH_MARGIN, where=searched)
+    return found_ids[0], found_scores[0]
 
 
 def _delete(names: list[str]) -> None:

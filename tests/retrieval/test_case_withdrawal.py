@@ -200,3 +200,32 @@ def test_the_library_page_counts_and_shows_only_the_cases_in_the_library(ready_i
     assert f"<p>{total - 1} diagnosed images of" in page
     assert "1 more image withdrawn from the library (never shown as similar cases) is not counted." in page
     assert case.id not in [c.id for _, cases in response.context["examples"] for c in cases]
+
+
+@pytest.mark.slow
+def test_an_unfiltered_query_searches_once_with_a_few_withdrawn_and_twice_with_many(ready_index, clinician,
+                                                                                   monkeypatch):
+    from retrieval.loaders import LoadedIndex
+    from retrieval.services import case_withdraw, queries
+
+    runtime.forget()
+    searches = []
+    original = LoadedIndex.search
+
+    def counted(self, *args, **kwargs):
+        searches.append(kwargs.get("where"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LoadedIndex, "search", counted)
+    case = _library_case()
+    ranked = _neighbours(_query(clinician, case, k=20))
+    for case_id in ranked[:3]:
+        case_withdraw(case=Case.objects.get(id=case_id), reason="a few")
+    searches.clear()
+    assert _neighbours(_query(clinician, case)) == ranked[3:9]
+    assert searches == [None]  # one search, deeper by the withdrawn count, less the withdrawn cases
+    monkeypatch.setattr(queries, "WITHDRAWN_SEARCHED_DEEPER", 2)  # now "many" are withdrawn
+    searches.clear()
+    assert _neighbours(_query(clinician, case)) == ranked[3:9]
+    assert len(searches) == 2 and searches[0] is None and set(searches[1].exclude_case_ids) == set(ranked[:3])
+    runtime.forget()
