@@ -58,6 +58,10 @@ class Case(models.Model):
     copyright_license = models.CharField(max_length=32, blank=True,
                                          help_text="The image's licence as the source states it (CC-0, CC-BY, CC-BY-NC).")
     created_at = models.DateTimeField(auto_now_add=True)
+    #: Every write of the row sets it (``QuerySet.update`` callers set it themselves): with the
+    #: row count and the highest id it makes ``selectors.library_state``, the key of the cached
+    #: case library page.
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
     #: Set when the case is taken out of the library (a wrong diagnosis found later, consent
     #: withdrawn): no search returns it from then on, on any backend, and later index builds
     #: leave it out; its rows and files stay so that past results still say what they showed.

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, Exists, Max, OuterRef, Q, QuerySet, Subquery
 
 from lesionsearch.roles import CLINICIAN, STUDY_ADMIN, has_role, roles_of
 from retrieval.classes import BY_CODE, CLASSES, SPLIT_CHOICES, TEST
@@ -61,6 +61,18 @@ def default_collection() -> str:
     if not collections:
         raise ValueError("the library is empty; import cases first")
     raise ValueError(f"several collections ({', '.join(collections)}); choose one with --collection")
+
+
+def library_state() -> str:
+    """A token that changes whenever a case is added, changed (``updated_at``; withdrawal and
+    restoration included) or deleted, in any collection and any process: the key under which
+    the case library page's class table and example images are cached. Three index reads, not
+    a scan: a deletion lowers the count, an addition raises the highest id (never reused), any
+    other write raises the latest ``updated_at``."""
+    count = Case.objects.count()
+    last_id = Case.objects.aggregate(v=Max("id"))["v"]
+    last_write = Case.objects.aggregate(v=Max("updated_at"))["v"]
+    return f"{count}-{last_id}-{last_write.timestamp() if last_write else 0:.6f}"
 
 
 def library_summary(*, collection: str) -> dict:

@@ -4,10 +4,13 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods
 
 from lesionsearch.access import allowed_only
@@ -26,6 +29,9 @@ from retrieval.throttles import query_submit_wait
 UPLOAD_ACCEPT = (".jpg,.jpeg,.png,.tif,.tiff,.webp,.bmp,.dcm,image/jpeg,image/png,image/tiff,image/webp,image/bmp,"
                  "application/dicom")
 HISTORY_PAGE_SIZE = 12
+#: How long one library state's rendered class table and examples stay cached; a new state (a
+#: case added, changed, withdrawn or deleted) has a new key, so this only bounds the memory of old ones.
+LIBRARY_PAGE_CACHE_SECONDS = 3600
 #: Seconds one API poll of the result page waits for the query to finish. The API answers at
 #: once when it finishes, but only then: a short wait keeps the queued -> running step visible.
 POLL_WAIT_SECONDS = 4
@@ -68,19 +74,35 @@ def home(request):
 @login_required
 @require_GET
 def library(request):
-    collections = selectors.collections_list()
+    state = selectors.library_state()
+    collections = cache.get_or_set(f"library-collections:{state}", selectors.collections_list, LIBRARY_PAGE_CACHE_SECONDS)
     if not collections:
         return redirect("home")
     collection = request.GET.get("collection") or collections[0]
     if collection not in collections:
         raise Http404("no such collection")
-    examples = selectors.case_examples(collection=collection)
+    table, examples = _library_fragments(collection, state)
     return render(request, "retrieval/library.html", {
-        "collections": collections,
-        "summary": selectors.library_summary(collection=collection),
-        "examples": [(cls, examples[cls.code]) for cls in CLASSES],
+        "collections": collections, "collection": collection, "table": table, "examples": examples,
         "check": selectors.library_check_latest(collection=collection),
     })
+
+
+def _library_fragments(collection: str, state: str) -> tuple[str, str]:
+    """The library page's class table and example images, rendered once per library state and
+    collection and then served from the cache (shared by the web processes where the cache is
+    Redis): they are most of the page's work, and they change only when a case does."""
+    key = f"library-page:{state}:{collection}"
+    fragments = cache.get(key)
+    if fragments is None:
+        examples = selectors.case_examples(collection=collection)
+        fragments = (
+            render_to_string("retrieval/_library_table.html", {"summary": selectors.library_summary(collection=collection)}),
+            render_to_string("retrieval/_library_examples.html",
+                             {"examples": [(cls, examples[cls.code]) for cls in CLASSES]}),
+        )
+        cache.set(key, fragments, LIBRARY_PAGE_CACHE_SECONDS)
+    return mark_safe(fragments[0]), mark_safe(fragments[1])  # our own templates' output, escaped when rendered
 
 
 ONE_IMAGE = "Upload one image at a time: the form held several files."

@@ -1,6 +1,8 @@
 """Pages: sign-in required, the library overview, protected media, health."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.core.management import call_command
 
@@ -174,3 +176,66 @@ def test_query_files_are_served_only_to_their_owner_and_staff(client, django_use
     assert fetch(detour, clinician).status_code == 200 and fetch(detour, colleague).status_code == 404
     orphan = f"/media/queries/{clinician.id}/orphan.jpg"
     assert fetch(orphan, clinician).status_code == 404 and fetch(orphan, study_admin).status_code == 200
+
+
+def test_the_library_state_changes_with_every_write_of_a_case_and_not_with_reads(library):
+    from retrieval.models import Case
+    from retrieval.selectors import library_state
+    from retrieval.services import case_restore, case_withdraw, library_split
+
+    seen = [library_state()]
+
+    def changed() -> bool:
+        seen.append(library_state())
+        return seen[-1] != seen[-2]
+
+    list(Case.objects.all())
+    assert not changed()
+    case = Case.objects.order_by("id").first()
+    case.localization = "scalp"
+    case.save()
+    assert changed()
+    case_withdraw(case=case, reason="misdiagnosed")
+    assert changed()
+    case_restore(case=case)
+    assert changed()  # back in the library, but not the state before the withdrawal: updated_at moved on
+    library_split(collection="ham10000", seed=7, train=0.5, val=0.25, test=0.25)  # QuerySet.update
+    assert changed()
+    Case.objects.order_by("-id").first().delete()  # the highest id: the count tells
+    assert changed()
+    assert len(set(seen)) == len(seen) - 1  # every write gave a state never seen before
+
+
+def test_the_library_page_is_rendered_once_per_library_state(client, clinician, library):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from retrieval.models import Case
+
+    client.force_login(clinician)
+    with CaptureQueriesContext(connection) as first:
+        response = client.get("/library/")
+    page = response.content.decode()
+    with CaptureQueriesContext(connection) as second:
+        again = client.get("/library/")
+    def tokenless(html: str) -> str:  # the sign-out form's CSRF token differs from response to response
+        return re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", html)
+
+    assert tokenless(again.content.decode()) == tokenless(page)
+    case_tables = [q["sql"] for q in second.captured_queries if '"retrieval_case"' in q["sql"]]
+    # the second request reads only the collections and the three state counters, not the cases
+    assert len(second.captured_queries) <= len(first.captured_queries) - 3
+    assert not any("GROUP BY" in sql or "ROW_NUMBER" in sql for sql in case_tables)
+    assert "30 diagnosed images" in page
+
+    case = Case.objects.filter(dx="bkl").exclude(split="test").order_by("image_id").first()
+    assert f'case {case.image_id}"' in page and "Benign keratosis" in page
+    case.dx = "nv"  # corrected in the admin: the table and the examples follow at once
+    case.save()
+    after = client.get("/library/").content.decode()
+    assert after != page
+    bkl_row = after.split("bkl <span")[1].split("</tr>")[0]
+    old_bkl_row = page.split("bkl <span")[1].split("</tr>")[0]
+    assert int(bkl_row.rsplit("<td>", 1)[1].split("<")[0]) == int(old_bkl_row.rsplit("<td>", 1)[1].split("<")[0]) - 1
+    case.delete()
+    assert "29 diagnosed images" in client.get("/library/").content.decode()

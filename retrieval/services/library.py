@@ -212,7 +212,7 @@ def library_split(*, collection: str, seed: int, train: float, val: float, test:
         ids = [pk for pk, _, _, old, _ in rows if assignment[pk] == split and old != split]
         changed += len(ids)
         for start in range(0, len(ids), 500):
-            Case.objects.filter(id__in=ids[start:start + 500]).update(split=split)
+            Case.objects.filter(id__in=ids[start:start + 500]).update(split=split, updated_at=timezone.now())
     summary = splits.split_summary(items, assignment)
     lesion_splits: dict[str, set[str]] = defaultdict(set)
     patient_splits: dict[str, set[str]] = defaultdict(set)
@@ -251,7 +251,7 @@ def case_withdraw(*, case: Case, reason: str, user=None) -> Case:
             raise WithdrawalError(f"Case {case.image_id} was already withdrawn on {case.withdrawn_at:%Y-%m-%d %H:%M} "
                                   f"UTC ({case.withdrawn_reason}).")
         case.withdrawn_at, case.withdrawn_reason = timezone.now(), reason
-        case.save(update_fields=["withdrawn_at", "withdrawn_reason"])
+        case.save(update_fields=["withdrawn_at", "withdrawn_reason", "updated_at"])
         audit.record(audit.Action.CASE_WITHDRAW, user=user, obj=case,
                      detail={"collection": case.collection, "image_id": case.image_id, "reason": reason})
     logger.info("case %s (%s) withdrawn from the library", case.id, case.image_id)
@@ -267,7 +267,7 @@ def case_restore(*, case: Case, user=None) -> Case:
             raise WithdrawalError(f"Case {case.image_id} is not withdrawn.")
         reason = case.withdrawn_reason
         case.withdrawn_at, case.withdrawn_reason = None, ""
-        case.save(update_fields=["withdrawn_at", "withdrawn_reason"])
+        case.save(update_fields=["withdrawn_at", "withdrawn_reason", "updated_at"])
         audit.record(audit.Action.CASE_RESTORE, user=user, obj=case,
                      detail={"collection": case.collection, "image_id": case.image_id, "was_withdrawn_for": reason})
     return case
