@@ -1,22 +1,106 @@
-"""The embedded broker: kombu's filesystem transport with atomic message files.
+"""The embedded broker: kombu's filesystem transport with atomic message files and wake-ups.
 
-kombu's filesystem transport creates a message file, then locks and writes it. A consumer
-that lists the folder in between reads an empty file, fails to decode it, and Celery's
-consumer stops consuming: the worker looks alive but takes no more tasks. (Seen with the
-fast polling interval the query path needs.) Here a message is written under a name the
-consumers ignore and renamed into place, which is atomic on one filesystem, so a consumer only
-ever sees complete messages.
+Atomic messages. kombu's filesystem transport creates a message file, then locks and writes it.
+A consumer that lists the folder in between reads an empty file, fails to decode it, and
+Celery's consumer stops consuming: the worker looks alive but takes no more tasks. (Seen with
+a fast polling interval.) Here a message is written under a name the consumers ignore and
+renamed into place, which is atomic on one filesystem, so a consumer only ever sees complete
+messages.
+
+Wake-ups. kombu's consumer lists the folder, finds nothing and sleeps ``polling_interval``; a
+message sent during the sleep waits for its end (half the interval on average: ~2.5 ms of a
+~70 ms query at 5 ms, and a shorter interval costs an idle worker CPU). Here each consuming
+process owns a named pipe in the ``wake`` folder beside the queue and waits on it instead of
+sleeping; a producer that has written a message writes one byte to every pipe there. The
+wait still ends after ``polling_interval`` (so a wake-up that does not arrive only delays a
+message to the next listing, as before), and a pipe nobody reads any more (its consumer was
+killed) is removed by the next producer that finds it so.
 """
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import select
+import socket
 import uuid
-from time import monotonic
+from pathlib import Path
+from queue import Empty
+from time import monotonic, sleep
 
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
+
+logger = logging.getLogger(__name__)
+
+WAKE_SUFFIX = ".wake"
+
+
+def wake_folder(data_folder: str) -> Path:
+    """Where the consumers of the queue folder ``data_folder`` keep their pipes."""
+    return Path(data_folder).parent / "wake"
+
+
+def wake_consumers(folder: Path) -> int:
+    """Write one byte to every consumer's pipe in ``folder``; remove the pipes no process reads
+    (their consumer is gone). Returns how many were woken. Never raises: a consumer that is not
+    woken finds the message at its next listing."""
+    woken = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for name in names:
+        if not name.endswith(WAKE_SUFFIX):
+            continue
+        path = folder / name
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # a pipe with no reader: its consumer died without removing it
+                path.unlink(missing_ok=True)
+            continue
+        try:
+            os.write(fd, b"\0")
+            woken += 1
+        except BlockingIOError:  # the pipe is full of unread wake-ups: that consumer is awake anyway
+            woken += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return woken
+
+
+class WakePipe:
+    """A consuming process's own named pipe: :meth:`wait` returns when a producer writes to it or
+    after ``timeout`` seconds."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{os.getpid()}-{uuid.uuid4().hex}{WAKE_SUFFIX}"
+        os.mkfifo(self.path, 0o600)
+        # Read-write, so that the pipe always has a writer: a read-only pipe whose last writer
+        # closed reads as end-of-file, and select would return at once, forever.
+        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
+
+    def wait(self, timeout: float) -> bool:
+        """True when woken (the pending wake-ups are consumed), False after ``timeout``."""
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return False
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        return True
+
+    def close(self) -> None:
+        self.path.unlink(missing_ok=True)
+        os.close(self.fd)
 
 
 class Channel(filesystem.Channel):
@@ -30,7 +114,69 @@ class Channel(filesystem.Channel):
             os.replace(partial, final)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+        wake_consumers(wake_folder(self.data_folder_out))
+
+    # A consumer that holds as many unacknowledged messages as its prefetch allows lists nothing
+    # (kombu's QoS), and its wait is not ended by the message that arrives meanwhile (its wake-up
+    # came while it could not take it). An acknowledgement frees a place: end the wait then, as
+    # the poll after it did when the interval was short.
+    def basic_ack(self, delivery_tag, multiple=False):
+        super().basic_ack(delivery_tag, multiple=multiple)
+        self.connection.wake_self()
+
+    def basic_reject(self, delivery_tag, requeue=False):
+        super().basic_reject(delivery_tag, requeue=requeue)
+        self.connection.wake_self()
 
 
 class Transport(filesystem.Transport):
     Channel = Channel
+    _wake: WakePipe | None = None
+    _wake_pid: int | None = None
+
+    def _wake_pipe(self) -> WakePipe | None:
+        """This process's pipe, made on its first wait (a forked child makes its own)."""
+        if self._wake is None or self._wake_pid != os.getpid():
+            folder = self.client.transport_options.get("data_folder_in")
+            try:
+                self._wake = WakePipe(wake_folder(folder)) if folder else None
+            except OSError as exc:  # no pipes here: plain polling, as kombu does
+                logger.warning("broker wake-up pipe unavailable (%s): polling every %s s", exc, self.polling_interval)
+                self._wake = None
+            self._wake_pid = os.getpid()
+        return self._wake
+
+    def wake_self(self) -> None:
+        """End this process's own wait (from any of its threads)."""
+        if self._wake is not None and self._wake_pid == os.getpid():
+            try:
+                os.write(self._wake.fd, b"\0")
+            except OSError:  # full: the wait ends anyway
+                pass
+
+    def drain_events(self, connection, timeout=None):
+        """kombu's loop (``virtual.Transport.drain_events``), waiting on the wake pipe instead of sleeping."""
+        started = monotonic()
+        interval = self.polling_interval
+        if timeout and interval and interval > timeout:
+            interval = timeout
+        while True:
+            try:
+                self.cycle.get(self._deliver, timeout=timeout)
+                return
+            except Empty:
+                if timeout is not None and monotonic() - started >= timeout:
+                    raise socket.timeout() from None
+                if interval is None:
+                    continue
+                pipe = self._wake_pipe()
+                if pipe is None:
+                    sleep(interval)
+                else:
+                    pipe.wait(interval)
+
+    def close_connection(self, connection):
+        if self._wake is not None and self._wake_pid == os.getpid():
+            self._wake.close()
+            self._wake = None
+        super().close_connection(connection)

@@ -247,9 +247,10 @@ if _broker_url is None:
         "data_folder_out": str(BROKER_DIR / "queue"),
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
-        # The transport polls its folder (a directory listing, ~0.1 ms); the default 1 s would dominate
-        # a ~0.1 s query, and 5 ms keeps the queue wait to a few ms (bench/query_end_to_end.py).
-        "polling_interval": 0.005,
+        # A consumer waits on its wake-up pipe, which every message sent writes to (lesionsearch/broker.py),
+        # and lists the folder (~0.1 ms) at least this often in any case: a message whose wake-up did
+        # not arrive waits at most this long. (Before the wake-ups it was a 5 ms poll.)
+        "polling_interval": 0.1,
     }
     for _folder in ("queue", "control"):  # the transport expects them to exist
         (BROKER_DIR / _folder).mkdir(parents=True, exist_ok=True)
