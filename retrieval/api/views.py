@@ -36,6 +36,7 @@ _ERROR_TEXT = {
     404: "no such object, or it is not the user's",
     409: "the current state does not allow this",
     413: f"the upload is larger than {settings.QUERY_MAX_UPLOAD_MB} MB",
+    415: "the body is not `multipart/form-data` (or a plain form)",
     429: "too many requests; see the Retry-After header",
     503: "no case index is ready to search yet",
 }
@@ -82,7 +83,7 @@ class QueryListCreateView(_QueryView):
         description="Stores the image and queues the search; answers at once with 202 and the query's URL. "
                     "Read the result there (`?wait=` long-polls).",
         request={"multipart/form-data": s.QueryCreateInputSerializer},
-        responses={202: s.QueryCreatedSerializer, **errors(400, 409, 413, 429, 503)},
+        responses={202: s.QueryCreatedSerializer, **errors(400, 409, 413, 415, 429, 503)},
     )
     def post(self, request):
         limit = settings.QUERY_MAX_UPLOAD_MB * 1024 * 1024

@@ -259,9 +259,11 @@ def test_form_fields_over_djangos_memory_limit_are_413(clinician, index_row, set
     assert error["code"] == "too_large" and "files are not counted" in error["message"]
 
 
-def test_json_bodies_are_415(clinician, index_row):
+def test_json_bodies_are_415_as_the_schema_says(clinician, index_row):
     error = error_of(api(clinician).post(QUERIES, {"k": 3}, format="json"), 415)
     assert error["code"] == "unsupported_media_type"
+    documented = _schema()["paths"]["/api/v1/queries/"]["post"]["responses"]
+    assert documented["415"]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
 
 
 def test_query_creation_is_throttled_per_user(clinician, other_clinician, index_row, monkeypatch):
@@ -617,7 +619,7 @@ def test_the_schema_is_openapi_3_with_every_endpoint_and_the_error_shape():
     assert set(schema["paths"][QUERIES]) == {"get", "post"}
     assert set(schema["paths"]["/api/v1/queries/{query_id}/"]) == {"get", "delete"}
     create = schema["paths"][QUERIES]["post"]
-    assert set(create["responses"]) == {"202", "400", "401", "403", "409", "413", "429", "503"}
+    assert set(create["responses"]) == {"202", "400", "401", "403", "409", "413", "415", "429", "503"}
     assert create["responses"]["413"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/Error"
     assert "multipart/form-data" in create["requestBody"]["content"]
     error = schema["components"]["schemas"]["ErrorDetail"]
