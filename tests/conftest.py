@@ -58,7 +58,7 @@ def sent_jobs(monkeypatch) -> SentJobs:
     from lesionsearch.jobs import services
 
     sent = SentJobs()
-    monkeypatch.setattr(services, "send", lambda kind, job_id: sent[kind.name].append(job_id))
+    monkeypatch.setattr(services, "send", lambda kind, job_id, stamped=False: sent[kind.name].append(job_id))
     return sent
 
 

@@ -76,7 +76,7 @@ def web_tier_only(monkeypatch):
     from lesionsearch.jobs import services as jobs
     from retrieval.services import polling
 
-    monkeypatch.setattr(jobs, "send", lambda kind, job_id: None)
+    monkeypatch.setattr(jobs, "send", lambda kind, job_id, stamped=False: None)
     monkeypatch.setattr(polling, "MAX_WAIT_SECONDS", 0.05)
 
 

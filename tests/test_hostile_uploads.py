@@ -90,7 +90,7 @@ def limits(settings, monkeypatch):
     from lesionsearch.jobs import services as jobs
 
     settings.QUERY_MAX_UPLOAD_MB = LIMIT_MB
-    monkeypatch.setattr(jobs, "send", lambda kind, job_id: None)
+    monkeypatch.setattr(jobs, "send", lambda kind, job_id, stamped=False: None)
 
 
 @pytest.fixture

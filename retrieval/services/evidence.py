@@ -52,17 +52,17 @@ def evidence_create(*, query: Query, saliency: np.ndarray, total: int) -> tuple[
     name = saliency_map_name(query)
     default_storage.delete(name)  # a first stage taken over from a dead worker may have left one
     name = default_storage.save(name, ContentFile(buffer.getvalue()))
-    job = QueryEvidence.objects.create(query=query, saliency_map=name, total=total)
-    jobs.enqueue_on_commit(EVIDENCE, job.id)
+    job = QueryEvidence.objects.create(query=query, saliency_map=name, total=total, **jobs.enqueued_now())
+    jobs.enqueue_on_commit(EVIDENCE, job.id, stamped=True)
     return job, name
 
 
 def evidence_run(*, evidence_id: int, worker: str) -> bool:
     """The worker's part: render the pairs of a claimed job. Returns whether this call ran it."""
-    if jobs.claim(EVIDENCE, evidence_id, worker) is None:
+    job = jobs.claim(EVIDENCE, evidence_id, worker, related=("query__index_version",))
+    if job is None:
         logger.info("evidence %s already claimed, finished or deleted; nothing to do", evidence_id)
         return False
-    job = QueryEvidence.objects.select_related("query__index_version").get(id=evidence_id)
     written: list[str] = []
     try:
         results = pairs_compute(job, written)

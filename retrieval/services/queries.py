@@ -144,11 +144,12 @@ def query_submit(*, user, image_data: bytes, filename: str = "", k: int | None =
         with transaction.atomic():
             query = Query.objects.create(user=user, image=name, original_name=(filename or "")[:255],
                                          sha256=info.sha256, width=width, height=height, k=k, index_version_id=index_id,
-                                         method=method, acquisition=acquisition, search_filter=where.as_json())
+                                         method=method, acquisition=acquisition, search_filter=where.as_json(),
+                                         **jobs.enqueued_now())
             audit.record(audit.Action.QUERY_SUBMIT, user=user, obj=query,
                          detail={"sha256": info.sha256, "k": k, "method": method, "index": index_id,
                                  "filtered": not where.empty})
-            jobs.enqueue_on_commit(QUERY, query.id)
+            jobs.enqueue_on_commit(QUERY, query.id, stamped=True)
     except BaseException:
         default_storage.delete(name)
         raise
@@ -157,10 +158,10 @@ def query_submit(*, user, image_data: bytes, filename: str = "", k: int | None =
 
 def query_run(*, query_id: int, worker: str) -> bool:
     """The worker's part: search the library for the query image. Returns whether this call ran it."""
-    if jobs.claim(QUERY, query_id, worker) is None:
+    query = jobs.claim(QUERY, query_id, worker, related=("index_version__model_version__parent",))
+    if query is None:
         logger.info("query %s already claimed, finished or deleted; nothing to do", query_id)
         return False
-    query = Query.objects.select_related("index_version__model_version__parent").get(id=query_id)
     try:
         analyse(query, worker)
     except Exception as exc:
@@ -275,15 +276,17 @@ def analyse(query: Query, worker: str) -> None:
     written = [overlay_name]
     try:
         with transaction.atomic():
-            if not jobs.held(QUERY, query.id, worker).select_for_update().exists():  # deleted by the user, or taken over after a stale heartbeat
+            # Finished first, by a conditional update that also takes the row's lock: nothing is
+            # written when the user deleted the query or a sweep gave it to another worker.
+            if not jobs.finish(QUERY, query.id, worker, saliency=overlay_name,
+                               predicted=CODES[int(encoded.secbir.predicted[0])], best_similarity=best,
+                               warning=warning, ood_score=ood["score"], ood_threshold=ood["threshold"],
+                               ood_method=ood["method"], message="",
+                               neighbour_vote=neighbour_vote_json([case.dx for case, _ in found])):
                 _delete(written)
                 return
             QueryNeighbour.objects.filter(query_id=query.id).delete()
             QueryNeighbour.objects.bulk_create(neighbours)
-            jobs.finish(QUERY, query.id, worker, saliency=overlay_name,
-                        predicted=CODES[int(encoded.secbir.predicted[0])], best_similarity=best, warning=warning,
-                        ood_score=ood["score"], ood_threshold=ood["threshold"], ood_method=ood["method"],
-                        neighbour_vote=neighbour_vote_json([case.dx for case, _ in found]), message="")
             if settings.QUERY_EVIDENCE_MAPS:  # the second stage, sent once this commits
                 written.append(evidence.evidence_create(query=query, saliency=saliency, total=len(neighbours))[1])
     except BaseException:

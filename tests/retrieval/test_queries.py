@@ -218,7 +218,7 @@ def test_a_query_held_by_a_dead_worker_is_resent_then_taken_over(ready_index, cl
     long_ago = timezone.now() - timedelta(hours=1)
     Query.objects.filter(id=query.id).update(status="running", worker="dead", attempts=1, heartbeat_at=long_ago,
                                              enqueued_at=long_ago)
-    refreshed = query_refresh(query=query)  # what the next poll of the page or the API does
+    refreshed = query_refresh(query=Query.objects.get(id=query.id))  # what the next poll of the page or the API does
     assert sent == [query.id] and refreshed.status == "running"
     query_refresh(query=refreshed)
     assert sent == [query.id]  # re-sent once, not on every poll
@@ -256,13 +256,13 @@ def test_repeatedly_interrupted_and_never_picked_up_queries_fail_with_messages(r
     interrupted = query_submit(user=clinician, image_data=_image_bytes())
     Query.objects.filter(id=interrupted.id).update(status="running", attempts=settings.JOB_MAX_ATTEMPTS,
                                                    heartbeat_at=long_ago)
-    assert query_refresh(query=interrupted).status == "failed"
+    assert query_refresh(query=Query.objects.get(id=interrupted.id)).status == "failed"  # the next poll's row
     assert "interrupted several times" in Query.objects.get(id=interrupted.id).message
     assert query_run(query_id=interrupted.id, worker="w") is False
 
     forgotten = query_submit(user=clinician, image_data=_image_bytes(seed=2))
     Query.objects.filter(id=forgotten.id).update(created_at=long_ago)
-    failed = query_refresh(query=forgotten)
+    failed = query_refresh(query=Query.objects.get(id=forgotten.id))
     assert failed.status == "failed" and "did not pick up" in failed.message
 
 
