@@ -8,20 +8,15 @@ renamed into place, which is atomic on one filesystem, so a consumer only ever s
 messages.
 
 Wake-ups. kombu's consumer lists the folder, finds nothing and sleeps ``polling_interval``; a
-message sent during the sleep waits for its end (half the interval on average: ~2.5 ms of a
-~70 ms query at 5 ms, and a shorter interval costs an idle worker CPU). Here each consuming
-process owns a named pipe in the ``wake`` folder beside the queue and waits on it instead of
-sleeping; a producer that has written a message writes one byte to every pipe there. The
-wait still ends after ``polling_interval`` (so a wake-up that does not arrive only delays a
-message to the next listing, as before), and a pipe nobody reads any more (its consumer was
-killed) is removed by the next producer that finds it so.
+message sent during the sleep waits for its end (half the interval on average), and a shorter
+interval costs an idle worker CPU. Here each consuming process waits on its own named pipe in
+the ``wake`` folder beside the queue (``lesionsearch.wakeup``), which every producer writes to
+once its message is in place; it still lists the folder after ``polling_interval`` in any case.
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import select
 import socket
 import uuid
 from pathlib import Path
@@ -33,74 +28,14 @@ from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
-logger = logging.getLogger(__name__)
+from lesionsearch import wakeup
 
-WAKE_SUFFIX = ".wake"
+logger = logging.getLogger(__name__)
 
 
 def wake_folder(data_folder: str) -> Path:
     """Where the consumers of the queue folder ``data_folder`` keep their pipes."""
     return Path(data_folder).parent / "wake"
-
-
-def wake_consumers(folder: Path) -> int:
-    """Write one byte to every consumer's pipe in ``folder``; remove the pipes no process reads
-    (their consumer is gone). Returns how many were woken. Never raises: a consumer that is not
-    woken finds the message at its next listing."""
-    woken = 0
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return 0
-    for name in names:
-        if not name.endswith(WAKE_SUFFIX):
-            continue
-        path = folder / name
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # a pipe with no reader: its consumer died without removing it
-                path.unlink(missing_ok=True)
-            continue
-        try:
-            os.write(fd, b"\0")
-            woken += 1
-        except BlockingIOError:  # the pipe is full of unread wake-ups: that consumer is awake anyway
-            woken += 1
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-    return woken
-
-
-class WakePipe:
-    """A consuming process's own named pipe: :meth:`wait` returns when a producer writes to it or
-    after ``timeout`` seconds."""
-
-    def __init__(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"{os.getpid()}-{uuid.uuid4().hex}{WAKE_SUFFIX}"
-        os.mkfifo(self.path, 0o600)
-        # Read-write, so that the pipe always has a writer: a read-only pipe whose last writer
-        # closed reads as end-of-file, and select would return at once, forever.
-        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
-
-    def wait(self, timeout: float) -> bool:
-        """True when woken (the pending wake-ups are consumed), False after ``timeout``."""
-        ready, _, _ = select.select([self.fd], [], [], timeout)
-        if not ready:
-            return False
-        try:
-            while os.read(self.fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        return True
-
-    def close(self) -> None:
-        self.path.unlink(missing_ok=True)
-        os.close(self.fd)
 
 
 class Channel(filesystem.Channel):
@@ -114,7 +49,7 @@ class Channel(filesystem.Channel):
             os.replace(partial, final)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
-        wake_consumers(wake_folder(self.data_folder_out))
+        wakeup.wake_all(wake_folder(self.data_folder_out))
 
     # A consumer that holds as many unacknowledged messages as its prefetch allows lists nothing
     # (kombu's QoS), and its wait is not ended by the message that arrives meanwhile (its wake-up
@@ -131,15 +66,15 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
-    _wake: WakePipe | None = None
+    _wake: wakeup.Pipe | None = None
     _wake_pid: int | None = None
 
-    def _wake_pipe(self) -> WakePipe | None:
+    def _wake_pipe(self) -> wakeup.Pipe | None:
         """This process's pipe, made on its first wait (a forked child makes its own)."""
         if self._wake is None or self._wake_pid != os.getpid():
             folder = self.client.transport_options.get("data_folder_in")
             try:
-                self._wake = WakePipe(wake_folder(folder)) if folder else None
+                self._wake = wakeup.Pipe(wake_folder(folder)) if folder else None
             except OSError as exc:  # no pipes here: plain polling, as kombu does
                 logger.warning("broker wake-up pipe unavailable (%s): polling every %s s", exc, self.polling_interval)
                 self._wake = None
@@ -149,10 +84,7 @@ class Transport(filesystem.Transport):
     def wake_self(self) -> None:
         """End this process's own wait (from any of its threads)."""
         if self._wake is not None and self._wake_pid == os.getpid():
-            try:
-                os.write(self._wake.fd, b"\0")
-            except OSError:  # full: the wait ends anyway
-                pass
+            self._wake.poke()
 
     def drain_events(self, connection, timeout=None):
         """kombu's loop (``virtual.Transport.drain_events``), waiting on the wake pipe instead of sleeping."""

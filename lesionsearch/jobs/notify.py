@@ -10,9 +10,9 @@ notification it was meant to speed up.
 
 Two transports, chosen by the broker:
 
-* embedded default (filesystem broker, one host): one signal file per kind under
-  ``JOB_NOTIFY_DIR``, whose modification time a notify moves; a watch looks at it (``stat``,
-  microseconds, no database) every ``FILE_POLL_SECONDS``;
+* embedded default (filesystem broker, one host): a watch makes a named pipe per kind in
+  ``JOB_NOTIFY_DIR/<kind>/`` and waits on them in ``poll``; a notify writes a byte to every
+  pipe of its kind (``lesionsearch.wakeup``): no polling, no database;
 * Redis broker (several hosts): ``PUBLISH`` on a channel per kind, which a watch subscribes to
   before the reader's first read, so nothing sent in between is missed.
 
@@ -21,7 +21,6 @@ A wake-up says only "a job of this kind finished": the reader checks its own row
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterable
 from functools import lru_cache
@@ -29,12 +28,12 @@ from pathlib import Path
 
 from django.conf import settings
 
+from lesionsearch import wakeup
+
 logger = logging.getLogger(__name__)
 
 #: A watching reader re-reads its row at least this often, woken or not.
 RECHECK_SECONDS = 0.5
-#: How often a file watch looks at its signal files.
-FILE_POLL_SECONDS = 0.002
 CHANNEL = "lesionsearch:jobs:{kind}"
 
 
@@ -49,8 +48,8 @@ def _client(url: str):
     return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
 
 
-def _signal_file(kind: str) -> Path:
-    return Path(settings.JOB_NOTIFY_DIR) / f"{kind}.signal"
+def _pipe_folder(kind: str) -> Path:
+    return Path(settings.JOB_NOTIFY_DIR) / kind
 
 
 def notify(kind: str) -> None:
@@ -60,43 +59,29 @@ def notify(kind: str) -> None:
         if _redis():
             _client(settings.CELERY_BROKER_URL).publish(CHANNEL.format(kind=kind), b"1")
         else:
-            path = _signal_file(kind)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
-            os.utime(path)  # a new modification time, also when the file existed
+            wakeup.wake_all(_pipe_folder(kind))
     except Exception:
         logger.warning("could not notify the readers of %s jobs; they re-read within %s s", kind, RECHECK_SECONDS,
                        exc_info=True)
 
 
-class _FileWatch:
+class _PipeWatch:
     def __init__(self, kinds: Iterable[str]) -> None:
-        self.paths = [_signal_file(kind) for kind in kinds]
-        self.marks = self._marks()
-
-    def _marks(self) -> list[int]:
-        marks = []
-        for path in self.paths:
-            try:
-                marks.append(path.stat().st_mtime_ns)
-            except FileNotFoundError:
-                marks.append(0)
-        return marks
+        self.pipes: list[wakeup.Pipe] = []
+        try:
+            for kind in kinds:
+                self.pipes.append(wakeup.Pipe(_pipe_folder(kind)))
+        except BaseException:
+            self.close()
+            raise
 
     def wait(self, timeout: float) -> bool:
-        deadline = time.monotonic() + max(0.0, timeout)
-        while True:
-            marks = self._marks()
-            if marks != self.marks:
-                self.marks = marks
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            time.sleep(min(FILE_POLL_SECONDS, left))
+        return wakeup.wait_any(self.pipes, timeout)
 
     def close(self) -> None:
-        pass
+        for pipe in self.pipes:
+            pipe.close()
+        self.pipes = []
 
 
 class _RedisWatch:
@@ -125,7 +110,7 @@ class Watch:
         kinds = list(kinds)
         self.impl = None
         try:
-            self.impl = _RedisWatch(kinds) if _redis() else _FileWatch(kinds)
+            self.impl = _RedisWatch(kinds) if _redis() else _PipeWatch(kinds)
         except Exception:
             logger.warning("cannot watch %s jobs; re-reading every %s s", kinds, RECHECK_SECONDS, exc_info=True)
 

@@ -35,7 +35,7 @@ def query_wait(*, query: Query, timeout: float, until: str = UNTIL_DONE) -> Quer
     """Refresh the query until it is done or failed (``until="done"``; with ``"evidence"``: and its
     evidence maps are settled too, ``evidence.evidence_settled``), or ``timeout`` (at most
     ``MAX_WAIT_SECONDS``) has passed (the API's ``?wait=`` long-poll). Re-reads the row when a
-    query (or evidence) job finishes (``lesionsearch.jobs.notify``: a signal file on the embedded
+    query (or evidence) job finishes (``lesionsearch.jobs.notify``: named pipes on the embedded
     default, Redis pub/sub otherwise) and at least every ``notify.RECHECK_SECONDS``, so a waiting
     client learns of ``done`` within a few ms of its commit (``bench/query_end_to_end.py``
     measures the gap) without polling the database while the worker computes."""

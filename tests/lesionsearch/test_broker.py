@@ -2,7 +2,6 @@
 producer instead of finding a message only at their next folder listing."""
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -23,37 +22,6 @@ def _connection(folder, polling_interval: float) -> Connection:
     })
 
 
-def test_a_wake_pipe_waits_its_timeout_and_returns_at_once_when_written(tmp_path):
-    pipe = broker.WakePipe(tmp_path / "wake")
-    try:
-        started = time.monotonic()
-        assert pipe.wait(0.2) is False
-        assert time.monotonic() - started >= 0.19
-        assert broker.wake_consumers(tmp_path / "wake") == 1
-        assert broker.wake_consumers(tmp_path / "wake") == 1  # two wake-ups before the consumer looks ...
-        started = time.monotonic()
-        assert pipe.wait(5) is True
-        assert time.monotonic() - started < 0.1
-        assert pipe.wait(0.05) is False  # ... are both consumed: the next wait waits again
-    finally:
-        pipe.close()
-    assert not list((tmp_path / "wake").iterdir())
-
-
-def test_a_producer_removes_the_pipe_of_a_consumer_that_died(tmp_path):
-    folder = tmp_path / "wake"
-    folder.mkdir()
-    os.mkfifo(folder / "12345-dead.wake")  # what a consumer killed with -9 leaves: nobody has it open
-    (folder / "notes.txt").write_text("not a pipe")
-    live = broker.WakePipe(folder)
-    try:
-        assert broker.wake_consumers(folder) == 1
-        assert sorted(p.name for p in folder.iterdir()) == sorted(["notes.txt", live.path.name])
-    finally:
-        live.close()
-    assert broker.wake_consumers(tmp_path / "no-such-folder") == 0
-
-
 @pytest.mark.parametrize("woken", [True, False])
 def test_a_waiting_consumer_gets_a_message_as_soon_as_it_is_sent(tmp_path, monkeypatch, woken):
     """A consumer polling every 2 s receives the message within a few milliseconds when the
@@ -61,7 +29,7 @@ def test_a_waiting_consumer_gets_a_message_as_soon_as_it_is_sent(tmp_path, monke
     # kombu keeps declared bindings in a class-wide state; this test's folders are new
     monkeypatch.setattr(broker.Transport, "global_state", virtual.BrokerState())
     if not woken:
-        monkeypatch.setattr(broker, "wake_consumers", lambda folder: 0)
+        monkeypatch.setattr(broker.wakeup, "wake_all", lambda folder: 0)
     exchange = Exchange("jobs", type="direct")
     queue = Queue("inference", exchange, routing_key="inference")
     received: list[tuple[dict, float]] = []

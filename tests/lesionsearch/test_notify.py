@@ -1,6 +1,6 @@
 """Job wake-ups (lesionsearch.jobs.notify): a reader waiting on a job learns it finished within
-milliseconds of the commit, without polling the database; on the embedded default (signal
-files) here, on Redis in the services run."""
+milliseconds of the commit, without polling the database; on the embedded default (named
+pipes) here, on Redis in the services run."""
 from __future__ import annotations
 
 import threading
@@ -42,7 +42,7 @@ def _check_transport() -> None:
         assert other.wait(0.1) is False  # only the kinds watched
 
 
-def test_a_signal_file_wakes_a_watch_within_milliseconds(settings, tmp_path):
+def test_a_named_pipe_wakes_a_watch_within_milliseconds(settings, tmp_path):
     if settings.CELERY_BROKER_URL.startswith("redis"):
         pytest.skip("the services run uses Redis pub/sub (the next test)")
     settings.JOB_NOTIFY_DIR = tmp_path / "notify"
