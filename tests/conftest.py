@@ -202,11 +202,14 @@ def _running(pid: int) -> bool:
 
 
 @pytest.fixture
-def celery_worker_process(transactional_db, media_root):
+def celery_worker_process(transactional_db, django_db_serialized_rollback, media_root):
     """A real Celery worker process on the test database, media folder and broker.
 
     Tasks reach it through the configured broker (the filesystem broker on the embedded
     default, Redis in the services run); it sees committed rows only, hence transactional_db.
+    Serialized rollback, as every transactional test here: a plain flush re-creates the content
+    types under new ids, and the next test with serialized rollback then fails to restore its own
+    (an IntegrityError that depends on the order the tests run in).
     """
     process = start_worker(media_root, log=media_root.parent / "worker.log")
     yield process

@@ -35,8 +35,8 @@ CLINICIAN_THINK = 0.25
 MAX_P99_MS = float(os.environ.get("LOAD_MAX_P99_MS", 300))
 
 
-def test_uploads_and_browsing_at_once_lose_nothing_and_reads_stay_fast(transactional_db, ready_index, media_root,
-                                                                       django_user_model, tmp_path, capsys):
+def test_uploads_and_browsing_at_once_lose_nothing_and_reads_stay_fast(
+        transactional_db, django_db_serialized_rollback, ready_index, media_root, django_user_model, tmp_path, capsys):
     from lesionsearch.roles import CLINICIAN
     from retrieval.models import Case, Query
 

@@ -64,7 +64,8 @@ def _pings(client) -> bool:
         return False
 
 
-def test_a_query_is_answered_by_the_worker(transactional_db, ready_index, clinician, celery_worker_process):
+def test_a_query_is_answered_by_the_worker(
+        transactional_db, django_db_serialized_rollback, ready_index, clinician, celery_worker_process):
     query = query_submit(user=clinician, image_data=_library_image())  # autocommit: sent at once
 
     done = wait_for(lambda: Query.objects.filter(id=query.id, status__in=["done", "failed"]).first(), timeout=120,
@@ -81,7 +82,7 @@ def test_a_query_is_answered_by_the_worker(transactional_db, ready_index, clinic
 
 
 def test_an_index_build_killed_with_its_worker_resumes_while_the_old_index_serves_queries(
-        transactional_db, ready_index, tiny_models, media_root, settings, clinician):
+        transactional_db, django_db_serialized_rollback, ready_index, tiny_models, media_root, settings, clinician):
     """kill -9 of the worker half-way through a rebuild: queries submitted meanwhile (before and
     after the kill) are answered from the old index, which stays active until the new one is
     complete; the build resumes on the next worker by itself (its sweeper: nobody polls here)."""
@@ -128,8 +129,8 @@ def test_an_index_build_killed_with_its_worker_resumes_while_the_old_index_serve
     assert len(ids) == len(set(ids)) == finished.total  # resumed, nothing encoded twice into the index
 
 
-def test_a_worker_killed_mid_query_is_replaced_and_the_query_is_answered(transactional_db, ready_index, clinician,
-                                                                        media_root):
+def test_a_worker_killed_mid_query_is_replaced_and_the_query_is_answered(
+        transactional_db, django_db_serialized_rollback, ready_index, clinician, media_root):
     """kill -9 of the worker (main and pool processes) while it runs a query: after a restart the
     query is answered, by a second run, without anyone polling it (the worker's sweeper)."""
     env = {"JOB_STALE_SECONDS": "10", "JOB_SWEEP_SECONDS": "1"}
@@ -155,7 +156,7 @@ def test_a_worker_killed_mid_query_is_replaced_and_the_query_is_answered(transac
 
 
 def test_a_worker_killed_during_the_second_stage_is_replaced_and_the_pairs_are_computed(
-        transactional_db, ready_index, clinician, media_root):
+        transactional_db, django_db_serialized_rollback, ready_index, clinician, media_root):
     """kill -9 of the worker while it renders a done query's evidence pairs: the query keeps its
     neighbours throughout, and after a restart the pairs are computed by a second run (the
     sweeper takes the stale job over; nobody polls)."""
@@ -185,8 +186,8 @@ def test_a_worker_killed_during_the_second_stage_is_replaced_and_the_pairs_are_c
 
 @pytest.mark.skipif(not settings.CELERY_BROKER_URL.startswith("redis://"),
                     reason="needs the Redis broker (make test-services)")  # checked before the fixtures run
-def test_queries_queued_when_redis_restarts_are_all_answered(transactional_db, ready_index, tiny_models, clinician,
-                                                             media_root, settings):
+def test_queries_queued_when_redis_restarts_are_all_answered(
+        transactional_db, django_db_serialized_rollback, ready_index, tiny_models, clinician, media_root, settings):
     """Redis restarts without persistence (as CI's and a cache-like deployment's do) while queries
     wait behind a long job: their messages are gone; the worker's sweeper re-sends them from the
     database and every one is answered exactly once."""
@@ -233,8 +234,8 @@ def test_queries_queued_when_redis_restarts_are_all_answered(transactional_db, r
     assert built.status == "done", built.message
 
 
-def test_a_query_lost_with_its_worker_is_rerun_by_the_next_worker(transactional_db, ready_index, clinician,
-                                                                  media_root, settings):
+def test_a_query_lost_with_its_worker_is_rerun_by_the_next_worker(
+        transactional_db, django_db_serialized_rollback, ready_index, clinician, media_root, settings):
     """A query claimed by a worker that dies is retried when polled after its heartbeat goes stale."""
     from datetime import timedelta
 
