@@ -51,9 +51,13 @@ def make_operations(clinician, settings) -> dict:
     wide = ModelVersion.objects.create(config="tiny", stage="4ch", parent=rgb, collection="synthetic",
                                        checkpoint="models/b.pt", checkpoint_sha256="b" * 64, data_fingerprint="f")
     index = IndexVersion.objects.create(model_version=wide, collection="synthetic", status="done", active=True,
-                                        size=61, dimension=8, total=61, done=61, directory="indexes/1",
+                                        size=61, dimension=8, total=61, done=61,
                                         methods=["secbir", "cnn3"], finished_at=timezone.now())
-    default_storage.save("indexes/1/features.npy", ContentFile(b"x" * 2048))
+    # Its folder is named by its id, as a build names it (the id is not 1 when earlier tests
+    # committed index rows: the ops page finds the folder's size by the id).
+    index.directory = f"indexes/{index.id}"
+    index.save(update_fields=["directory"])
+    default_storage.save(f"{index.directory}/features.npy", ContentFile(b"x" * 2048))
     for status, seconds in (("done", 0.3), ("done", 2.0), ("failed", 100.0)):
         _query(clinician, status, seconds)
     return {"training": training, "index": index}
