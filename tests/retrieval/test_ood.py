@@ -96,7 +96,7 @@ def test_a_build_stores_the_calibration_with_every_figure_and_the_candidates(rea
 def test_a_photograph_gets_its_ood_score_and_the_warning_when_it_is_below_the_threshold(ready_index, clinician,
                                                                                          media_root):
     folder = media_root / ready_index.directory
-    features, case_ids = np.load(folder / "features.npy"), np.load(folder / "case_ids.npy")
+    features = np.load(folder / "features.npy")
     k = ready_index.calibration["params"]["k"]
 
     # A threshold above any mean cosine: the photograph of a person must be warned, with its score.

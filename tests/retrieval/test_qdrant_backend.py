@@ -5,7 +5,6 @@ API and the search page get the same neighbours as with the exact backend. A tes
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 import pytest
