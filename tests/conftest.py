@@ -20,6 +20,26 @@ from lesionsearch.roles import CLINICIAN, READER, STUDY_ADMIN
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every transactional test restores the database by serialized rollback. One plain flush
+    re-creates the content types under new ids (PostgreSQL keeps its sequences), and every
+    serialized test after it then fails to restore its own: an error that depends on the order
+    the tests run in. Refuse such a test at collection instead."""
+    plain = []
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        marked = marker is not None and marker.kwargs.get("transaction")
+        transactional = marked or {"transactional_db", "live_server"} & set(getattr(item, "fixturenames", ()))
+        serialized = ((marker is not None and marker.kwargs.get("serialized_rollback"))
+                      or "django_db_serialized_rollback" in getattr(item, "fixturenames", ()))
+        if transactional and not serialized:
+            plain.append(item.nodeid)
+    if plain:
+        raise pytest.UsageError("transactional tests without serialized rollback (add the "
+                                "django_db_serialized_rollback fixture or serialized_rollback=True):\n  "
+                                + "\n  ".join(plain))
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Remove this run's private var folder (database, broker, media), unless a test failed."""
     import shutil

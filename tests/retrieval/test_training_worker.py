@@ -14,7 +14,7 @@ SMALL_LIBRARY_SIZE = 40
 
 
 def test_a_training_killed_with_its_worker_resumes_on_the_next_from_its_last_checkpoint(
-        transactional_db, small_library, media_root):
+        transactional_db, django_db_serialized_rollback, small_library, media_root):
     env = {"JOB_STALE_SECONDS": "10", "JOB_SWEEP_SECONDS": "1"}
     log = media_root.parent / "worker.log"
     worker = start_worker(media_root, log=log, extra_env=env)
