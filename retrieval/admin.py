@@ -57,7 +57,8 @@ class CaseAdmin(PerObjectActionsMixin, admin.ModelAdmin):
     search_fields = ("image_id", "lesion_id", "sha256")
     # Images come in through import_ham10000 (services.case_create inspects each): no upload here.
     # Withdrawal goes through the actions (audited, with its reason), never by editing the fields.
-    readonly_fields = ("image", "mask", "sha256", "width", "height", "created_at", "withdrawn_at", "withdrawn_reason")
+    readonly_fields = ("image", "mask", "sha256", "width", "height", "created_at", "updated_at", "withdrawn_at",
+                       "withdrawn_reason")
     action_form = CaseActionForm
     actions = ["check_collection", "withdraw", "restore"]
 

@@ -183,6 +183,8 @@ def test_the_admin_action_withdraws_with_the_reason_and_restores(ready_index, st
     client.post(changelist, {"action": "restore", "_selected_action": [case.id]})
     case.refresh_from_db()
     assert case.withdrawn_at is None and case.withdrawn_reason == ""
+    change = client.get(f"{changelist}{case.id}/change/").content.decode()
+    assert "Updated at:" in change and 'name="updated_at"' not in change  # shown, never edited
 
 
 def test_the_library_page_counts_and_shows_only_the_cases_in_the_library(ready_index, clinician, client):
