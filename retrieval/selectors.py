@@ -66,9 +66,10 @@ def default_collection() -> str:
 def library_state() -> str:
     """A token that changes whenever a case is added, changed (``updated_at``; withdrawal and
     restoration included) or deleted, in any collection and any process: the key under which
-    the case library page's class table and example images are cached. Three index reads, not
-    a scan: a deletion lowers the count, an addition raises the highest id (never reused), any
-    other write raises the latest ``updated_at``."""
+    the case library page's class table and example images are cached. Three small reads (a
+    count and two indexed maximums) instead of the page's grouping and window queries: a
+    deletion lowers the count, an addition raises the highest id (never reused), any other
+    write raises the latest ``updated_at``."""
     count = Case.objects.count()
     last_id = Case.objects.aggregate(v=Max("id"))["v"]
     last_write = Case.objects.aggregate(v=Max("updated_at"))["v"]

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from functools import cached_property
+
 from django import forms
 from django.conf import settings
 from django.contrib import messages
@@ -8,9 +10,7 @@ from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
-from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods
 
 from lesionsearch.access import allowed_only
@@ -29,8 +29,9 @@ from retrieval.throttles import query_submit_wait
 UPLOAD_ACCEPT = (".jpg,.jpeg,.png,.tif,.tiff,.webp,.bmp,.dcm,image/jpeg,image/png,image/tiff,image/webp,image/bmp,"
                  "application/dicom")
 HISTORY_PAGE_SIZE = 12
-#: How long one library state's rendered class table and examples stay cached; a new state (a
-#: case added, changed, withdrawn or deleted) has a new key, so this only bounds the memory of old ones.
+#: How long one library state's rendered class table and examples stay cached (the page's
+#: ``{% cache %}`` fragments); a new state (a case added, changed, withdrawn or deleted) has a new
+#: key, so this only bounds the memory of old ones.
 LIBRARY_PAGE_CACHE_SECONDS = 3600
 #: Seconds one API poll of the result page waits for the query to finish. The API answers at
 #: once when it finishes, but only then: a short wait keeps the queued -> running step visible.
@@ -81,28 +82,29 @@ def library(request):
     collection = request.GET.get("collection") or collections[0]
     if collection not in collections:
         raise Http404("no such collection")
-    table, examples = _library_fragments(collection, state)
     return render(request, "retrieval/library.html", {
-        "collections": collections, "collection": collection, "table": table, "examples": examples,
+        "collections": collections, "collection": collection, "state": state,
+        "cache_seconds": LIBRARY_PAGE_CACHE_SECONDS, "page": _LibraryContent(collection),
         "check": selectors.library_check_latest(collection=collection),
     })
 
 
-def _library_fragments(collection: str, state: str) -> tuple[str, str]:
-    """The library page's class table and example images, rendered once per library state and
-    collection and then served from the cache (shared by the web processes where the cache is
-    Redis): they are most of the page's work, and they change only when a case does."""
-    key = f"library-page:{state}:{collection}"
-    fragments = cache.get(key)
-    if fragments is None:
-        examples = selectors.case_examples(collection=collection)
-        fragments = (
-            render_to_string("retrieval/_library_table.html", {"summary": selectors.library_summary(collection=collection)}),
-            render_to_string("retrieval/_library_examples.html",
-                             {"examples": [(cls, examples[cls.code]) for cls in CLASSES]}),
-        )
-        cache.set(key, fragments, LIBRARY_PAGE_CACHE_SECONDS)
-    return mark_safe(fragments[0]), mark_safe(fragments[1])  # our own templates' output, escaped when rendered
+class _LibraryContent:
+    """The library page's class table and example images, read only when the template's
+    fragment cache (``{% cache %}``, keyed by the library state and collection) misses: they are
+    most of the page's work, and they change only when a case does."""
+
+    def __init__(self, collection: str) -> None:
+        self.collection = collection
+
+    @cached_property
+    def summary(self) -> dict:
+        return selectors.library_summary(collection=self.collection)
+
+    @cached_property
+    def examples(self) -> list:
+        examples = selectors.case_examples(collection=self.collection)
+        return [(cls, examples[cls.code]) for cls in CLASSES]
 
 
 ONE_IMAGE = "Upload one image at a time: the form held several files."
